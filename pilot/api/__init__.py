@@ -1,0 +1,33 @@
+"""The JSON API under /api/v1: one module per resource, registered from one list."""
+from __future__ import annotations
+
+import swagger_ui_bundle
+from flask import Flask, request, send_from_directory
+
+from pilot.api import audit, customer_groups, customers, me, regions, stores, tokens
+from pilot.api.base import Api
+from pilot.errors import ApiError
+
+BLUEPRINTS = [me.blp, tokens.blp, audit.blp, regions.blp, stores.blp, customers.blp, customer_groups.blp]
+
+api = Api()
+
+
+def init_app(app: Flask) -> None:
+    """Register every API blueprint and the bearer-token security scheme."""
+    api.init_app(app, spec_kwargs={"servers": [{"url": "/"}]})
+    api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    api.spec.options["security"] = [{"bearer": []}]
+    for blueprint in BLUEPRINTS:
+        api.register_blueprint(blueprint, url_prefix="/api/v1" + blueprint.url_prefix)
+
+    @app.before_request
+    def _reject_empty_json() -> None:
+        if request.path.startswith("/api/v1/") and request.method in ("POST", "PUT", "PATCH") \
+                and request.is_json and not request.get_data(cache=True):
+            raise ApiError(400, "The request body is empty; send a JSON document.", code="empty_body")
+
+    @app.get("/api/docs/static/<path:filename>")
+    def swagger_ui_static(filename: str):
+        """Swagger UI's files, served locally: installations often have no internet."""
+        return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename)

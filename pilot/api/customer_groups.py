@@ -1,0 +1,127 @@
+"""Customer groups: ordered rules, first match wins, everyone else is 'other'."""
+import marshmallow as ma
+from flask.views import MethodView
+from sqlalchemy import select
+
+from pilot import customers as domain
+from pilot.api.base import Blueprint, Schema
+from pilot.auth import current
+from pilot.db import db
+from pilot.errors import ApiError
+from pilot.models import CustomerGroup
+from pilot.segments import OPERATORS, OTHER, preview, rule_problem, saved_groups
+
+blp = Blueprint("customer_groups", __name__, url_prefix="/customer-groups", description="Customer groups")
+
+KEY = ma.validate.Regexp(r"^[a-z][a-z0-9_]{0,63}$", error="1-64 lowercase letters, digits and _.")
+
+
+class RuleSchema(Schema):
+    attribute = ma.fields.String(required=True, validate=ma.validate.Length(1, 64))
+    op = ma.fields.String(required=True, validate=ma.validate.OneOf(OPERATORS))
+    value = ma.fields.Raw(allow_none=True)
+
+    @ma.validates_schema
+    def _check(self, data, **_kwargs):
+        problem = rule_problem(data)
+        if problem:
+            raise ma.ValidationError(problem, "value")
+
+
+class GroupIn(Schema):
+    key = ma.fields.String(required=True, validate=[KEY, ma.validate.NoneOf([OTHER])])
+    name = ma.fields.String(required=True, validate=ma.validate.Length(1, 200))
+    position = ma.fields.Integer(validate=ma.validate.Range(1, 1000))
+    rules = ma.fields.List(ma.fields.Nested(RuleSchema), load_default=list)
+
+
+class GroupPatch(GroupIn):
+    class Meta:
+        partial = True
+
+
+class GroupSchema(Schema):
+    id = ma.fields.Integer()
+    key = ma.fields.String()
+    name = ma.fields.String()
+    position = ma.fields.Integer()
+    rules = ma.fields.List(ma.fields.Dict())
+
+
+class GroupListSchema(Schema):
+    items = ma.fields.List(ma.fields.Nested(GroupSchema))
+    next_cursor = ma.fields.String(allow_none=True)
+
+
+class PreviewGroupIn(Schema):
+    key = ma.fields.String(required=True, validate=[KEY, ma.validate.NoneOf([OTHER])])
+    name = ma.fields.String(load_default="")
+    rules = ma.fields.List(ma.fields.Nested(RuleSchema), load_default=list)
+
+
+class PreviewIn(Schema):
+    groups = ma.fields.List(ma.fields.Nested(PreviewGroupIn),
+                            metadata={"description": "Groups to try, in order; omit to use the saved ones"})
+
+    @ma.validates("groups")
+    def _unique(self, groups, **_kwargs):
+        keys = [g["key"] for g in groups]
+        if len(keys) != len(set(keys)):
+            raise ma.ValidationError("Group keys must be unique.")
+
+
+class PreviewSchema(Schema):
+    counts = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Integer())
+    total = ma.fields.Integer()
+
+
+@blp.route("")
+class CustomerGroups(MethodView):
+    @blp.response(200, GroupListSchema)
+    def get(self):
+        """List customer groups in order (one page: groups are few)"""
+        stmt = select(CustomerGroup).order_by(CustomerGroup.position)
+        return {"items": list(db.session.scalars(stmt)), "next_cursor": None}
+
+    @blp.arguments(GroupIn)
+    @blp.response(201, GroupSchema)
+    def post(self, data):
+        """Create a customer group"""
+        group = domain.create_group(db.session, current().actor, data)
+        db.session.commit()
+        return group
+
+
+@blp.route("/preview")
+class CustomerGroupPreview(MethodView):
+    @blp.arguments(PreviewIn)
+    @blp.response(200, PreviewSchema)
+    def post(self, data):
+        """Count the customers each group would hold, before saving"""
+        groups = data.get("groups")
+        return preview(db.session, saved_groups(db.session) if groups is None else groups)
+
+
+@blp.route("/<key>")
+class CustomerGroupByKey(MethodView):
+    @blp.response(200, GroupSchema)
+    def get(self, key):
+        """Show a customer group"""
+        return domain.get_group(db.session, key)
+
+    @blp.arguments(GroupPatch)
+    @blp.response(200, GroupSchema)
+    def patch(self, data, key):
+        """Change a customer group's name, rules or position"""
+        if data.get("key", key) != key:
+            raise ApiError(422, "A group's key cannot change.", details={"fields": {"key": ["Read-only."]}})
+        data.pop("key", None)
+        group = domain.update_group(db.session, current().actor, domain.get_group(db.session, key), data)
+        db.session.commit()
+        return group
+
+    @blp.response(204)
+    def delete(self, key):
+        """Delete a customer group"""
+        domain.delete_group(db.session, current().actor, domain.get_group(db.session, key))
+        db.session.commit()

@@ -1,0 +1,126 @@
+"""Stores: CRUD and bulk import (JSON or CSV), upsert by code, all-or-nothing."""
+import marshmallow as ma
+from flask import current_app, request
+from flask.views import MethodView
+from sqlalchemy import select
+
+from pilot import catalog
+from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
+from pilot.api.regions import CODE
+from pilot.auth import current, require_store_scope
+from pilot.batches import RowErrors, csv_rows, json_rows, validate_rows
+from pilot.db import db
+from pilot.errors import ApiError
+from pilot.models import Region, Store
+
+blp = Blueprint("stores", __name__, url_prefix="/stores", description="Stores")
+
+
+class StoreIn(Schema):
+    code = ma.fields.String(required=True, validate=CODE)
+    name = ma.fields.String(required=True, validate=ma.validate.Length(1, 200))
+    region = ma.fields.String(required=True, metadata={"description": "Region code"})
+    format = ma.fields.String(load_default=None, allow_none=True, validate=ma.validate.Length(max=64))
+    size_sqm = ma.fields.Float(load_default=None, allow_none=True, validate=ma.validate.Range(min=0))
+    opening_date = ma.fields.Date(load_default=None, allow_none=True)
+    attributes = ma.fields.Dict(keys=ma.fields.String(), load_default=dict)
+
+
+class StorePatch(StoreIn):
+    class Meta:
+        partial = True
+
+
+class StoreSchema(Schema):
+    id = ma.fields.Integer()
+    code = ma.fields.String()
+    name = ma.fields.String()
+    region = ma.fields.Function(lambda s: s.region.code)
+    format = ma.fields.String(allow_none=True)
+    size_sqm = ma.fields.Float(allow_none=True)
+    opening_date = ma.fields.Date(allow_none=True)
+    attributes = ma.fields.Dict()
+
+
+class StoreListArgs(PageArgs):
+    region = ma.fields.String(metadata={"description": "Only stores of this region code"})
+
+
+class ImportResultSchema(Schema):
+    rows = ma.fields.Integer()
+    created = ma.fields.Integer()
+    updated = ma.fields.Integer()
+    unchanged = ma.fields.Integer()
+
+
+CSV_BODY = {"required": True, "content": {
+    "text/csv": {"schema": {"type": "string"}},
+    "application/json": {"schema": {"type": "object", "properties": {"stores": {"type": "array", "items": {}}}}},
+}}
+
+
+@blp.route("")
+class Stores(MethodView):
+    @blp.arguments(StoreListArgs, location="query")
+    @blp.response(200, page_schema(StoreSchema))
+    def get(self, args):
+        """List stores"""
+        stmt = select(Store)
+        if "region" in args:
+            stmt = stmt.join(Region).where(Region.code == args["region"])
+        return paginate(db.session, stmt, Store.id, args["limit"], args["cursor"])
+
+    @blp.arguments(StoreIn)
+    @blp.response(201, StoreSchema)
+    def post(self, data):
+        """Create a store"""
+        store = catalog.create_store(db.session, current().actor, data)
+        db.session.commit()
+        return store
+
+
+@blp.route("/import")
+class StoreImport(MethodView):
+    @blp.doc(requestBody=CSV_BODY)
+    @blp.response(200, ImportResultSchema)
+    def post(self):
+        """Import stores from CSV or JSON (upsert by code, all or nothing)"""
+        errors = RowErrors()
+        if request.mimetype == "text/csv":
+            fields = StoreIn().fields
+            raw = list(csv_rows(request.stream, ("code", "name", "region"), fields, extra_into="attributes"))
+        elif request.is_json:
+            raw = list(enumerate(json_rows("stores", current_app.config["BATCH_ROW_LIMIT"]), start=1))
+        else:
+            raise ApiError(415, "Send stores as text/csv or application/json.")
+        rows = list(validate_rows(raw, StoreIn(), "code", errors))
+        errors.raise_if_any(len(raw))
+        counts = catalog.upsert_stores(db.session, current().actor, rows, errors)
+        errors.raise_if_any(len(raw))
+        db.session.commit()
+        return {"rows": len(raw), **counts}
+
+
+@blp.route("/<code>")
+class StoreByCode(MethodView):
+    @blp.response(200, StoreSchema)
+    def get(self, code):
+        """Show a store (a store token: its own only)"""
+        require_store_scope(code)
+        return catalog.get_store(db.session, code)
+
+    @blp.arguments(StorePatch)
+    @blp.response(200, StoreSchema)
+    def patch(self, data, code):
+        """Change a store"""
+        if "code" in data and data["code"] != code:
+            raise ApiError(422, "A store's code cannot change.", details={"fields": {"code": ["Read-only."]}})
+        store = catalog.update_store(db.session, current().actor, catalog.get_store(db.session, code), data)
+        db.session.commit()
+        return store
+
+    @blp.response(204)
+    def delete(self, code):
+        """Delete a store"""
+        catalog.delete_store(db.session, current().actor, catalog.get_store(db.session, code))
+        db.session.commit()

@@ -1,0 +1,86 @@
+"""API tokens: admins create, list and revoke them; the secret is shown once."""
+import marshmallow as ma
+from flask.views import MethodView
+from sqlalchemy import select
+
+from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
+from pilot.audit import record
+from pilot.auth import current, issue_token
+from pilot.catalog import get_store
+from pilot.db import db, utcnow
+from pilot.errors import ApiError
+from pilot.models import ApiToken
+from pilot.models.tokens import ROLES
+
+blp = Blueprint("tokens", __name__, url_prefix="/tokens", description="API tokens (admin only)")
+
+
+class TokenIn(Schema):
+    name = ma.fields.String(required=True, validate=ma.validate.Length(1, 200))
+    role = ma.fields.String(required=True, validate=ma.validate.OneOf(ROLES))
+    store = ma.fields.String(load_default=None, allow_none=True)
+
+
+class TokenSchema(Schema):
+    id = ma.fields.Integer()
+    name = ma.fields.String()
+    role = ma.fields.String()
+    store = ma.fields.Function(lambda t: t.store.code if t.store else None, allow_none=True)
+    prefix = ma.fields.String()
+    created_at = ma.fields.DateTime()
+    revoked_at = ma.fields.DateTime(allow_none=True)
+
+
+class NewTokenSchema(TokenSchema):
+    token = ma.fields.String(metadata={"description": "The secret; shown only now."})
+
+
+def token_dict(token: ApiToken) -> dict:
+    return {"name": token.name, "role": token.role, "prefix": token.prefix,
+            "store": token.store.code if token.store else None, "revoked_at": token.revoked_at}
+
+
+@blp.route("")
+class Tokens(MethodView):
+    @blp.arguments(PageArgs, location="query")
+    @blp.response(200, page_schema(TokenSchema))
+    def get(self, args):
+        """List tokens"""
+        return paginate(db.session, select(ApiToken), ApiToken.id, args["limit"], args["cursor"])
+
+    @blp.arguments(TokenIn)
+    @blp.response(201, NewTokenSchema)
+    def post(self, data):
+        """Create a token"""
+        store = get_store(db.session, data["store"]) if data["store"] else None
+        token, secret = issue_token(db.session, data["name"], data["role"], store)
+        record(db.session, current().actor, "create", "api_token", token.id, after=token_dict(token))
+        db.session.commit()
+        token.token = secret
+        return token
+
+
+@blp.route("/<int:token_id>")
+class TokenById(MethodView):
+    @blp.response(200, TokenSchema)
+    def get(self, token_id):
+        """Show a token"""
+        return _token(token_id)
+
+    @blp.response(200, TokenSchema)
+    def delete(self, token_id):
+        """Revoke a token"""
+        token = _token(token_id)
+        if token.revoked_at is None:
+            before = token_dict(token)
+            token.revoked_at = utcnow()
+            record(db.session, current().actor, "revoke", "api_token", token.id, before=before, after=token_dict(token))
+            db.session.commit()
+        return token
+
+
+def _token(token_id: int) -> ApiToken:
+    token = db.session.get(ApiToken, token_id)
+    if token is None:
+        raise ApiError(404, f"No token {token_id}.")
+    return token

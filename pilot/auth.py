@@ -1,0 +1,141 @@
+"""API tokens, the role matrix, and the check run before every API request."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from flask import Flask, g, request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pilot.db import db
+from pilot.errors import ApiError
+from pilot.models import ApiToken, Store
+from pilot.models.tokens import ROLES
+
+ADMIN, MANAGER, ANALYST, STORE, FEED = ROLES
+EVERYONE = frozenset(ROLES)
+READERS = frozenset({ADMIN, MANAGER, ANALYST})
+MANAGERS = frozenset({ADMIN, MANAGER})
+WRITERS = frozenset({ADMIN, MANAGER, FEED})
+ADMINS = frozenset({ADMIN})
+
+# The role matrix: endpoint -> HTTP method -> roles allowed. An API route missing here is refused
+# to everyone (and tests/test_roles.py fails), so every new route needs a line.
+RULES: dict[str, dict[str, frozenset[str]]] = {
+    "me.Me": {"GET": EVERYONE},
+    "tokens.Tokens": {"GET": ADMINS, "POST": ADMINS},
+    "tokens.TokenById": {"GET": ADMINS, "DELETE": ADMINS},
+    "audit.AuditEvents": {"GET": ADMINS},
+    "regions.Regions": {"GET": READERS, "POST": MANAGERS},
+    "regions.RegionByCode": {"GET": READERS, "PATCH": MANAGERS, "DELETE": MANAGERS},
+    "stores.Stores": {"GET": READERS, "POST": MANAGERS},
+    "stores.StoreImport": {"POST": MANAGERS},
+    "stores.StoreByCode": {"GET": READERS | {STORE}, "PATCH": MANAGERS, "DELETE": MANAGERS},
+    "customers.Customers": {"GET": READERS, "POST": WRITERS},
+    "customers.CustomerImport": {"POST": WRITERS},
+    "customers.CustomerByExternalId": {"GET": READERS},
+    "customer_groups.CustomerGroups": {"GET": READERS, "POST": MANAGERS},
+    "customer_groups.CustomerGroupPreview": {"POST": READERS},
+    "customer_groups.CustomerGroupByKey": {"GET": READERS, "PATCH": MANAGERS, "DELETE": MANAGERS},
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a token's identity, role and store scope."""
+
+    token_id: int | None
+    name: str
+    role: str
+    store_code: str | None = None
+
+    @property
+    def actor(self) -> str:
+        return f"token:{self.token_id}:{self.name}" if self.token_id else self.name
+
+
+CLI = Principal(token_id=None, name="cli", role=ADMIN)
+
+
+def hash_token(secret: str) -> str:
+    """SHA-256 of the secret: tokens carry 256 random bits, so a fast hash is enough."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def issue_token(session: Session, name: str, role: str, store: Store | None) -> tuple[ApiToken, str]:
+    """Create a token; the secret is returned once and never stored."""
+    if role not in ROLES:
+        raise ApiError(422, f"Unknown role {role!r}.", details={"fields": {"role": [f"One of {', '.join(ROLES)}."]}})
+    if (role == STORE) != (store is not None):
+        msg = "A store token needs a store." if role == STORE else "Only a store token is bound to a store."
+        raise ApiError(422, msg, details={"fields": {"store": [msg]}})
+    secret = "plt_" + secrets.token_urlsafe(32)
+    token = ApiToken(name=name, role=role, store=store, token_hash=hash_token(secret), prefix=secret[:8])
+    session.add(token)
+    session.flush()
+    return token, secret
+
+
+def principal_for(session: Session, secret: str) -> Principal | None:
+    """The principal of a live token, or None."""
+    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(secret)))
+    if token is None or token.revoked_at is not None:
+        return None
+    return _principal(token)
+
+
+def principal_by_id(session: Session, token_id: int) -> Principal | None:
+    """The principal of a live token by id (web sessions keep only the id)."""
+    token = session.get(ApiToken, token_id)
+    if token is None or token.revoked_at is not None:
+        return None
+    return _principal(token)
+
+
+def _principal(token: ApiToken) -> Principal:
+    return Principal(token.id, token.name, token.role, token.store.code if token.store else None)
+
+
+def current() -> Principal:
+    """The authenticated principal of this request."""
+    return g.principal
+
+
+def require_store_scope(store_code: str) -> None:
+    """A store token may only see its own store."""
+    p = current()
+    if p.role == STORE and p.store_code != store_code:
+        raise ApiError(403, "This token may only read its own store.", code="store_scope")
+
+
+def allowed(endpoint: str, method: str, role: str) -> bool:
+    """Whether the role may call the endpoint with the method."""
+    method = "GET" if method == "HEAD" else method
+    return role in RULES.get(endpoint, {}).get(method, frozenset())
+
+
+def init_app(app: Flask) -> None:
+    """Authenticate and authorise every /api/v1 request before its view runs."""
+
+    @app.before_request
+    def _authorise() -> None:
+        if not request.path.startswith("/api/v1/") or request.method == "OPTIONS":
+            return
+        g.principal = _authenticate()
+        if request.endpoint is None:
+            return  # 404/405 follow
+        if not allowed(request.endpoint, request.method, g.principal.role):
+            raise ApiError(403, f"Role {g.principal.role!r} may not {request.method} {request.path}.")
+
+
+def _authenticate() -> Principal:
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    principal = None
+    if scheme.lower() == "bearer" and secret.strip():
+        principal = principal_for(db.session, secret.strip())
+    if principal is None:
+        raise ApiError(401, "A valid API token is required (Authorization: Bearer <token>).")
+    return principal

@@ -1,0 +1,144 @@
+"""Row-by-row validation shared by every bulk path: JSON batches and streamed CSV."""
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+import marshmallow as ma
+from flask import request
+
+from pilot.errors import ApiError
+
+MAX_REPORTED = 1000
+
+
+def json_body() -> Any:
+    """The request's JSON body, or a 400 naming what is wrong with it."""
+    if not request.is_json:
+        raise ApiError(415, "Send the body as application/json.")
+    data = request.get_json(silent=True)
+    if data is None:
+        raise ApiError(400, "Request body is not valid JSON.", code="malformed_json")
+    return data
+
+
+def json_rows(key: str, limit: int) -> list[dict]:
+    """The list under `key` of a JSON batch body, checked for shape and size."""
+    body = json_body()
+    if not isinstance(body, dict) or set(body) != {key}:
+        raise ApiError(422, f"Body must be an object with the single key {key!r}.",
+                       details={"fields": {key: ["Missing or unknown fields."]}})
+    rows = body[key]
+    if not isinstance(rows, list) or not rows:
+        raise ApiError(422, f"{key!r} must be a non-empty list.", details={"fields": {key: ["Not a non-empty list."]}})
+    if len(rows) > limit:
+        raise ApiError(413, f"A batch holds at most {limit} rows; this one has {len(rows)}.",
+                       details={"limit_rows": limit})
+    return rows
+
+
+def csv_rows(stream: IO[bytes], required: Iterable[str], known: Iterable[str],
+             extra_into: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Stream a CSV (UTF-8, BOM allowed) as (row number, record); empty cells are missing."""
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    reader = csv.reader(text)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise ApiError(422, "The CSV file is empty.", details={"columns": {}}) from None
+    except UnicodeDecodeError:
+        raise ApiError(422, "The CSV file is not UTF-8.") from None
+    _check_header(header, set(required), set(known), extra_into)
+    known = set(known)
+    for number, cells in enumerate(_decoded(reader), start=1):
+        if not any(c.strip() for c in cells):
+            continue
+        record: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for name, cell in zip(header, cells):
+            if cell.strip() == "":
+                continue
+            (record if name in known else extra)[name] = cell.strip()
+        if len(cells) != len(header):
+            record["__width__"] = len(cells)
+        if extra_into and extra:
+            record[extra_into] = extra
+        yield number, record
+
+
+def _decoded(reader: Iterator[list[str]]) -> Iterator[list[str]]:
+    try:
+        yield from reader
+    except UnicodeDecodeError:
+        raise ApiError(422, "The CSV file is not UTF-8.") from None
+    except csv.Error as exc:
+        raise ApiError(422, f"The CSV file is malformed: {exc}.") from None
+
+
+def _check_header(header: list[str], required: set[str], known: set[str], extra_into: str | None) -> None:
+    missing = sorted(required - set(header))
+    unknown = [] if extra_into else sorted(set(header) - known)
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if missing or unknown or dupes:
+        parts = [f"missing column(s) {', '.join(missing)}" if missing else "",
+                 f"unknown column(s) {', '.join(unknown)}" if unknown else "",
+                 f"repeated column(s) {', '.join(dupes)}" if dupes else ""]
+        raise ApiError(422, "CSV header: " + "; ".join(p for p in parts if p) + ".",
+                       details={"columns": {"missing": missing, "unknown": unknown, "repeated": dupes}})
+
+
+class RowErrors:
+    """Collects rejected rows; raises one 422 listing them all."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.count = 0
+
+    def add(self, row: int, field: str, message: str) -> None:
+        self.count += 1
+        if len(self.rows) < MAX_REPORTED:
+            self.rows.append({"row": row, "field": field, "message": message})
+
+    def add_validation(self, row: int, messages: dict) -> None:
+        for field, msgs in _flatten(messages):
+            self.add(row, field, "; ".join(msgs))
+
+    def raise_if_any(self, total: int) -> None:
+        if self.count:
+            raise ApiError(422, f"{self.count} row error(s) in {total} row(s); nothing was stored.",
+                           details={"rows": self.rows, "rejected_rows": len({r['row'] for r in self.rows}),
+                                    "errors": self.count, "truncated": self.count > len(self.rows)})
+
+
+def _flatten(messages: Any, prefix: str = "") -> Iterator[tuple[str, list[str]]]:
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            yield from _flatten(value, name)
+    else:
+        yield prefix or "_row", [str(m) for m in (messages if isinstance(messages, list) else [messages])]
+
+
+def validate_rows(rows: Iterable[tuple[int, Any]], schema: ma.Schema, key: str,
+                  errors: RowErrors) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Load each row with the schema; report bad rows and keys repeated within the batch."""
+    seen: dict[Any, int] = {}
+    for number, raw in rows:
+        if not isinstance(raw, dict):
+            errors.add(number, "_row", "Not an object.")
+            continue
+        if "__width__" in raw:
+            errors.add(number, "_row", f"Has {raw.pop('__width__')} cells; the header has a different number.")
+            continue
+        try:
+            data = schema.load(raw)
+        except ma.ValidationError as exc:
+            errors.add_validation(number, exc.messages)
+            continue
+        first = seen.setdefault(data[key], number)
+        if first != number:
+            errors.add(number, key, f"Duplicate {key} {data[key]!r}; first seen in row {first}.")
+            continue
+        yield number, data

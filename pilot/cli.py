@@ -1,0 +1,109 @@
+"""The `pilot` command: database, tokens, demo data and analyses."""
+from __future__ import annotations
+
+import click
+from flask.cli import FlaskGroup
+from sqlalchemy import select
+
+from pilot import create_app
+from pilot.audit import record
+from pilot.auth import CLI, RULES, issue_token
+from pilot.catalog import get_store
+from pilot.db import db, utcnow
+from pilot.errors import ApiError
+from pilot.models import ApiToken
+from pilot.models.tokens import ROLES
+
+cli = FlaskGroup(create_app=lambda: create_app(), help="Pilot: staged pilots of loyalty programmes.")
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration."""
+    from pilot.migrate import current_revision, upgrade
+    upgrade(db.engine)
+    click.echo(f"database at revision {current_revision(db.engine)}")
+
+
+@cli.group("tokens")
+def tokens_group() -> None:
+    """API tokens."""
+
+
+@tokens_group.command("create")
+@click.option("--role", required=True, type=click.Choice(ROLES))
+@click.option("--name", required=True)
+@click.option("--store", "store_code", default=None, help="Store code (store tokens only).")
+def tokens_create(role: str, name: str, store_code: str | None) -> None:
+    """Create a token and print its secret once."""
+    try:
+        store = get_store(db.session, store_code) if store_code else None
+        token, secret = issue_token(db.session, name, role, store)
+    except ApiError as exc:
+        raise click.UsageError(exc.description) from None
+    record(db.session, CLI.actor, "create", "api_token", token.id, after={"name": name, "role": role})
+    db.session.commit()
+    click.echo(f"token {token.id} ({role}) created; the secret is shown only now:\n{secret}")
+
+
+@tokens_group.command("list")
+def tokens_list() -> None:
+    """List tokens (never their secrets)."""
+    for t in db.session.scalars(select(ApiToken).order_by(ApiToken.id)):
+        state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
+        click.echo(f"{t.id}\t{t.prefix}…\t{t.role}\t{t.store.code if t.store else '-'}\t{state}\t{t.name}")
+
+
+@tokens_group.command("revoke")
+@click.argument("token_id", type=int)
+def tokens_revoke(token_id: int) -> None:
+    """Revoke a token by id."""
+    token = db.session.get(ApiToken, token_id)
+    if token is None:
+        raise click.UsageError(f"no token {token_id}")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        record(db.session, CLI.actor, "revoke", "api_token", token.id)
+        db.session.commit()
+    click.echo(f"token {token_id} revoked")
+
+
+@cli.command("roles", with_appcontext=False)
+def roles() -> None:
+    """Print the role matrix as a Markdown table (the README carries it)."""
+    click.echo(roles_markdown())
+
+
+def roles_markdown() -> str:
+    """The role matrix, one row per endpoint and method."""
+    lines = ["| endpoint | method | " + " | ".join(ROLES) + " |", "|---|---|" + "---|" * len(ROLES)]
+    for endpoint, methods in RULES.items():
+        for method, allowed in methods.items():
+            marks = " | ".join("yes" if r in allowed else "" for r in ROLES)
+            lines.append(f"| `{endpoint}` | {method} | {marks} |")
+    return "\n".join(lines)
+
+
+@cli.command("demo")
+@click.option("--customers", default=20_000, show_default=True)
+def demo(customers: int) -> None:
+    """Migrate and load the demo retailer once; later runs reuse it."""
+    from pilot.demo import has_demo, load_demo
+    from pilot.migrate import upgrade
+    upgrade(db.engine)
+    if has_demo(db.session):
+        click.echo("demo data present; reusing it (create a token with `pilot tokens create --role admin --name me`)")
+        return
+    secret = load_demo(db.session, customers=customers)
+    db.session.commit()
+    click.echo(f"demo data loaded. Admin token (shown only now):\n\n    {secret}\n")
+
+
+def main() -> None:
+    """Entry point of the `pilot` console script."""
+    cli.main(prog_name="pilot")

@@ -1,0 +1,47 @@
+"""Settings read from PILOT_* environment variables; every one is listed in the README."""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def _secret_key(instance_path: str) -> str:
+    """The configured secret, or one generated once and kept in the instance folder."""
+    configured = os.environ.get("PILOT_SECRET_KEY")
+    if configured:
+        return configured
+    path = Path(instance_path) / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+class Config:
+    """Application settings; environment variables override the defaults."""
+
+    def __init__(self, instance_path: str) -> None:
+        env = os.environ.get
+        default_db = "sqlite:///" + str(Path(instance_path) / "pilot.db")
+        self.DATABASE_URL = env("PILOT_DATABASE_URL", default_db)
+        self.SECRET_KEY = _secret_key(instance_path)
+        self.MAX_CONTENT_LENGTH = int(env("PILOT_MAX_CONTENT_LENGTH", str(16 * 1024 * 1024)))
+        self.AUTO_MIGRATE = env("PILOT_AUTO_MIGRATE", "1" if self.DATABASE_URL.startswith("sqlite") else "0") == "1"
+        self.BATCH_ROW_LIMIT = int(env("PILOT_BATCH_ROW_LIMIT", "10000"))
+        self.SESSION_COOKIE_SECURE = env("PILOT_SECURE_COOKIES", "0") == "1"
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.API_TITLE = "Pilot"
+        self.API_VERSION = "v1"
+        self.OPENAPI_VERSION = "3.0.3"
+        self.OPENAPI_URL_PREFIX = "/api"
+        self.OPENAPI_JSON_PATH = "openapi.json"
+        self.OPENAPI_SWAGGER_UI_PATH = "docs"
+        self.OPENAPI_SWAGGER_UI_URL = "/api/docs/static/"
+        self.OPENAPI_REDOC_PATH = None
+
+    def as_dict(self) -> dict[str, object]:
+        """The settings as Flask config keys."""
+        return {k: v for k, v in vars(self).items() if k.isupper()}

@@ -1,0 +1,136 @@
+"""Customers (bulk upsert by external id) and customer groups (ordered, audited)."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from pilot.audit import record
+from pilot.batches import RowErrors
+from pilot.db import utcnow
+from pilot.errors import ApiError
+from pilot.models import Customer, CustomerGroup, Store
+
+CHUNK = 2000
+CUSTOMER_FIELDS = ("age_band", "household_size", "children", "attributes")
+
+
+class CustomerWriter:
+    """Upserts validated customer rows in chunks inside the caller's transaction."""
+
+    def __init__(self, session: Session, errors: RowErrors) -> None:
+        self.session, self.errors = session, errors
+        self.stores = dict(session.execute(select(Store.code, Store.id)).all())
+        self.pending: list[dict[str, Any]] = []
+        self.rows = 0
+
+    def add(self, number: int, data: dict[str, Any]) -> None:
+        """Queue one row; an unknown home store is a row error."""
+        self.rows += 1
+        code = data.get("home_store")
+        if code is not None and code not in self.stores:
+            self.errors.add(number, "home_store", f"Unknown store {code!r}.")
+            return
+        if self.errors.count:
+            return  # the batch is lost anyway: only keep validating
+        row = {f: data.get(f) for f in CUSTOMER_FIELDS}
+        row.update(external_id=data["external_id"], home_store_id=self.stores.get(code),
+                   attributes=data.get("attributes") or {}, created_at=utcnow(), updated_at=utcnow())
+        self.pending.append(row)
+        if len(self.pending) >= CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the queued rows with one INSERT … ON CONFLICT DO UPDATE."""
+        if not self.pending or self.errors.count:
+            self.pending = []
+            return
+        dialect = postgresql if self.session.bind.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(Customer).values(self.pending)
+        cols = {c: stmt.excluded[c] for c in (*CUSTOMER_FIELDS, "home_store_id", "updated_at")}
+        self.session.execute(stmt.on_conflict_do_update(index_elements=["external_id"], set_=cols))
+        self.pending = []
+
+
+def upsert_customers(session: Session, actor: str, rows: Iterable[tuple[int, dict[str, Any]]],
+                     errors: RowErrors) -> dict[str, int]:
+    """Upsert every row, or nothing: the caller raises (and rolls back) when errors were found."""
+    before = session.scalar(select(func.count()).select_from(Customer))
+    writer = CustomerWriter(session, errors)
+    for number, data in rows:
+        writer.add(number, data)
+    writer.flush()
+    errors.raise_if_any(writer.rows)
+    after = session.scalar(select(func.count()).select_from(Customer))
+    counts = {"rows": writer.rows, "created": after - before, "updated": writer.rows - (after - before)}
+    record(session, actor, "upsert", "customers", None, after=counts)
+    return counts
+
+
+def get_customer(session: Session, external_id: str) -> Customer:
+    """The customer with the external id, or a 404."""
+    customer = session.scalar(select(Customer).where(Customer.external_id == external_id))
+    if customer is None:
+        raise ApiError(404, f"No customer with external id {external_id!r}.")
+    return customer
+
+
+def group_dict(group: CustomerGroup) -> dict[str, Any]:
+    """A group as plain data for audit events."""
+    return {"key": group.key, "name": group.name, "position": group.position, "rules": group.rules}
+
+
+def get_group(session: Session, key: str) -> CustomerGroup:
+    """The group with the key, or a 404."""
+    group = session.scalar(select(CustomerGroup).where(CustomerGroup.key == key))
+    if group is None:
+        raise ApiError(404, f"No customer group {key!r}.")
+    return group
+
+
+def create_group(session: Session, actor: str, data: dict[str, Any]) -> CustomerGroup:
+    """Add a group at its position (default: last); later groups move down one."""
+    if session.scalar(select(CustomerGroup.id).where(CustomerGroup.key == data["key"])):
+        raise ApiError(409, f"Customer group {data['key']!r} exists already.")
+    count = session.scalar(select(func.count()).select_from(CustomerGroup))
+    position = min(data.pop("position", None) or count + 1, count + 1)
+    session.execute(update(CustomerGroup).where(CustomerGroup.position >= position)
+                    .values(position=CustomerGroup.position + 1))
+    group = CustomerGroup(position=position, **data)
+    session.add(group)
+    session.flush()
+    record(session, actor, "create", "customer_group", group.key, after=group_dict(group))
+    return group
+
+
+def update_group(session: Session, actor: str, group: CustomerGroup, data: dict[str, Any]) -> CustomerGroup:
+    """Change a group's name, rules or position."""
+    before = group_dict(group)
+    if "position" in data:
+        _move(session, group, data.pop("position"))
+    for key, value in data.items():
+        setattr(group, key, value)
+    session.flush()
+    record(session, actor, "update", "customer_group", group.key, before=before, after=group_dict(group))
+    return group
+
+
+def delete_group(session: Session, actor: str, group: CustomerGroup) -> None:
+    """Remove a group; the groups after it move up one."""
+    record(session, actor, "delete", "customer_group", group.key, before=group_dict(group))
+    session.execute(update(CustomerGroup).where(CustomerGroup.position > group.position)
+                    .values(position=CustomerGroup.position - 1))
+    session.delete(group)
+
+
+def _move(session: Session, group: CustomerGroup, position: int) -> None:
+    count = session.scalar(select(func.count()).select_from(CustomerGroup))
+    position = max(1, min(position, count))
+    others = [g for g in session.scalars(select(CustomerGroup).order_by(CustomerGroup.position))
+              if g.id != group.id]
+    others.insert(position - 1, group)
+    for index, g in enumerate(others, start=1):
+        g.position = index

@@ -1,0 +1,8 @@
+"""Typed models, one module per aggregate."""
+from pilot.db import Base
+from pilot.models.audit import AuditEvent
+from pilot.models.customers import Customer, CustomerGroup
+from pilot.models.stores import Region, Store
+from pilot.models.tokens import ApiToken
+
+__all__ = ["ApiToken", "AuditEvent", "Base", "Customer", "CustomerGroup", "Region", "Store"]

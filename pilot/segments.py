@@ -1,0 +1,90 @@
+"""Customer groups: ordered rules over customer attributes, compiled to one SQL CASE."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, func, literal, select, true
+from sqlalchemy.orm import Session
+
+from pilot.models import Customer, CustomerGroup
+
+OTHER = "other"
+OPERATORS = ("eq", "ne", "in", "lt", "le", "gt", "ge", "between", "exists")
+COLUMNS = {"age_band": Customer.age_band, "household_size": Customer.household_size,
+           "children": Customer.children}
+
+
+def rule_problem(rule: dict[str, Any]) -> str | None:
+    """Why a rule is malformed, or None when it is fine."""
+    op, value = rule["op"], rule.get("value")
+    if op == "exists":
+        return None if value is None or isinstance(value, bool) else "exists takes no value or true/false."
+    if value is None:
+        return f"{op} needs a value."
+    if op == "in":
+        return None if isinstance(value, list) and value and all(_scalar(v) for v in value) else \
+            "in needs a non-empty list of strings or numbers."
+    if op == "between":
+        ok = isinstance(value, list) and len(value) == 2 and all(_number(v) for v in value) and value[0] <= value[1]
+        return None if ok else "between needs [low, high] numbers with low <= high."
+    if op in ("lt", "le", "gt", "ge"):
+        return None if _number(value) else f"{op} needs a number."
+    return None if _scalar(value) else f"{op} needs a string, number or boolean."
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _scalar(v: Any) -> bool:
+    return isinstance(v, (str, int, float, bool))
+
+
+def _operand(attribute: str, sample: Any) -> ColumnElement:
+    if attribute in COLUMNS:
+        return COLUMNS[attribute]
+    element = Customer.attributes[attribute]
+    if isinstance(sample, bool):
+        return element.as_boolean()
+    return element.as_float() if _number(sample) else element.as_string()
+
+
+def rule_clause(rule: dict[str, Any]) -> ColumnElement[bool]:
+    """One rule as a SQL condition; a missing attribute satisfies nothing but `exists: false`."""
+    op, value, attr = rule["op"], rule.get("value"), rule["attribute"]
+    if op == "exists":
+        col = _operand(attr, "")
+        return col.is_(None) if value is False else col.is_not(None)
+    sample = value[0] if isinstance(value, list) else value
+    col = _operand(attr, sample)
+    if op == "in":
+        return col.in_(value)
+    if op == "between":
+        return col.between(value[0], value[1])
+    return {"eq": col.__eq__, "ne": col.__ne__, "lt": col.__lt__, "le": col.__le__,
+            "gt": col.__gt__, "ge": col.__ge__}[op](value)
+
+
+def group_case(groups: Sequence[dict[str, Any]]) -> ColumnElement[str]:
+    """A CASE giving each customer the key of the first group whose rules all hold, else 'other'."""
+    if not groups:
+        return literal(OTHER)
+    whens = [(and_(true(), *[rule_clause(r) for r in g["rules"]]), g["key"]) for g in groups]
+    return case(*whens, else_=OTHER)
+
+
+def saved_groups(session: Session) -> list[dict[str, Any]]:
+    """The stored groups in their order, as plain data."""
+    stmt = select(CustomerGroup).order_by(CustomerGroup.position, CustomerGroup.id)
+    return [{"key": g.key, "name": g.name, "rules": g.rules} for g in session.scalars(stmt)]
+
+
+def preview(session: Session, groups: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """How many customers fall into each group (and 'other'), counted in the database."""
+    label = group_case(groups).label("group_key")
+    rows = session.execute(select(label, func.count()).select_from(Customer).group_by(label)).all()
+    found = dict(rows)
+    counts = {g["key"]: int(found.get(g["key"], 0)) for g in groups}
+    counts[OTHER] = int(found.get(OTHER, 0))
+    return {"counts": counts, "total": sum(counts.values())}

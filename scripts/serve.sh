@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# One command from a clone to a running Pilot: venv, install, SQLite demo data, gunicorn on 127.0.0.1:${PORT:-8000}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/venv.sh
+ensure_venv base
+.venv/bin/pilot demo
+port=${PORT:-8000}
+echo "Pilot is at http://127.0.0.1:$port/ (API docs: http://127.0.0.1:$port/api/docs). Ctrl-C stops it."
+exec .venv/bin/gunicorn --workers 2 --bind "127.0.0.1:$port" --access-logfile - wsgi:app

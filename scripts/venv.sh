@@ -1,0 +1,15 @@
+# Sourced by serve.sh and test.sh: make .venv and install the project (again only when setup.cfg changed).
+# Usage: ensure_venv EXTRA   (EXTRA is "base" or an extra of setup.cfg, e.g. "test")
+ensure_venv() {
+  local extra=$1 py
+  py=$(command -v python3.11 || command -v python3)
+  [ -x .venv/bin/python ] || "$py" -m venv .venv
+  local want stamp=".venv/.installed-$extra"
+  want=$(cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    if [ "$extra" = base ]; then .venv/bin/python -m pip install --quiet -e .
+    else .venv/bin/python -m pip install --quiet -e ".[$extra]"; fi
+    echo "$want" > "$stamp"
+  fi
+}

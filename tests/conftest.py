@@ -1,0 +1,112 @@
+"""Every database test runs on SQLite, and on PostgreSQL when PILOT_TEST_DATABASE_URL is set.
+
+PostgreSQL tests run in a schema of their own (dropped at the end), so the `test` database is
+left as it was found; each test starts from empty tables.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from pilot import create_app
+from pilot.auth import issue_token
+from pilot.db import db, make_engine
+from pilot.migrate import upgrade
+from pilot.models import Base, Region, Store
+
+PG_URL = os.environ.get("PILOT_TEST_DATABASE_URL")
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+ROLES = ("admin", "manager", "analyst", "store", "feed")
+
+
+def _pg_url(schema: str) -> str:
+    base = PG_URL.replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request, tmp_path_factory):
+    """A migrated template database per backend: (kind, url or template path)."""
+    if request.param == "sqlite":
+        template = tmp_path_factory.mktemp("template") / "template.db"
+        engine = make_engine(f"sqlite:///{template}")
+        upgrade(engine)
+        engine.dispose()
+        yield "sqlite", template
+        return
+    schema = f"pilot_test_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = _pg_url(schema)
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield "postgresql", url
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture
+def database_url(backend, tmp_path):
+    """A fresh, migrated database for one test."""
+    kind, where = backend
+    if kind == "sqlite":
+        path = tmp_path / "pilot.db"
+        shutil.copy(where, path)
+        yield f"sqlite:///{path}"
+        return
+    yield where
+    engine = make_engine(where)
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def app(database_url, tmp_path):
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "AUTO_MIGRATE": False,
+                      "SECRET_KEY": "test-secret"})
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def tokens(app):
+    """One live token per role; the store token belongs to store T001 (region r1)."""
+    with app.app_context():
+        region = Region(code="r1", name="Region one")
+        stores = [Store(code=c, name=f"Store {c}", region=region) for c in ("T001", "T002")]
+        db.session.add_all([region, *stores])
+        secrets = {role: issue_token(db.session, f"{role} test", role, stores[0] if role == "store" else None)[1]
+                   for role in ROLES}
+        db.session.commit()
+    return secrets
+
+
+@pytest.fixture
+def auth(tokens):
+    """Headers for a role: auth('manager')."""
+    return lambda role: {"Authorization": f"Bearer {tokens[role]}"}
+
+
+@pytest.fixture
+def admin(auth):
+    return auth("admin")
+
+
+def pytest_configure(config):
+    Path("test-artifacts").mkdir(exist_ok=True)

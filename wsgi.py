@@ -1,0 +1,3 @@
+from pilot import create_app
+
+app = create_app()
