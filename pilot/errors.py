@@ -30,7 +30,16 @@ class ApiError(HTTPException):
 
 def error_payload(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> dict:
     """The error body every API failure shares."""
-    return {"error": {"status": status, "code": code, "message": message, "details": details or {}}}
+    return {"error": {"status": status, "code": code, "message": message, "details": _str_keys(details or {})}}
+
+
+def _str_keys(value: Any) -> Any:
+    """marshmallow keys list errors by int index: JSON object keys must be strings."""
+    if isinstance(value, dict):
+        return {str(k): _str_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_str_keys(v) for v in value]
+    return value
 
 
 def to_response(exc: HTTPException):  # noqa: ANN201

@@ -1,7 +1,9 @@
 """The JSON API under /api/v1: one module per resource, registered from one list."""
 from __future__ import annotations
 
+import marshmallow as ma
 import swagger_ui_bundle
+from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask, request, send_from_directory
 
 from pilot.api import audit, customer_groups, customers, me, regions, stores, tokens
@@ -13,9 +15,17 @@ BLUEPRINTS = [me.blp, tokens.blp, audit.blp, regions.blp, stores.blp, customers.
 api = Api()
 
 
+def schema_name(schema: type[ma.Schema] | ma.Schema) -> str:
+    """OpenAPI component names: the class name, with 'Patch' for partial (PATCH) variants."""
+    cls = schema if isinstance(schema, type) else type(schema)
+    name = cls.__name__.removesuffix("Schema")
+    return name + "Patch" if getattr(schema, "partial", False) else name
+
+
 def init_app(app: Flask) -> None:
     """Register every API blueprint and the bearer-token security scheme."""
-    api.init_app(app, spec_kwargs={"servers": [{"url": "/"}]})
+    plugin = MarshmallowPlugin(schema_name_resolver=schema_name)
+    api.init_app(app, spec_kwargs={"servers": [{"url": "/"}], "marshmallow_plugin": plugin})
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     api.spec.options["security"] = [{"bearer": []}]
     for blueprint in BLUEPRINTS:

@@ -74,6 +74,9 @@ def _encode_cursor(last_id: int) -> str:
 
 def _decode_cursor(cursor: str) -> int:
     try:
-        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+        value = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+        if 0 <= value < 2**62:
+            return value
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ApiError(422, "Invalid cursor.", details={"fields": {"query": {"cursor": ["Invalid cursor."]}}})
+        pass
+    raise ApiError(422, "Invalid cursor.", details={"fields": {"query": {"cursor": ["Invalid cursor."]}}})

@@ -35,11 +35,6 @@ class GroupIn(Schema):
     rules = ma.fields.List(ma.fields.Nested(RuleSchema), load_default=list)
 
 
-class GroupPatch(GroupIn):
-    class Meta:
-        partial = True
-
-
 class GroupSchema(Schema):
     id = ma.fields.Integer()
     key = ma.fields.String()
@@ -109,7 +104,7 @@ class CustomerGroupByKey(MethodView):
         """Show a customer group"""
         return domain.get_group(db.session, key)
 
-    @blp.arguments(GroupPatch)
+    @blp.arguments(GroupIn(partial=True))
     @blp.response(200, GroupSchema)
     def patch(self, data, key):
         """Change a customer group's name, rules or position"""

@@ -26,11 +26,6 @@ class StoreIn(Schema):
     attributes = ma.fields.Dict(keys=ma.fields.String(), load_default=dict)
 
 
-class StorePatch(StoreIn):
-    class Meta:
-        partial = True
-
-
 class StoreSchema(Schema):
     id = ma.fields.Integer()
     code = ma.fields.String()
@@ -109,7 +104,7 @@ class StoreByCode(MethodView):
         require_store_scope(code)
         return catalog.get_store(db.session, code)
 
-    @blp.arguments(StorePatch)
+    @blp.arguments(StoreIn(partial=True))
     @blp.response(200, StoreSchema)
     def patch(self, data, code):
         """Change a store"""

@@ -1,0 +1,48 @@
+"""The `pilot` command: tokens, demo data, migrations, roles."""
+import re
+
+from sqlalchemy import func, select
+
+from pilot.cli import cli
+from pilot.db import db
+from pilot.models import Customer, CustomerGroup, Region, Store
+
+
+def run(app, *args):
+    result = app.test_cli_runner().invoke(cli, list(args))
+    return result
+
+
+def test_tokens_create_list_revoke(app, client, tokens):
+    out = run(app, "tokens", "create", "--role", "store", "--name", "till 1", "--store", "T002")
+    assert out.exit_code == 0, out.output
+    secret = out.output.strip().splitlines()[-1]
+    me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {secret}"}).json
+    assert me == {"name": "till 1", "role": "store", "store": "T002"}
+    listing = run(app, "tokens", "list").output
+    assert "till 1" in listing and secret not in listing
+    token_id = re.search(r"token (\d+)", out.output).group(1)
+    assert run(app, "tokens", "revoke", token_id).exit_code == 0
+    assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+    assert run(app, "tokens", "create", "--role", "store", "--name", "x").exit_code == 2
+    assert run(app, "tokens", "revoke", "9999").exit_code == 2
+
+
+def test_demo_loads_once_and_its_token_works(app, client):
+    first = run(app, "demo", "--customers", "400")
+    assert first.exit_code == 0, first.output
+    secret = re.search(r"(plt_\S+)", first.output).group(1)
+    assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {secret}"}).json["role"] == "admin"
+    with app.app_context():
+        count = lambda m: db.session.scalar(select(func.count()).select_from(m))  # noqa: E731
+        assert (count(Region), count(Store), count(Customer), count(CustomerGroup)) == (5, 60, 400, 4)
+    second = run(app, "demo", "--customers", "400")
+    assert "reusing" in second.output and "plt_" not in second.output
+    counts = client.post("/api/v1/customer-groups/preview", json={},
+                         headers={"Authorization": f"Bearer {secret}"}).json["counts"]
+    assert all(counts[k] > 0 for k in ("young_parents", "families", "seniors", "singles", "other"))
+
+
+def test_db_upgrade_is_idempotent(app):
+    out = run(app, "db", "upgrade")
+    assert out.exit_code == 0 and "revision 0001" in out.output
