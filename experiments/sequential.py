@@ -37,14 +37,14 @@ def always_valid_p(effect: float, se: float, n_total: int, tuning: float = DEFAU
     """The smallest α whose confidence sequence excludes zero."""
     if not (math.isfinite(effect) and math.isfinite(se) and se > 0 and n_total > 0):
         return float("nan")
-    gap = lambda a: half_width(se, n_total, a, tuning) - abs(effect)  # noqa: E731
-    hi = 1 - 1e-12
+    # solved on log(α): p-values span hundreds of orders of magnitude
+    gap = lambda u: half_width(se, n_total, math.exp(u), tuning) - abs(effect)  # noqa: E731
+    hi, lo = math.log1p(-1e-12), math.log(1e-300)
     if gap(hi) >= 0:
         return 1.0
-    lo = 1e-300
     if gap(lo) < 0:
         return 0.0
-    return float(optimize.brentq(gap, lo, hi, xtol=1e-300, rtol=1e-12))
+    return math.exp(optimize.brentq(gap, lo, hi, xtol=1e-12, maxiter=500))
 
 
 def sequential(effect: float, se: float, n_total: int, alpha: float = 0.05,

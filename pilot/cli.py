@@ -107,3 +107,35 @@ def demo(customers: int) -> None:
 def main() -> None:
     """Entry point of the `pilot` console script."""
     cli.main(prog_name="pilot")
+
+
+class AnalyseError(click.ClickException):
+    exit_code = 2
+
+
+@cli.command("analyse", with_appcontext=False)
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--arm", required=True, help="Column holding each row's arm.")
+@click.option("--control", required=True, help="The control arm's value in that column.")
+@click.option("--metric", "metrics", multiple=True, required=True,
+              help="COL (mean), COL:proportion (0/1) or NAME=NUM/DEN (ratio of sums); repeatable.")
+@click.option("--covariate", "covariates", multiple=True, help="METRIC=COL: pre-period covariate for CUPED.")
+@click.option("--cluster", help="Column of the cluster (store) for cluster-robust errors.")
+@click.option("--segment", help="Column of the customer group to break results down by.")
+@click.option("--weights", help="Planned allocation ARM=W,… for the sample-ratio check (default: equal).")
+@click.option("--alpha", default=0.05, show_default=True, type=float)
+@click.option("--sequential", is_flag=True, help="Add always-valid intervals and p-values.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def analyse_command(file: str, arm: str, control: str, metrics: tuple[str, ...], covariates: tuple[str, ...],
+                    cluster: str | None, segment: str | None, weights: str | None, alpha: float, sequential: bool,
+                    fmt: str) -> None:
+    """Analyse an experiment export (CSV), streamed in bounded memory."""
+    import json
+
+    from pilot.flatfile import FlatFileError, analyse, render_table
+    try:
+        report = analyse(file, arm, control, list(metrics), list(covariates), cluster, segment, weights, alpha,
+                         sequential)
+    except FlatFileError as exc:
+        raise AnalyseError(str(exc)) from None
+    click.echo(json.dumps(report, indent=1) if fmt == "json" else render_table(report))
