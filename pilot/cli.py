@@ -139,3 +139,7 @@ def analyse_command(file: str, arm: str, control: str, metrics: tuple[str, ...],
     except FlatFileError as exc:
         raise AnalyseError(str(exc)) from None
     click.echo(json.dumps(report, indent=1) if fmt == "json" else render_table(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -26,7 +26,7 @@ from experiments.srm import srm_test
 from experiments.statistics import (ClusterSumStatistic, RatioStatistic, RegressionAdjustedStatistic,
                                     SampleMeanStatistic)
 
-CHUNK_ROWS = 400_000
+CHUNK_ROWS = 100_000
 FIELDS = ("arm", "metric", "method", "n_control", "n_treatment", "mean_control", "mean_treatment", "effect_abs",
           "se", "ci_low", "ci_high", "p_value", "effect_rel", "ci_rel_low", "ci_rel_high", "p_value_holm")
 PRIMARY = {"mean": "welch", "proportion": "two_proportion_z", "ratio": "ratio_delta"}
@@ -100,7 +100,7 @@ def aggregate(path: str, arm: str, metrics: list[Metric], keys: list[str]) -> pd
         raise FlatFileError(f"column(s) not in the file: {', '.join(missing)} (it has: {', '.join(header)})")
     total: pd.DataFrame | None = None
     options = dict(usecols=list(dict.fromkeys([*groups, *numeric])), chunksize=CHUNK_ROWS,
-                   dtype={g: str for g in groups}, keep_default_na=False, na_values={c: [""] for c in numeric})
+                   dtype={g: "category" for g in groups}, keep_default_na=False, na_values={c: [""] for c in numeric})
     start = 0
     with pd.read_csv(path, **options) as reader:
         for chunk in reader:
@@ -109,7 +109,7 @@ def aggregate(path: str, arm: str, metrics: list[Metric], keys: list[str]) -> pd
             sums["n"] = 1
             for g in groups:
                 sums[g] = chunk[g].to_numpy()
-            part = sums.groupby(groups, sort=False).sum()
+            part = sums.groupby(groups, sort=False, observed=True).sum()
             total = part if total is None else total.add(part, fill_value=0)
             start += len(chunk)
     if total is None or start == 0:
@@ -126,12 +126,15 @@ def _product(chunk: pd.DataFrame, cols: tuple[str, ...]) -> np.ndarray:
 
 def _check(chunk: pd.DataFrame, numeric: list[str], groups: list[str], metrics: list[Metric], start: int) -> None:
     for col in numeric:
-        values = pd.to_numeric(chunk[col], errors="coerce")
-        bad = values.isna() | ~np.isfinite(values.astype(float))
+        values = chunk[col] if pd.api.types.is_numeric_dtype(chunk[col]) else pd.to_numeric(chunk[col], errors="coerce")
+        bad = ~np.isfinite(values.to_numpy(dtype=float))
         if bad.any():
-            pos = int(np.argmax(bad.to_numpy()))
+            pos = int(np.argmax(bad))
             raw = chunk[col].iloc[pos]
-            what = "is empty" if pd.isna(raw) or raw == "" else f"is not a number: {raw!r}"
+            if isinstance(raw, str):
+                what = "is empty" if raw == "" else f"is not a number: {raw!r}"
+            else:
+                what = "is empty" if pd.isna(raw) else f"is not finite: {raw!r}"
             raise FlatFileError(f"column {col!r}, row {start + pos + 1}: value {what}")
         chunk[col] = values
     for m in metrics:
@@ -177,7 +180,7 @@ def _row(arm: str, metric: Metric, result: EffectResult, seq: bool, alpha: float
 
 
 def _clusters(table: pd.DataFrame, arm: str, control: str, treatment: str, metric: Metric, cluster: str) -> dict:
-    by = table.groupby(level=[arm, cluster]).sum()
+    by = table.groupby(level=[arm, cluster], observed=True).sum()
     out: dict[object, list[ClusterSumStatistic]] = {}
     for (a, c), sums in by.iterrows():
         if a in (control, treatment):
@@ -188,7 +191,7 @@ def _clusters(table: pd.DataFrame, arm: str, control: str, treatment: str, metri
 
 def _results(table: pd.DataFrame, arm: str, control: str, arms: list[str], metrics: list[Metric],
              cluster: str | None, config: InferenceConfig, seq: bool) -> list[dict[str, Any]]:
-    by_arm = table.groupby(level=arm).sum()
+    by_arm = table.groupby(level=arm, observed=True).sum()
     rows = []
     for treatment in arms:
         for m in metrics:
@@ -218,7 +221,7 @@ def analyse(path: str, arm: str, control: str, metric_specs: list[str], covariat
         raise FlatFileError("--alpha must be between 0 and 1")
     keys = [k for k in (segment, cluster) if k]
     table = aggregate(path, arm, metrics, keys)
-    counts = table.groupby(level=arm)["n"].sum().astype(int)
+    counts = table.groupby(level=arm, observed=True)["n"].sum().astype(int)
     if control not in counts.index:
         raise FlatFileError(f"column {arm!r}: the control value {control!r} does not occur "
                             f"(values: {', '.join(map(str, counts.index))})")
@@ -264,7 +267,7 @@ def _srm(counts: pd.Series, control: str, arms: list[str], weights: dict[str, fl
 def _segments(table: pd.DataFrame, arm: str, control: str, arms: list[str], metrics: list[Metric], segment: str,
               config: InferenceConfig, seq: bool) -> dict[str, Any]:
     rows = []
-    for value, part in table.groupby(level=segment):
+    for value, part in table.groupby(level=segment, observed=True):
         present = set(part.index.get_level_values(arm))
         if control not in present:
             continue
