@@ -104,3 +104,13 @@ def test_group_key_rules(client, auth):
     assert client.patch("/api/v1/customer-groups/a", json={"key": "b"}, headers=m).status_code == 422
     dup = client.post("/api/v1/customer-groups/preview", json={"groups": [{"key": "a"}, {"key": "a"}]}, headers=m)
     assert dup.status_code == 422
+
+
+def test_group_list_is_paginated_in_order(client, auth):
+    m = auth("manager")
+    for g in GROUPS:
+        client.post("/api/v1/customer-groups", json=g, headers=m)
+    first = client.get("/api/v1/customer-groups?limit=3", headers=m).json
+    rest = client.get(f"/api/v1/customer-groups?limit=3&cursor={first['next_cursor']}", headers=m).json
+    assert [g["key"] for g in first["items"] + rest["items"]] == [g["key"] for g in GROUPS]
+    assert rest["next_cursor"] is None

@@ -57,14 +57,15 @@ def page_schema(item: type[ma.Schema]) -> type[ma.Schema]:
     })
 
 
-def paginate(session: Session, stmt: Select, id_column, limit: int, cursor: str | None) -> dict:  # noqa: ANN001
-    """One page of stmt ordered by id_column, after the cursor's id."""
+def paginate(session: Session, stmt: Select, id_column, limit: int, cursor: str | None,  # noqa: ANN001
+             key=lambda row: row.id) -> dict:  # noqa: ANN001
+    """One page of stmt ordered by id_column (unique), after the cursor's value."""
     if cursor:
         stmt = stmt.where(id_column > _decode_cursor(cursor))
     rows = list(session.scalars(stmt.order_by(id_column).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
-    nxt = _encode_cursor(rows[-1].id) if more else None
+    nxt = _encode_cursor(key(rows[-1])) if more else None
     return {"items": rows, "next_cursor": nxt}
 
 

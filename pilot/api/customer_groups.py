@@ -4,7 +4,7 @@ from flask.views import MethodView
 from sqlalchemy import select
 
 from pilot import customers as domain
-from pilot.api.base import Blueprint, Schema
+from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
 from pilot.auth import current
 from pilot.db import db
 from pilot.errors import ApiError
@@ -43,11 +43,6 @@ class GroupSchema(Schema):
     rules = ma.fields.List(ma.fields.Dict())
 
 
-class GroupListSchema(Schema):
-    items = ma.fields.List(ma.fields.Nested(GroupSchema))
-    next_cursor = ma.fields.String(allow_none=True)
-
-
 class PreviewGroupIn(Schema):
     key = ma.fields.String(required=True, validate=[KEY, ma.validate.NoneOf([OTHER])])
     name = ma.fields.String(load_default="")
@@ -72,11 +67,13 @@ class PreviewSchema(Schema):
 
 @blp.route("")
 class CustomerGroups(MethodView):
-    @blp.response(200, GroupListSchema)
-    def get(self):
-        """List customer groups in order (one page: groups are few)"""
-        stmt = select(CustomerGroup).order_by(CustomerGroup.position)
-        return {"items": list(db.session.scalars(stmt)), "next_cursor": None}
+    @blp.arguments(PageArgs, location="query")
+    @blp.response(200, page_schema(GroupSchema))
+    def get(self, args):
+        """List customer groups in their order (first match wins)"""
+        page = paginate(db.session, select(CustomerGroup), CustomerGroup.position, args["limit"], args["cursor"],
+                        key=lambda g: g.position)
+        return page
 
     @blp.arguments(GroupIn)
     @blp.response(201, GroupSchema)
