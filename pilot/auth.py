@@ -39,6 +39,18 @@ RULES: dict[str, dict[str, frozenset[str]]] = {
     "customer_groups.CustomerGroups": {"GET": READERS, "POST": MANAGERS},
     "customer_groups.CustomerGroupPreview": {"POST": READERS},
     "customer_groups.CustomerGroupByKey": {"GET": READERS, "PATCH": MANAGERS, "DELETE": MANAGERS},
+    "stores.StoreStatus": {"GET": READERS | {STORE}},
+    "metrics.Metrics": {"GET": READERS},
+    "programmes.Programmes": {"GET": READERS, "POST": MANAGERS},
+    "programmes.ProgrammeByKey": {"GET": READERS, "PATCH": MANAGERS, "DELETE": MANAGERS},
+    "pilots.Pilots": {"GET": READERS, "POST": MANAGERS},
+    "pilots.PilotByKey": {"GET": READERS, "PATCH": MANAGERS, "DELETE": MANAGERS},
+    "pilots.PilotStages": {"POST": MANAGERS},
+    "pilots.PilotStageByPosition": {"PATCH": MANAGERS},
+    "pilots.PilotAction": {"POST": MANAGERS},
+    "pilots.PilotEnrolments": {"GET": READERS},
+    "pilots.PilotBalance": {"GET": READERS},
+    "pilots.PilotTimeline": {"GET": READERS},
 }
 
 

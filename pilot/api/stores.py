@@ -12,6 +12,7 @@ from pilot.batches import RowErrors, csv_rows, json_rows, validate_rows
 from pilot.db import db
 from pilot.errors import ApiError
 from pilot.models import Region, Store
+from pilot.rollout import store_status
 
 blp = Blueprint("stores", __name__, url_prefix="/stores", description="Stores")
 
@@ -119,3 +120,44 @@ class StoreByCode(MethodView):
         """Delete a store"""
         catalog.delete_store(db.session, current().actor, catalog.get_store(db.session, code))
         db.session.commit()
+
+
+class TillSchema(Schema):
+    variant = ma.fields.String()
+    name = ma.fields.String()
+    share = ma.fields.Float()
+    description = ma.fields.String()
+
+
+class StorePilotSchema(Schema):
+    pilot = ma.fields.String()
+    pilot_name = ma.fields.String()
+    programme = ma.fields.String()
+    state = ma.fields.String()
+    unit = ma.fields.String()
+    stage = ma.fields.Integer()
+    stage_name = ma.fields.String()
+    role = ma.fields.String(metadata={"description": "treatment or control (store pilots), customer_randomised"})
+    arm = ma.fields.String(allow_none=True)
+    since = ma.fields.DateTime()
+    planned_end = ma.fields.Date(allow_none=True)
+    eligible_groups = ma.fields.List(ma.fields.String(), allow_none=True)
+    at_the_till = ma.fields.List(ma.fields.Nested(TillSchema))
+
+
+class StoreStatusSchema(Schema):
+    store = ma.fields.String()
+    name = ma.fields.String()
+    enrolled = ma.fields.Boolean()
+    pilots = ma.fields.List(ma.fields.Nested(StorePilotSchema))
+
+
+@blp.route("/<code>/status")
+class StoreStatus(MethodView):
+    @blp.response(200, StoreStatusSchema)
+    def get(self, code):
+        """The pilots a store is in, since when, and what that means at the till"""
+        require_store_scope(code)
+        store = catalog.get_store(db.session, code)
+        pilots = store_status(db.session, store)
+        return {"store": store.code, "name": store.name, "enrolled": bool(pilots), "pilots": pilots}

@@ -2,7 +2,10 @@
 from pilot.db import Base
 from pilot.models.audit import AuditEvent
 from pilot.models.customers import Customer, CustomerGroup
+from pilot.models.pilots import Enrolment, Pilot, Stage
+from pilot.models.programmes import Programme, Variant
 from pilot.models.stores import Region, Store
 from pilot.models.tokens import ApiToken
 
-__all__ = ["ApiToken", "AuditEvent", "Base", "Customer", "CustomerGroup", "Region", "Store"]
+__all__ = ["ApiToken", "AuditEvent", "Base", "Customer", "CustomerGroup", "Enrolment", "Pilot", "Programme",
+           "Region", "Stage", "Store", "Variant"]

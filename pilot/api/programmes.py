@@ -1,0 +1,112 @@
+"""Programmes and their variants, each variant a mechanic with validated parameters."""
+import marshmallow as ma
+from flask.views import MethodView
+from sqlalchemy import select
+
+from pilot import programmes as domain
+from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
+from pilot.api.regions import CODE
+from pilot.auth import current
+from pilot.db import db
+from pilot.mechanics import MECHANICS, describe
+from pilot.metrics import catalogue
+from pilot.models import Programme
+
+blp = Blueprint("programmes", __name__, url_prefix="/programmes", description="Programmes and variants")
+metrics_blp = Blueprint("metrics", __name__, url_prefix="/metrics", description="The metric catalogue")
+
+
+class VariantIn(Schema):
+    key = ma.fields.String(required=True, validate=CODE)
+    name = ma.fields.String(load_default=None, validate=ma.validate.Length(1, 200))
+    mechanic = ma.fields.String(required=True, validate=ma.validate.OneOf(MECHANICS))
+    parameters = ma.fields.Dict(keys=ma.fields.String(), load_default=dict,
+                                metadata={"description": "Validated by the mechanic's own schema"})
+
+
+class ProgrammeIn(Schema):
+    key = ma.fields.String(required=True, validate=CODE)
+    name = ma.fields.String(required=True, validate=ma.validate.Length(1, 200))
+    description = ma.fields.String(load_default="", validate=ma.validate.Length(max=2000))
+    variants = ma.fields.List(ma.fields.Nested(VariantIn), required=True, validate=ma.validate.Length(1, 20))
+
+
+class ProgrammePatch(Schema):
+    name = ma.fields.String(validate=ma.validate.Length(1, 200))
+    description = ma.fields.String(validate=ma.validate.Length(max=2000))
+    variants = ma.fields.List(ma.fields.Nested(VariantIn), validate=ma.validate.Length(1, 20),
+                              metadata={"description": "Variants to add or replace by key"})
+
+
+class VariantSchema(Schema):
+    key = ma.fields.String()
+    name = ma.fields.String()
+    mechanic = ma.fields.String()
+    parameters = ma.fields.Dict()
+    description = ma.fields.Function(lambda v: describe(v.mechanic, v.parameters))
+
+
+class ProgrammeSchema(Schema):
+    id = ma.fields.Integer()
+    key = ma.fields.String()
+    name = ma.fields.String()
+    description = ma.fields.String()
+    variants = ma.fields.List(ma.fields.Nested(VariantSchema))
+
+
+class MetricSchema(Schema):
+    key = ma.fields.String()
+    kind = ma.fields.String()
+    good_direction = ma.fields.String()
+    description = ma.fields.String()
+
+
+class MetricListSchema(Schema):
+    items = ma.fields.List(ma.fields.Nested(MetricSchema))
+
+
+@blp.route("")
+class Programmes(MethodView):
+    @blp.arguments(PageArgs, location="query")
+    @blp.response(200, page_schema(ProgrammeSchema))
+    def get(self, args):
+        """List programmes"""
+        return paginate(db.session, select(Programme), Programme.id, args["limit"], args["cursor"])
+
+    @blp.arguments(ProgrammeIn)
+    @blp.response(201, ProgrammeSchema)
+    def post(self, data):
+        """Create a programme with its variants"""
+        programme = domain.create_programme(db.session, current().actor, data)
+        db.session.commit()
+        return programme
+
+
+@blp.route("/<key>")
+class ProgrammeByKey(MethodView):
+    @blp.response(200, ProgrammeSchema)
+    def get(self, key):
+        """Show a programme"""
+        return domain.get_programme(db.session, key)
+
+    @blp.arguments(ProgrammePatch)
+    @blp.response(200, ProgrammeSchema)
+    def patch(self, data, key):
+        """Change a programme (variants only while none of its pilots is live)"""
+        programme = domain.update_programme(db.session, current().actor, domain.get_programme(db.session, key), data)
+        db.session.commit()
+        return programme
+
+    @blp.response(204)
+    def delete(self, key):
+        """Delete a programme without pilots"""
+        domain.delete_programme(db.session, current().actor, domain.get_programme(db.session, key))
+        db.session.commit()
+
+
+@metrics_blp.route("")
+class Metrics(MethodView):
+    @metrics_blp.response(200, MetricListSchema)
+    def get(self):
+        """The metric catalogue: kind and good direction of each metric"""
+        return {"items": catalogue()}

@@ -1,0 +1,290 @@
+"""Pilots and stages: validation, lifecycle transitions and store enrolment, every step audited."""
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pilot.audit import record
+from pilot.db import utcnow
+from pilot.errors import ApiError
+from pilot.metrics import CATALOGUE
+from pilot.models import CustomerGroup, Enrolment, Pilot, Programme, Region, Stage, Store
+from pilot.models.pilots import LIVE_STATES
+from pilot.storematch import matched_arms
+
+DEFAULT_GATE = {"min_days": 14, "min_units_per_arm": 1000, "require_significant": True, "min_roi": 0.0,
+                "no_guardrail_harm": True, "no_srm": True}
+TRANSITIONS = {"start": ("draft",), "pause": ("running",), "resume": ("paused",), "advance": ("running",),
+               "complete": ("running", "paused"), "rollback": ("running", "paused"),
+               "cancel": ("draft", "running", "paused")}
+TARGET = {"start": "running", "pause": "paused", "resume": "running", "advance": "running",
+          "complete": "completed", "rollback": "rolled_back", "cancel": "cancelled"}
+LOCKED_WHEN_LIVE = ("programme", "unit", "layer", "salt")
+
+
+def pilot_dict(p: Pilot) -> dict[str, Any]:
+    """A pilot's configuration as plain data (for audit and the API)."""
+    return {"key": p.key, "name": p.name, "programme": p.programme.key, "unit": p.unit,
+            "primary_metric": p.primary_metric, "guardrails": p.guardrails, "alpha": p.alpha, "power": p.power,
+            "mde": p.mde, "margin_rate": p.margin_rate, "layer": p.layer, "state": p.state,
+            "current_stage": p.current_stage, "stages": [stage_dict(s) for s in p.stages]}
+
+
+def stage_dict(s: Stage) -> dict[str, Any]:
+    """A stage as plain data."""
+    return {"position": s.position, "name": s.name, "store_codes": s.store_codes, "region_codes": s.region_codes,
+            "allocation": s.allocation, "eligible_groups": s.eligible_groups, "planned_start": s.planned_start,
+            "planned_end": s.planned_end, "gate": s.gate, "started_at": s.started_at, "ended_at": s.ended_at}
+
+
+def get_pilot(session: Session, key: str) -> Pilot:
+    """The pilot with the key, or a 404."""
+    pilot = session.scalar(select(Pilot).where(Pilot.key == key))
+    if pilot is None:
+        raise ApiError(404, f"No pilot {key!r}.")
+    return pilot
+
+
+def _unprocessable(message: str, field: str) -> ApiError:
+    return ApiError(422, message, details={"fields": {field: [message]}})
+
+
+def _check_metrics(data: dict[str, Any]) -> None:
+    if "primary_metric" in data and data["primary_metric"] not in CATALOGUE:
+        raise _unprocessable(f"Unknown metric {data['primary_metric']!r}; see /api/v1/metrics.", "primary_metric")
+    for g in data.get("guardrails", []):
+        if g["metric"] not in CATALOGUE:
+            raise _unprocessable(f"Unknown guardrail metric {g['metric']!r}; see /api/v1/metrics.", "guardrails")
+
+
+def checked_stage(session: Session, programme: Programme, data: dict[str, Any], position: int) -> Stage:
+    """A stage whose scope, allocation, groups and dates make sense (422 naming the field otherwise)."""
+    field = f"stages.{position}"
+    mechanics = {v.key: v.mechanic for v in programme.variants}
+    unknown = sorted(set(data["allocation"]) - set(mechanics))
+    if unknown:
+        raise _unprocessable(f"Stage {position}: allocation names unknown variant(s) {', '.join(unknown)}.", field)
+    if abs(sum(data["allocation"].values()) - 1) > 1e-9:
+        raise _unprocessable(f"Stage {position}: allocation weights must sum to 1.", field)
+    controls = [k for k, w in data["allocation"].items() if mechanics[k] == "control" and w > 0]
+    if len(controls) != 1:
+        raise _unprocessable(f"Stage {position}: the allocation needs exactly one control variant with weight "
+                             f"> 0 (found {len(controls)}).", field)
+    _check_codes(session, Store, data.get("store_codes", []), f"Stage {position}: unknown store(s)", field)
+    _check_codes(session, Region, data.get("region_codes", []), f"Stage {position}: unknown region(s)", field)
+    groups = data.get("eligible_groups")
+    if groups is not None:
+        known = set(session.scalars(select(CustomerGroup.key))) | {"other"}
+        if set(groups) - known:
+            raise _unprocessable(f"Stage {position}: unknown customer group(s) "
+                                 f"{', '.join(sorted(set(groups) - known))}.", field)
+    start, end = data.get("planned_start"), data.get("planned_end")
+    if start and end and end < start:
+        raise _unprocessable(f"Stage {position}: planned_end is before planned_start.", field)
+    return Stage(position=position, name=data.get("name") or f"Stage {position}",
+                 store_codes=data.get("store_codes", []), region_codes=data.get("region_codes", []),
+                 allocation=data["allocation"], eligible_groups=groups, planned_start=start, planned_end=end,
+                 gate={**DEFAULT_GATE, **(data.get("gate") or {})})
+
+
+def _check_codes(session: Session, model: type, codes: list[str], message: str, field: str) -> None:
+    if codes:
+        found = set(session.scalars(select(model.code).where(model.code.in_(codes))))
+        missing = sorted(set(codes) - found)
+        if missing:
+            raise _unprocessable(f"{message} {', '.join(missing)}.", field)
+
+
+def create_pilot(session: Session, actor: str, programme: Programme, data: dict[str, Any]) -> Pilot:
+    """A new draft pilot with its stages."""
+    if session.scalar(select(Pilot.id).where(Pilot.key == data["key"])):
+        raise ApiError(409, f"Pilot {data['key']!r} exists already.")
+    _check_metrics(data)
+    stages = [checked_stage(session, programme, s, i) for i, s in enumerate(data.pop("stages"), start=1)]
+    data.pop("programme", None)
+    pilot = Pilot(programme=programme, salt=data.pop("salt", None) or secrets.token_hex(8), stages=stages, **data)
+    session.add(pilot)
+    session.flush()
+    record(session, actor, "create", "pilot", pilot.key, after=pilot_dict(pilot))
+    return pilot
+
+
+def update_pilot(session: Session, actor: str, pilot: Pilot, data: dict[str, Any]) -> Pilot:
+    """Change a pilot's settings; unit, layer, salt and programme are fixed once it has run."""
+    if pilot.state != "draft":
+        locked = sorted(set(data) & set(LOCKED_WHEN_LIVE))
+        if locked:
+            raise ApiError(409, f"{', '.join(locked)} cannot change once the pilot has started "
+                                "(it would move assigned units).", code="locked_when_live")
+    _check_metrics(data)
+    before = pilot_dict(pilot)
+    for key, value in data.items():
+        setattr(pilot, key, value)
+    session.flush()
+    record(session, actor, "update", "pilot", pilot.key, before=before, after=pilot_dict(pilot))
+    return pilot
+
+
+def update_stage(session: Session, actor: str, pilot: Pilot, position: int, data: dict[str, Any]) -> Stage:
+    """Edit a stage; a running stage keeps its scope and variants so no assigned unit moves."""
+    stage = pilot.stage(position)
+    if stage is None:
+        raise ApiError(404, f"Pilot {pilot.key!r} has no stage {position}.")
+    live = pilot.state in LIVE_STATES
+    if live and position < (pilot.current_stage or 0) or pilot.state in ("completed", "rolled_back", "cancelled"):
+        raise ApiError(409, "A finished stage cannot change.", code="stage_finished")
+    merged = {**stage_dict(stage), **data}
+    checked = checked_stage(session, pilot.programme, merged, position)
+    if live and position == pilot.current_stage:
+        if set(checked.store_codes) != set(stage.store_codes) or set(checked.region_codes) != set(stage.region_codes):
+            raise ApiError(409, "The scope of the running stage cannot change; add a stage and advance instead.",
+                           code="running_stage_scope")
+        if set(checked.allocation) != set(stage.allocation):
+            raise ApiError(409, "The running stage cannot add or drop variants: assigned units would move. "
+                                "Set a weight to 0 to stop new assignments.", code="running_stage_variants")
+    before = stage_dict(stage)
+    for key in ("name", "store_codes", "region_codes", "allocation", "eligible_groups", "planned_start",
+                "planned_end", "gate"):
+        setattr(stage, key, getattr(checked, key))
+    session.flush()
+    record(session, actor, "update", "stage", f"{pilot.key}/{position}", before=before, after=stage_dict(stage))
+    return stage
+
+
+def add_stage(session: Session, actor: str, pilot: Pilot, data: dict[str, Any]) -> Stage:
+    """Append a stage (also to a live pilot: the next widening)."""
+    if pilot.state not in ("draft", *LIVE_STATES):
+        raise ApiError(409, f"A {pilot.state} pilot gets no new stages.", code="pilot_finished")
+    stage = checked_stage(session, pilot.programme, data, len(pilot.stages) + 1)
+    pilot.stages.append(stage)
+    session.flush()
+    record(session, actor, "create", "stage", f"{pilot.key}/{stage.position}", after=stage_dict(stage))
+    return stage
+
+
+def scope_stores(session: Session, stage: Stage) -> list[Store]:
+    """The stores a stage's store and region codes resolve to."""
+    stmt = select(Store).join(Region).where(Store.code.in_(stage.store_codes) | Region.code.in_(stage.region_codes))
+    return list(session.scalars(stmt.order_by(Store.code)))
+
+
+def active_enrolments(session: Session, pilot: Pilot) -> list[Enrolment]:
+    """The pilot's enrolments not withdrawn."""
+    stmt = select(Enrolment).where(Enrolment.pilot_id == pilot.id, Enrolment.withdrawn_at.is_(None))
+    return list(session.scalars(stmt))
+
+
+def enrol(session: Session, pilot: Pilot, stage: Stage) -> list[Enrolment]:
+    """Enrol the stage's stores not yet in the pilot; refuse stores live in another pilot of the layer."""
+    stores = scope_stores(session, stage)
+    if not stores:
+        raise ApiError(409, f"Stage {stage.position} has no stores in scope.", code="no_scope")
+    have = {e.store_id for e in active_enrolments(session, pilot)}
+    new = [s for s in stores if s.id not in have]
+    busy = session.execute(select(Store.code, Pilot.key).join(Enrolment, Enrolment.store_id == Store.id)
+                           .join(Pilot, Enrolment.pilot_id == Pilot.id)
+                           .where(Store.id.in_([s.id for s in new]), Enrolment.withdrawn_at.is_(None),
+                                  Pilot.layer == pilot.layer, Pilot.id != pilot.id,
+                                  Pilot.state.in_(LIVE_STATES))).all()
+    if busy:
+        listed = ", ".join(f"{code} ({key})" for code, key in sorted(busy))
+        raise ApiError(409, f"Store(s) already in a live pilot of layer {pilot.layer!r}: {listed}.",
+                       code="store_in_other_pilot", details={"stores": sorted({c for c, _ in busy})})
+    arms = _store_arms(session, pilot, stage, new)
+    enrolments = [Enrolment(pilot=pilot, stage=stage, store=s, arm=arms.get(s.code), reason="enrolled") for s in new]
+    session.add_all(enrolments)
+    return enrolments
+
+
+def _store_arms(session: Session, pilot: Pilot, stage: Stage, stores: list[Store]) -> dict[str, str]:
+    if pilot.unit != "store":
+        return {}
+    from pilot.storematch_data import pre_period_values
+    values = pre_period_values(session, stores, pilot.started_at)
+    return matched_arms([(s.code, s.region.code, values[s.code]) for s in stores], stage.allocation,
+                        f"{pilot.salt}:stage{stage.position}")
+
+
+def withdraw_all(session: Session, pilot: Pilot, reason: str) -> int:
+    """Withdraw every active enrolment of the pilot with the reason."""
+    now, count = utcnow(), 0
+    for e in active_enrolments(session, pilot):
+        e.withdrawn_at, e.reason = now, reason
+        count += 1
+    return count
+
+
+def transition(session: Session, actor: str, pilot: Pilot, action: str, reason: str | None = None) -> Pilot:
+    """Apply a lifecycle action, checked and audited; an invalid one is a 409 naming the rule."""
+    if pilot.state not in TRANSITIONS[action]:
+        raise ApiError(409, f"Cannot {action} a {pilot.state} pilot (allowed from: "
+                            f"{', '.join(TRANSITIONS[action])}).", code="invalid_transition")
+    before = {"state": pilot.state, "current_stage": pilot.current_stage}
+    now = utcnow()
+    if action == "start":
+        _start(session, pilot, now)
+    elif action == "advance":
+        _advance(session, pilot, now)
+    elif action in ("complete", "rollback", "cancel"):
+        if action == "rollback" and not reason:
+            raise _unprocessable("A roll back needs a reason.", "reason")
+        withdrawn = withdraw_all(session, pilot, reason or {"complete": "completed", "cancel": "cancelled"}[action])
+        pilot.ended_at = now
+        current = pilot.stage(pilot.current_stage)
+        if current is not None and current.ended_at is None:
+            current.ended_at = now
+        before["withdrawn_enrolments"] = withdrawn
+    pilot.state = TARGET[action]
+    session.flush()
+    record(session, actor, action, "pilot", pilot.key, before=before,
+           after={"state": pilot.state, "current_stage": pilot.current_stage, "reason": reason})
+    return pilot
+
+
+def _start(session: Session, pilot: Pilot, now) -> None:  # noqa: ANN001
+    if not pilot.stages:
+        raise ApiError(409, "A pilot needs at least one stage to start.", code="no_stages")
+    first = pilot.stages[0]
+    mechanics = {v.key: v.mechanic for v in pilot.programme.variants}
+    if not any(mechanics.get(k) == "control" and w > 0 for k, w in first.allocation.items()):
+        raise ApiError(409, "A pilot cannot start without a control variant.", code="no_control")
+    pilot.started_at, pilot.current_stage, first.started_at = now, 1, now
+    enrol(session, pilot, first)
+
+
+def _advance(session: Session, pilot: Pilot, now) -> None:  # noqa: ANN001
+    nxt = pilot.stage((pilot.current_stage or 0) + 1)
+    if nxt is None:
+        raise ApiError(409, f"Stage {pilot.current_stage} is the last stage; complete the pilot instead.",
+                       code="last_stage")
+    enrol(session, pilot, nxt)
+    current = pilot.stage(pilot.current_stage)
+    current.ended_at, nxt.started_at, pilot.current_stage = now, now, nxt.position
+
+
+def store_status(session: Session, store: Store) -> list[dict[str, Any]]:
+    """The live pilots a store is enrolled in, with what each means at the till."""
+    from pilot.mechanics import describe
+    stmt = select(Enrolment).join(Pilot).where(Enrolment.store_id == store.id, Enrolment.withdrawn_at.is_(None),
+                                               Pilot.state.in_(LIVE_STATES))
+    out = []
+    for e in session.scalars(stmt.order_by(Enrolment.enrolled_at)):
+        pilot, stage = e.pilot, e.pilot.stage(e.pilot.current_stage)
+        variants = {v.key: v for v in pilot.programme.variants}
+        if pilot.unit == "store":
+            v = variants[e.arm]
+            role = "control" if v.mechanic == "control" else "treatment"
+            till = [{"variant": v.key, "name": v.name, "share": 1.0, "description": describe(v.mechanic, v.parameters)}]
+        else:
+            role = "customer_randomised"
+            till = [{"variant": k, "name": variants[k].name, "share": w,
+                     "description": describe(variants[k].mechanic, variants[k].parameters)}
+                    for k, w in sorted(stage.allocation.items()) if w > 0]
+        out.append({"pilot": pilot.key, "pilot_name": pilot.name, "programme": pilot.programme.name,
+                    "state": pilot.state, "unit": pilot.unit, "stage": stage.position, "stage_name": stage.name,
+                    "role": role, "arm": e.arm, "since": e.enrolled_at, "planned_end": stage.planned_end,
+                    "eligible_groups": stage.eligible_groups, "at_the_till": till})
+    return out
