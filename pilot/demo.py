@@ -12,6 +12,8 @@ from pilot.auth import CLI, issue_token
 from pilot.batches import RowErrors
 from pilot.customers import create_group, upsert_customers
 from pilot.models import Region
+from pilot.programmes import create_programme
+from pilot.rollout import create_pilot, transition
 
 REGIONS = [("north", "North"), ("south", "South"), ("east", "East"), ("west", "West"), ("central", "Central")]
 FORMATS = [("hypermarket", 6000, 12000), ("supermarket", 1200, 3500), ("convenience", 150, 600)]
@@ -24,6 +26,28 @@ GROUPS = [
     {"key": "seniors", "name": "Seniors", "rules": [{"attribute": "age_band", "op": "eq", "value": "65+"}]},
     {"key": "singles", "name": "Singles", "rules": [{"attribute": "household_size", "op": "eq", "value": 1}]},
 ]
+
+PROGRAMME = {"key": "card2027", "name": "Loyalty card 2027", "description": "Which card mechanic to roll out next year.",
+             "variants": [
+                 {"key": "control", "name": "No card", "mechanic": "control"},
+                 {"key": "discount5", "name": "5% card", "mechanic": "fixed_discount", "parameters": {"rate": 0.05}},
+                 {"key": "tiers", "name": "Silver/gold/platinum", "mechanic": "tiered", "parameters": {"tiers": [
+                     {"name": "silver", "threshold": 0, "discount_rate": 0.02},
+                     {"name": "gold", "threshold": 500, "discount_rate": 0.05},
+                     {"name": "platinum", "threshold": 1500, "discount_rate": 0.08}], "period_days": 90}},
+                 {"key": "bonus", "name": "Bonus points", "mechanic": "cumulative_bonus", "parameters": {
+                     "points_per_unit": 1, "point_value": 0.02, "expiry_days": 365, "breakage": 0.25}}]}
+ALLOCATION = {"control": 0.25, "discount5": 0.25, "tiers": 0.25, "bonus": 0.25}
+PILOT = {"key": "card-pilot", "name": "Card pilot: north and south first", "unit": "customer",
+         "primary_metric": "spend_per_customer",
+         "guardrails": [{"metric": "spend_per_visit", "max_harm": 0.03},
+                        {"metric": "visits_per_customer", "max_harm": 0.02}],
+         "alpha": 0.05, "power": 0.8, "mde": 0.03, "margin_rate": 0.28, "layer": "loyalty",
+         "stages": [{"name": "North and south", "region_codes": ["north", "south"], "allocation": ALLOCATION,
+                     "planned_start": date(2026, 10, 1), "planned_end": date(2026, 11, 30),
+                     "gate": {"min_days": 28, "min_units_per_arm": 500}},
+                    {"name": "All regions", "region_codes": [c for c, _ in REGIONS], "allocation": ALLOCATION,
+                     "planned_start": date(2026, 12, 1), "planned_end": date(2027, 1, 31)}]}
 
 
 def has_demo(session: Session) -> bool:
@@ -41,6 +65,9 @@ def load_demo(session: Session, customers: int = 20_000, seed: int = 7) -> str:
     upsert_customers(session, CLI.actor, ((i, _customer(rng, i, store_codes)) for i in range(1, customers + 1)), errors)
     for group in GROUPS:
         create_group(session, CLI.actor, dict(group))
+    programme = create_programme(session, CLI.actor, dict(PROGRAMME))
+    pilot = create_pilot(session, CLI.actor, programme, {**PILOT, "stages": [dict(s) for s in PILOT["stages"]]})
+    transition(session, CLI.actor, pilot, "start")
     _, secret = issue_token(session, "demo admin", "admin", None)
     return secret
 

@@ -39,6 +39,11 @@ def test_demo_loads_once_and_its_token_works(app, client):
         assert (count(Region), count(Store), count(Customer), count(CustomerGroup)) == (5, 60, 400, 4)
     second = run(app, "demo", "--customers", "400")
     assert "reusing" in second.output and "plt_" not in second.output
+    pilot = client.get("/api/v1/pilots/card-pilot", headers={"Authorization": f"Bearer {secret}"}).json
+    assert pilot["state"] == "running" and pilot["current_stage"] == 1 and len(pilot["stages"]) == 2
+    assert [v["mechanic"] for v in client.get("/api/v1/programmes/card2027", headers={
+        "Authorization": f"Bearer {secret}"}).json["variants"]] == ["control", "fixed_discount", "tiered",
+                                                                     "cumulative_bonus"]
     counts = client.post("/api/v1/customer-groups/preview", json={},
                          headers={"Authorization": f"Bearer {secret}"}).json["counts"]
     assert all(counts[k] > 0 for k in ("young_parents", "families", "seniors", "singles", "other"))

@@ -42,3 +42,45 @@ def test_open_redirect_is_refused(client, tokens):
 def test_session_cookie_does_not_authenticate_the_api(client, tokens):
     client.post("/login", data={"token": tokens["admin"], "csrf_token": csrf(client)})
     assert client.get("/api/v1/me").status_code == 401
+
+
+def login(client, secret):
+    client.post("/login", data={"token": secret, "csrf_token": csrf(client)})
+
+
+def test_pilot_pages_and_actions(client, tokens, auth):
+    from tests.test_pilots import ALLOCATION, PROGRAMME
+    m = auth("manager")
+    client.post("/api/v1/programmes", json=PROGRAMME, headers=m)
+    client.post("/api/v1/pilots", json={"key": "pp", "name": "Page pilot", "programme": "loyalty", "stages": [
+        {"store_codes": ["T001", "T002"], "allocation": ALLOCATION}]}, headers=m)
+    login(client, tokens["manager"])
+    listing = client.get("/pilots").get_data(as_text=True)
+    assert "Page pilot" in listing and "draft" in listing
+    page = client.get("/pilots/pp").get_data(as_text=True)
+    assert "5% off every purchase with the card." in page and 'value="start"' in page
+    token = csrf(client, "/pilots/pp")
+    assert client.post("/pilots/pp/start").status_code == 400  # no CSRF token
+    done = client.post("/pilots/pp/start", data={"csrf_token": token}, follow_redirects=True).get_data(as_text=True)
+    assert "the pilot is now running" in done and "Region one (2)" in done
+    refused = client.post("/pilots/pp/advance", data={"csrf_token": token}, follow_redirects=True)
+    assert "Not done" in refused.get_data(as_text=True)
+    assert client.get("/api/v1/pilots/pp", headers=m).json["state"] == "running"
+
+
+def test_store_page_is_its_own_store_only(client, tokens):
+    login(client, tokens["store"])
+    assert client.get("/store").status_code == 200
+    assert "takes part in no pilot" in client.get("/stores/T001").get_data(as_text=True)
+    assert client.get("/stores/T002").status_code == 403
+    assert client.get("/pilots").status_code == 403
+
+
+def test_analyst_sees_pilots_without_actions(client, tokens, auth):
+    from tests.test_pilots import ALLOCATION, PROGRAMME
+    client.post("/api/v1/programmes", json=PROGRAMME, headers=auth("manager"))
+    client.post("/api/v1/pilots", json={"key": "pq", "name": "Q", "programme": "loyalty", "stages": [
+        {"store_codes": ["T001"], "allocation": ALLOCATION}]}, headers=auth("manager"))
+    login(client, tokens["analyst"])
+    assert 'value="start"' not in client.get("/pilots/pq").get_data(as_text=True)
+    assert client.post("/pilots/pq/start", data={"csrf_token": csrf(client, "/pilots/pq")}).status_code == 403
