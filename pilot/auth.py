@@ -51,6 +51,9 @@ RULES: dict[str, dict[str, frozenset[str]]] = {
     "pilots.PilotEnrolments": {"GET": READERS},
     "pilots.PilotBalance": {"GET": READERS},
     "pilots.PilotTimeline": {"GET": READERS},
+    "assignments.Assignments": {"POST": frozenset({ADMIN, MANAGER, FEED, STORE})},
+    "assignments.AssignmentsBulk": {"POST": MANAGERS},
+    "assignments.AssignmentsSummary": {"GET": READERS},
 }
 
 

@@ -109,6 +109,26 @@ def main() -> None:
     cli.main(prog_name="pilot")
 
 
+@cli.command("assign")
+@click.option("--pilot", "pilot_key", required=True, help="Pilot key.")
+def assign(pilot_key: str) -> None:
+    """Assign every eligible customer of the pilot's enrolled stores (set-based)."""
+    import json
+
+    from pilot.api.assignments import holdout
+    from pilot.assigning import assign_bulk
+    from pilot.rollout import get_pilot
+    try:
+        pilot = get_pilot(db.session, pilot_key)
+    except ApiError as exc:
+        raise click.UsageError(exc.description) from None
+    if pilot.state != "running":
+        raise click.UsageError(f"pilot {pilot_key} is {pilot.state}; only a running pilot assigns")
+    counts = assign_bulk(db.session, pilot, holdout())
+    db.session.commit()
+    click.echo(json.dumps(counts, indent=1))
+
+
 class AnalyseError(click.ClickException):
     exit_code = 2
 

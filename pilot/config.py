@@ -29,6 +29,8 @@ class Config:
         self.SECRET_KEY = _secret_key(instance_path)
         self.MAX_CONTENT_LENGTH = int(env("PILOT_MAX_CONTENT_LENGTH", str(16 * 1024 * 1024)))
         self.AUTO_MIGRATE = env("PILOT_AUTO_MIGRATE", "1" if self.DATABASE_URL.startswith("sqlite") else "0") == "1"
+        self.HOLDOUT_SHARE = float(env("PILOT_HOLDOUT_SHARE", "0"))
+        self.HOLDOUT_SALT = env("PILOT_HOLDOUT_SALT", "global-holdout")
         self.BATCH_ROW_LIMIT = int(env("PILOT_BATCH_ROW_LIMIT", "10000"))
         self.SESSION_COOKIE_SECURE = env("PILOT_SECURE_COOKIES", "0") == "1"
         self.SESSION_COOKIE_HTTPONLY = True

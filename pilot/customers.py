@@ -21,8 +21,8 @@ CUSTOMER_FIELDS = ("age_band", "household_size", "children", "attributes")
 class CustomerWriter:
     """Upserts validated customer rows in chunks inside the caller's transaction."""
 
-    def __init__(self, session: Session, errors: RowErrors) -> None:
-        self.session, self.errors = session, errors
+    def __init__(self, session: Session, errors: RowErrors, on_conflict: str = "update") -> None:
+        self.session, self.errors, self.on_conflict = session, errors, on_conflict
         self.stores = dict(session.execute(select(Store.code, Store.id)).all())
         self.pending: list[dict[str, Any]] = []
         self.rows = 0
@@ -50,8 +50,11 @@ class CustomerWriter:
             return
         dialect = postgresql if self.session.bind.dialect.name == "postgresql" else sqlite
         stmt = dialect.insert(Customer).values(self.pending)
-        cols = {c: stmt.excluded[c] for c in (*CUSTOMER_FIELDS, "home_store_id", "updated_at")}
-        self.session.execute(stmt.on_conflict_do_update(index_elements=["external_id"], set_=cols))
+        if self.on_conflict == "nothing":
+            self.session.execute(stmt.on_conflict_do_nothing(index_elements=["external_id"]))
+        else:
+            cols = {c: stmt.excluded[c] for c in (*CUSTOMER_FIELDS, "home_store_id", "updated_at")}
+            self.session.execute(stmt.on_conflict_do_update(index_elements=["external_id"], set_=cols))
         self.pending = []
 
 

@@ -61,9 +61,15 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
+            dbapi_conn.create_function("pilot_bucket", 2, _bucket, deterministic=True)
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def _bucket(salt: str, unit_id: str) -> float:
+    from pilot.assignment import bucket
+    return bucket(salt, unit_id)
 
 
 class Database:

@@ -232,6 +232,8 @@ def transition(session: Session, actor: str, pilot: Pilot, action: str, reason: 
         if action == "rollback" and not reason:
             raise _unprocessable("A roll back needs a reason.", "reason")
         withdrawn = withdraw_all(session, pilot, reason or {"complete": "completed", "cancel": "cancelled"}[action])
+        from pilot.assigning import release_layer
+        release_layer(session, pilot)
         pilot.ended_at = now
         current = pilot.stage(pilot.current_stage)
         if current is not None and current.ended_at is None:

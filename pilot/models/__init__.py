@@ -1,5 +1,6 @@
 """Typed models, one module per aggregate."""
 from pilot.db import Base
+from pilot.models.assignments import Assignment, LayerMembership
 from pilot.models.audit import AuditEvent
 from pilot.models.customers import Customer, CustomerGroup
 from pilot.models.pilots import Enrolment, Pilot, Stage
@@ -7,5 +8,5 @@ from pilot.models.programmes import Programme, Variant
 from pilot.models.stores import Region, Store
 from pilot.models.tokens import ApiToken
 
-__all__ = ["ApiToken", "AuditEvent", "Base", "Customer", "CustomerGroup", "Enrolment", "Pilot", "Programme",
+__all__ = ["ApiToken", "Assignment", "LayerMembership", "AuditEvent", "Base", "Customer", "CustomerGroup", "Enrolment", "Pilot", "Programme",
            "Region", "Stage", "Store", "Variant"]

@@ -1,0 +1,178 @@
+"""Assignment: golden cases, uniformity, stickiness, reasons, layers, holdout, bulk, SRM."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+from sqlalchemy import func, select
+
+from pilot import create_app
+from pilot.assignment import bucket, variant_for
+from pilot.db import db
+from pilot.models import Assignment
+from tests.test_pilots import ALLOCATION, PROGRAMME, act, pilot_body, world  # noqa: F401
+
+GOLDEN = json.loads((Path(__file__).parent / "data" / "assignment_golden.json").read_text())
+
+
+@pytest.mark.parametrize("case", GOLDEN["cases"], ids=lambda c: f"{c['salt']}-{c['unit_id']}")
+def test_golden_cases(case):
+    assert bucket(case["salt"], case["unit_id"]) == case["bucket"]
+    assert variant_for(case["salt"], case["unit_id"], case["weights"]) == case["variant"]
+
+
+@pytest.mark.parametrize("weights", [{"a": 0.5, "b": 0.5}, {"a": 0.2, "b": 0.3, "c": 0.5},
+                                     {"c": 0.1, "t1": 0.3, "t2": 0.3, "t3": 0.3}])
+def test_uniform_over_100k_ids(weights):
+    keys = sorted(weights)
+    picks = [variant_for("uniformity", f"id{i}", weights) for i in range(100_000)]
+    observed = [picks.count(k) for k in keys]
+    p = stats.chisquare(observed, [100_000 * weights[k] for k in keys]).pvalue
+    assert p > 0.001, observed
+    buckets = np.array([bucket("u2", str(i)) for i in range(20_000)])
+    assert stats.kstest(buckets, "uniform").pvalue > 0.001
+
+
+@pytest.fixture
+def running(client, world, auth):  # noqa: F811
+    """A running customer-level pilot over regions ra and rb, with 300 customers in ra, rb and rc."""
+    customers = [{"external_id": f"c{i}", "home_store": f"{'abc'[i % 3].join(['r', ''])}{i % 8}",
+                  "age_band": ["25-34", "65+"][i % 2], "children": i % 3, "household_size": 1 + i % 3}
+                 for i in range(300)]
+    assert client.post("/api/v1/customers", json={"customers": customers}, headers=auth("feed")).status_code == 200
+    for g in ({"key": "seniors", "name": "Seniors", "rules": [{"attribute": "age_band", "op": "eq", "value": "65+"}]},):
+        client.post("/api/v1/customer-groups", json=g, headers=world)
+    client.post("/api/v1/pilots", json=pilot_body(), headers=world)
+    act(client, world, "p1", "start")
+    return world
+
+
+def assign(client, headers, customer, **body):
+    return client.post("/api/v1/pilots/p1/assignments", json={"customer": customer, **body}, headers=headers)
+
+
+def test_assign_is_sticky_and_deterministic(app, client, running, auth):
+    feed = auth("feed")
+    first = assign(client, feed, "c0").json
+    assert first["assigned"] and first["new"]
+    assert first["variant"]["key"] == variant_for(_salt(app), "c0", ALLOCATION)
+    assert first["variant"]["description"]
+    again = assign(client, feed, "c0").json
+    assert again["variant"] == first["variant"] and not again["new"] and again["assigned_at"] == first["assigned_at"]
+    # weights change: the assigned customer stays put
+    client.patch("/api/v1/pilots/p1/stages/1", json={"allocation": {"control": 0.97, "discount": 0.01, "tiers": 0.01,
+                                                                    "bonus": 0.01}}, headers=running)
+    assert assign(client, feed, "c0").json["variant"] == first["variant"]
+    # pause and resume, advance to the wider stage, restart the app: still the same
+    act(client, running, "p1", "pause")
+    assert assign(client, feed, "c0").json["reason"] == "pilot_not_running"
+    act(client, running, "p1", "resume")
+    act(client, running, "p1", "advance")
+    restarted = create_app({"TESTING": True, "DATABASE_URL": app.config["DATABASE_URL"], "AUTO_MIGRATE": False})
+    assert assign(restarted.test_client(), feed, "c0").json["variant"] == first["variant"]
+    with restarted.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Assignment)) == 1
+        db.session.close()
+        db.engine.dispose()
+
+
+def _salt(app):
+    from pilot.models import Pilot
+    with app.app_context():
+        return db.session.scalar(select(Pilot.salt))
+
+
+def test_every_reason_code(app, client, running, auth):
+    feed = auth("feed")
+    assert assign(client, feed, "nobody").json["reason"] == "unknown_customer"
+    assert assign(client, feed, "c2").json["reason"] == "store_not_enrolled"  # home store in region rc
+    assert assign(client, feed, "c2", store="ra1").json["assigned"]  # buying in an enrolled store
+    client.post("/api/v1/customers", json={"customers": [{"external_id": "homeless"}]}, headers=feed)
+    assert assign(client, feed, "homeless").json["reason"] == "no_store"
+    client.patch("/api/v1/pilots/p1/stages/1", json={"eligible_groups": ["seniors"]}, headers=running)
+    assert assign(client, feed, "c4").json["reason"] == "group_not_eligible"  # 25-34
+    assert assign(client, feed, "c1").json["assigned"]  # 65+
+    client.patch("/api/v1/pilots/p1/stages/1", json={"allocation": {"control": 0, "discount": 0, "tiers": 0,
+                                                                    "bonus": 1}}, headers=running)
+    act(client, running, "p1", "pause")
+    assert assign(client, feed, "c7").json["reason"] == "pilot_not_running"
+    app.config["HOLDOUT_SHARE"] = 1.0
+    act(client, running, "p1", "resume")
+    assert assign(client, feed, "c7").json["reason"] == "in_holdout"
+    assert assign(client, feed, "c1").json["assigned"]  # already assigned before the holdout: sticky
+
+
+def test_unknown_customer_created_on_the_fly(client, running, auth):
+    r = assign(client, auth("feed"), "walk-in", store="ra2", new_customer={"age_band": "65+", "home_store": "ra2"})
+    assert r.json["assigned"]
+    assert client.get("/api/v1/customers/walk-in", headers=running).json["home_store"] == "ra2"
+    bad = assign(client, auth("feed"), "walk-in-2", new_customer={"age_band": "old"})
+    assert bad.status_code == 422
+
+
+def test_store_token_assigns_in_its_own_store_only(client, running, auth, tokens):
+    assert assign(client, auth("store"), "c0", store="T002").status_code == 403
+    assert assign(client, auth("store"), "c0", store="T001").json["reason"] == "store_not_enrolled"
+    assert assign(client, auth("analyst"), "c0").status_code == 403
+
+
+def test_layers_keep_pilots_apart(client, running, auth):
+    # a second pilot of the same layer over region rc, so customers of rc are free for it
+    client.post("/api/v1/pilots", json={**pilot_body("p2"), "stages": [{"region_codes": ["rc"],
+                                                                         "allocation": ALLOCATION}]}, headers=running)
+    act(client, running, "p2", "start")
+    assert assign(client, auth("feed"), "c2", store="ra0").json["assigned"]  # c2 joins p1 while shopping in ra0
+    second = client.post("/api/v1/pilots/p2/assignments", json={"customer": "c2"}, headers=auth("feed")).json
+    assert second["reason"] == "in_other_pilot_of_layer"
+    act(client, running, "p1", "complete")  # the layer claim is released when p1 ends
+    assert client.post("/api/v1/pilots/p2/assignments", json={"customer": "c2"}, headers=auth("feed")).json["assigned"]
+
+
+def test_bulk_matches_one_by_one_and_reports_reasons(app, client, running, auth):
+    app.config["HOLDOUT_SHARE"] = 0.1
+    client.patch("/api/v1/pilots/p1/stages/1", json={"eligible_groups": ["other"]}, headers=running)
+    out = client.post("/api/v1/pilots/p1/assignments/bulk", headers=running).json
+    salt = _salt(app)
+    expected = {}
+    for i in range(300):
+        cid, region = f"c{i}", "abc"[i % 3]
+        if region == "c":
+            continue
+        if bucket("global-holdout", cid) < 0.1 or i % 2 == 1:  # held out, or a senior (not eligible)
+            continue
+        v = variant_for(salt, cid, ALLOCATION)
+        expected[v] = expected.get(v, 0) + 1
+    assert out["variants"] == expected and out["assigned_now"] == sum(expected.values())
+    assert out["reasons"]["store_not_enrolled"] == 100
+    assert out["reasons"]["in_holdout"] + out["reasons"]["group_not_eligible"] == 200 - sum(expected.values())
+    with app.app_context():
+        rows = db.session.execute(select(Assignment.customer_id, Assignment.variant)).all()
+    assert len(rows) == sum(expected.values())
+    again = client.post("/api/v1/pilots/p1/assignments/bulk", headers=running).json
+    assert again["assigned_now"] == 0 and again["variants"] == expected
+    summary = client.get("/api/v1/pilots/p1/assignments/summary", headers=auth("analyst")).json
+    stage = summary["stages"][0]
+    assert stage["counts"] == {k: expected.get(k, 0) for k in sorted(ALLOCATION)}
+    assert stage["p_value"] == pytest.approx(stats.chisquare([expected.get(k, 0) for k in sorted(ALLOCATION)]).pvalue)
+
+
+def test_bulk_store_level_gives_the_store_arm(client, world, auth):  # noqa: F811
+    body = pilot_body("sp", unit="store")
+    body["stages"] = [{"region_codes": ["ra"], "allocation": {"control": 0.5, "discount": 0.5}}]
+    client.post("/api/v1/pilots", json=body, headers=world)
+    client.post("/api/v1/customers", json={"customers": [{"external_id": f"s{i}", "home_store": f"ra{i % 8}"}
+                                                         for i in range(40)]}, headers=auth("feed"))
+    act(client, world, "sp", "start")
+    arms = {e["store"]: e["arm"] for e in client.get("/api/v1/pilots/sp/enrolments?limit=50", headers=world).json["items"]}
+    client.post("/api/v1/pilots/sp/assignments/bulk", headers=world)
+    for i in range(0, 40, 7):
+        got = client.post("/api/v1/pilots/sp/assignments", json={"customer": f"s{i}"}, headers=auth("feed")).json
+        assert got["variant"]["key"] == arms[f"ra{i % 8}"]
+
+
+def test_cli_assign(app, running):
+    from pilot.cli import cli
+    out = app.test_cli_runner().invoke(cli, ["assign", "--pilot", "p1"])
+    assert out.exit_code == 0 and json.loads(out.output)["assigned_now"] == 200
+    assert app.test_cli_runner().invoke(cli, ["assign", "--pilot", "nope"]).exit_code == 2
