@@ -20,6 +20,7 @@ READERS = frozenset({ADMIN, MANAGER, ANALYST})
 MANAGERS = frozenset({ADMIN, MANAGER})
 WRITERS = frozenset({ADMIN, MANAGER, FEED})
 ADMINS = frozenset({ADMIN})
+FEEDS = frozenset({ADMIN, FEED})
 
 # The role matrix: endpoint -> HTTP method -> roles allowed. An API route missing here is refused
 # to everyone (and tests/test_roles.py fails), so every new route needs a line.
@@ -54,6 +55,11 @@ RULES: dict[str, dict[str, frozenset[str]]] = {
     "assignments.Assignments": {"POST": frozenset({ADMIN, MANAGER, FEED, STORE})},
     "assignments.AssignmentsBulk": {"POST": MANAGERS},
     "assignments.AssignmentsSummary": {"GET": READERS},
+    "transactions.Transactions": {"GET": READERS, "POST": FEEDS},
+    "transactions.TransactionUpload": {"POST": FEEDS},
+    "ingestion_batches.IngestionBatches": {"GET": READERS | FEEDS},
+    "ingestion_batches.IngestionBatchById": {"GET": READERS | FEEDS},
+    "data_quality.DataQuality": {"GET": READERS | FEEDS},
 }
 
 

@@ -43,6 +43,14 @@ def csv_rows(stream: IO[bytes], required: Iterable[str], known: Iterable[str],
              extra_into: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
     """Stream a CSV (UTF-8, BOM allowed) as (row number, record); empty cells are missing."""
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    try:
+        yield from _records(text, required, known, extra_into)
+    finally:
+        text.detach()  # the caller owns (and closes) the stream
+
+
+def _records(text: io.TextIOWrapper, required: Iterable[str], known: Iterable[str],
+             extra_into: str | None) -> Iterator[tuple[int, dict[str, Any]]]:
     reader = csv.reader(text)
     try:
         header = [h.strip() for h in next(reader)]
@@ -50,6 +58,8 @@ def csv_rows(stream: IO[bytes], required: Iterable[str], known: Iterable[str],
         raise ApiError(422, "The CSV file is empty.", details={"columns": {}}) from None
     except UnicodeDecodeError:
         raise ApiError(422, "The CSV file is not UTF-8.") from None
+    except csv.Error as exc:
+        raise ApiError(422, f"The CSV file is malformed: {exc}.") from None
     _check_header(header, set(required), set(known), extra_into)
     known = set(known)
     for number, cells in enumerate(_decoded(reader), start=1):
@@ -105,11 +115,11 @@ class RowErrors:
         for field, msgs in _flatten(messages):
             self.add(row, field, "; ".join(msgs))
 
-    def raise_if_any(self, total: int) -> None:
+    def raise_if_any(self, total: int, extra: dict[str, Any] | None = None) -> None:
         if self.count:
             raise ApiError(422, f"{self.count} row error(s) in {total} row(s); nothing was stored.",
                            details={"rows": self.rows, "rejected_rows": len({r['row'] for r in self.rows}),
-                                    "errors": self.count, "truncated": self.count > len(self.rows)})
+                                    "errors": self.count, "truncated": self.count > len(self.rows), **(extra or {})})
 
 
 def _flatten(messages: Any, prefix: str = "") -> Iterator[tuple[str, list[str]]]:

@@ -129,6 +129,35 @@ def assign(pilot_key: str) -> None:
     click.echo(json.dumps(counts, indent=1))
 
 
+@cli.command("ingest")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--source", default="default", show_default=True, help="Feed name; event ids are unique per source.")
+@click.option("--on-error", type=click.Choice(["reject_batch", "skip_rows"]), default="reject_batch",
+              show_default=True, help="reject_batch: one bad row and nothing is stored.")
+@click.option("--no-create-customers", is_flag=True, help="Reject rows of unknown customers instead of creating them.")
+def ingest_command(file: str, source: str, on_error: str, no_create_customers: bool) -> None:
+    """Ingest a CSV file of transactions (.csv or .csv.gz, - for standard input), streamed."""
+    import gzip
+    import json
+    import sys
+
+    from pilot import ingest
+    from pilot.batches import csv_rows
+    raw = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
+    stream = gzip.open(raw, "rb") if file.endswith(".gz") else raw
+    try:
+        rows = csv_rows(stream, ingest.REQUIRED, ingest.FIELDS)
+        out = ingest.run(db.session, CLI.actor, "cli", rows, source=source, on_error=on_error,
+                         create_customers=not no_create_customers)
+    except ApiError as exc:
+        click.echo(json.dumps({"error": exc.description, **exc.details}, indent=1, default=str), err=True)
+        raise click.exceptions.Exit(1) from None
+    finally:
+        stream.close()
+        raw.close()
+    click.echo(json.dumps(out.as_dict(), indent=1))
+
+
 class AnalyseError(click.ClickException):
     exit_code = 2
 

@@ -55,7 +55,7 @@ def to_response(exc: HTTPException):  # noqa: ANN201
     elif status == 400 and messages:
         code, message = "malformed_json", "Request body is not valid JSON."
     elif status == 413:
-        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        limit = request.max_content_length if request else current_app.config.get("MAX_CONTENT_LENGTH")
         message = f"Request body exceeds the limit of {limit} bytes."
         details = {"limit_bytes": limit}
     elif status == 500:

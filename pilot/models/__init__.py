@@ -7,6 +7,7 @@ from pilot.models.pilots import Enrolment, Pilot, Stage
 from pilot.models.programmes import Programme, Variant
 from pilot.models.stores import Region, Store
 from pilot.models.tokens import ApiToken
+from pilot.models.transactions import IngestionBatch, Transaction
 
 __all__ = ["ApiToken", "Assignment", "LayerMembership", "AuditEvent", "Base", "Customer", "CustomerGroup", "Enrolment", "Pilot", "Programme",
-           "Region", "Stage", "Store", "Variant"]
+           "IngestionBatch", "Region", "Stage", "Store", "Transaction", "Variant"]

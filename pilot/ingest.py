@@ -1,0 +1,362 @@
+"""Transactions in: one validation and one write path for JSON batches, streamed CSV and the CLI.
+
+Rows are checked one by one in Python (every bad row is reported with its number, field and
+reason) and streamed into a temporary staging table: `COPY` on PostgreSQL, `executemany` on
+SQLite, in chunks, so memory stays flat however large the file. Then a few set-based statements
+create unknown customers, insert the first row of each event id with `ON CONFLICT DO NOTHING`,
+and compare every staged row with what is stored to count accepted rows, duplicates (same
+content) and conflicts (same event id, other content; never applied). All of it happens in the
+caller's transaction: a rejected or interrupted batch leaves nothing behind but its record.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from pilot.batches import RowErrors
+from pilot.db import utcnow
+from pilot.errors import ApiError
+from pilot.models import IngestionBatch, Store
+
+FIELDS = ("event_id", "customer", "store", "occurred_at", "type", "amount", "items", "discount_cost",
+          "points_issued", "points_redeemed", "channel")
+REQUIRED = ("event_id", "customer", "store", "occurred_at", "amount")
+TYPES = ("sale", "refund")
+CHANNELS = ("store", "online", "app", "phone")
+ON_ERROR = ("reject_batch", "skip_rows")
+MAX_AMOUNT = Decimal("1e9")
+EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+CHUNK = 5000
+SAMPLE = 100
+STAGING_COLUMNS = ("batch_row", "event_id", "customer", "store_id", "occurred_at", "type", "amount", "items",
+                   "discount_cost", "points_issued", "points_redeemed", "channel")
+
+
+class RowError(Exception):
+    """One field of one row is wrong."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field, self.message = field_name, message
+
+
+def _text(raw: dict, name: str, limit: int, required: bool = True) -> str | None:
+    value = raw.get(name)
+    if value is None or value == "":
+        if required:
+            raise RowError(name, "Missing value.")
+        return None
+    if not isinstance(value, str):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RowError(name, "Not a string.")
+        value = str(value)
+    value = value.strip()
+    if not value:
+        raise RowError(name, "Missing value.")
+    if len(value) > limit:
+        raise RowError(name, f"Longer than {limit} characters ({len(value)}).")
+    return value
+
+
+def _number(raw: dict, name: str, required: bool = False) -> Decimal | None:
+    value = raw.get(name)
+    if value is None or value == "":
+        if required:
+            raise RowError(name, "Missing value.")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise RowError(name, "Not a number.")
+    try:
+        number = Decimal(value.strip() if isinstance(value, str) else repr(value) if isinstance(value, float)
+                         else value)
+    except InvalidOperation:
+        raise RowError(name, f"Not a number: {str(value)[:40]!r}.") from None
+    if not number.is_finite() or abs(number) >= MAX_AMOUNT:
+        raise RowError(name, f"Out of range: {str(value)[:40]!r}.")
+    if number.as_tuple().exponent < -4:
+        raise RowError(name, "More than 4 decimal places.")
+    return number
+
+
+def _integer(raw: dict, name: str, low: int, high: int) -> int:
+    value = raw.get(name)
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool):
+        raise RowError(name, "Not a whole number.")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise RowError(name, "Not a whole number.")
+        value = int(value)
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise RowError(name, f"Not a whole number: {value[:40]!r}.") from None
+    if not isinstance(value, int):
+        raise RowError(name, "Not a whole number.")
+    if not low <= value <= high:
+        raise RowError(name, f"Must be between {low} and {high}.")
+    return value
+
+
+def _time(raw: dict, latest: datetime) -> datetime:
+    value = raw.get("occurred_at")
+    if value is None or value == "":
+        raise RowError("occurred_at", "Missing value.")
+    if not isinstance(value, str):
+        raise RowError("occurred_at", "Not an ISO 8601 time string.")
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise RowError("occurred_at", f"Not an ISO 8601 time: {value[:40]!r}.") from None
+    if moment.tzinfo is None:
+        raise RowError("occurred_at", "No UTC offset; send e.g. 2026-11-02T10:15:00+01:00.")
+    moment = moment.astimezone(timezone.utc)
+    if moment > latest:
+        raise RowError("occurred_at", "More than a day in the future.")
+    if moment < EARLIEST:
+        raise RowError("occurred_at", "Before 2000-01-01.")
+    return moment
+
+
+def parse_row(raw: Any, stores: dict[str, int], latest: datetime) -> tuple:
+    """One raw row (JSON object or CSV record) as a staging tuple without its row number."""
+    if not isinstance(raw, dict):
+        raise RowError("_row", "Not an object.")
+    if "__width__" in raw:
+        raise RowError("_row", f"Has {raw['__width__']} cells; the header has a different number.")
+    unknown = set(raw) - set(FIELDS)
+    if unknown:
+        raise RowError(sorted(unknown)[0], "Unknown field.")
+    event_id = _text(raw, "event_id", 128)
+    customer = _text(raw, "customer", 128)
+    code = _text(raw, "store", 64)
+    store_id = stores.get(code)
+    if store_id is None:
+        raise RowError("store", f"Unknown store {code!r}.")
+    moment = _time(raw, latest)
+    kind = _text(raw, "type", 8, required=False) or "sale"
+    if kind not in TYPES:
+        raise RowError("type", f"Must be one of {', '.join(TYPES)}.")
+    amount = _number(raw, "amount", required=True)
+    if kind == "sale" and amount < 0:
+        raise RowError("amount", "A sale cannot be negative; send refunds with type 'refund'.")
+    if kind == "refund" and amount > 0:
+        raise RowError("amount", "A refund is a negative amount.")
+    items = _integer(raw, "items", -10_000 if kind == "refund" else 0, 10_000)
+    cost = _number(raw, "discount_cost")
+    points_issued = _integer(raw, "points_issued", 0, 10_000_000)
+    points_redeemed = _integer(raw, "points_redeemed", 0, 10_000_000)
+    channel = _text(raw, "channel", 16, required=False) or "store"
+    if channel not in CHANNELS:
+        raise RowError("channel", f"Must be one of {', '.join(CHANNELS)}.")
+    return (event_id, customer, store_id, moment, kind, amount, items, cost, points_issued, points_redeemed,
+            channel)
+
+
+@dataclass
+class Outcome:
+    """What became of a batch."""
+
+    batch_id: int
+    rows: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    rejected: int = 0
+    customers_created: int = 0
+    conflict_rows: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"batch_id": self.batch_id, "rows": self.rows, "accepted": self.accepted,
+                "duplicates": self.duplicates, "conflicts": self.conflicts, "rejected": self.rejected,
+                "customers_created": self.customers_created, "conflict_rows": self.conflict_rows,
+                "errors": self.errors}
+
+
+class Ingest:
+    """Stage, validate and write one batch of transactions inside the caller's transaction."""
+
+    def __init__(self, session: Session, actor: str, method: str, source: str = "default",
+                 on_error: str = "reject_batch", create_customers: bool = True) -> None:
+        if on_error not in ON_ERROR:
+            raise ApiError(422, f"on_error must be one of {', '.join(ON_ERROR)}.",
+                           details={"fields": {"on_error": ["Not a valid choice."]}})
+        if not source or len(source) > 64:
+            raise ApiError(422, "source must be 1 to 64 characters.", details={"fields": {"source": ["Bad length."]}})
+        self.session, self.source, self.on_error = session, source, on_error
+        self.create_customers = create_customers
+        self.pg = session.bind.dialect.name == "postgresql"
+        self.stores = dict(session.execute(select(Store.code, Store.id)).all())
+        self.latest = utcnow() + timedelta(days=1)
+        self.errors = RowErrors()
+        self.batch = IngestionBatch(source=source, actor=actor, method=method, on_error=on_error, status="running")
+        session.add(self.batch)
+        session.flush()
+        self.rows = 0
+        self.pending: list[tuple] = []
+        self._create_staging()
+
+    # -- staging ------------------------------------------------------------------------------
+    def _create_staging(self) -> None:
+        money = "NUMERIC(16, 4)"
+        moment = "TIMESTAMPTZ" if self.pg else "TEXT"
+        self.session.execute(text("DROP TABLE IF EXISTS pilot_staging" if self.pg else
+                                  "DROP TABLE IF EXISTS temp.pilot_staging"))
+        self.session.execute(text(
+            f"CREATE TEMPORARY TABLE pilot_staging (batch_row INTEGER NOT NULL, event_id VARCHAR(128) NOT NULL, "
+            f"customer VARCHAR(128) NOT NULL, store_id INTEGER NOT NULL, occurred_at {moment} NOT NULL, "
+            f"type VARCHAR(8) NOT NULL, amount {money} NOT NULL, items INTEGER NOT NULL, discount_cost {money}, "
+            f"points_issued INTEGER NOT NULL, points_redeemed INTEGER NOT NULL, channel VARCHAR(16) NOT NULL)"
+            + (" ON COMMIT DROP" if self.pg else "")))
+
+    def add(self, number: int, raw: Any) -> None:
+        """Validate one row and queue it for staging (bad rows are reported, not staged)."""
+        self.rows += 1
+        try:
+            row = parse_row(raw, self.stores, self.latest)
+        except RowError as exc:
+            self.errors.add(number, exc.field, exc.message)
+            return
+        if self.errors.count and self.on_error == "reject_batch":
+            return  # the batch is lost anyway: only keep validating
+        self.pending.append((number, *row))
+        if len(self.pending) >= CHUNK:
+            self._flush()
+
+    def add_all(self, rows: Iterable[tuple[int, Any]]) -> None:
+        for number, raw in rows:
+            self.add(number, raw)
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        if self.pg:
+            raw = self.session.connection().connection.driver_connection
+            with raw.cursor() as cur, cur.copy(f"COPY pilot_staging ({', '.join(STAGING_COLUMNS)}) FROM STDIN") as cp:
+                for row in self.pending:
+                    cp.write_row(row)
+        else:
+            cursor = self.session.connection().connection.driver_connection.cursor()
+            cursor.executemany(f"INSERT INTO temp.pilot_staging VALUES ({', '.join('?' * len(STAGING_COLUMNS))})",
+                               [_sqlite_row(r) for r in self.pending])
+            cursor.close()
+        self.pending = []
+
+    # -- write --------------------------------------------------------------------------------
+    def finish(self) -> Outcome:
+        """Write the staged rows; raise a 422 listing every bad row when the batch is rejected."""
+        self._flush()
+        out = Outcome(batch_id=self.batch.id, rows=self.rows)
+        if self.errors.count and self.on_error == "reject_batch":
+            self._raise_rejected(out)
+        sql = self.session.execute
+        if self.pg:
+            sql(text("ANALYZE pilot_staging"))
+        if not self.create_customers:
+            for number, customer in sql(text(
+                    "SELECT s.batch_row, s.customer FROM pilot_staging s WHERE NOT EXISTS "
+                    "(SELECT 1 FROM customers c WHERE c.external_id = s.customer) ORDER BY s.batch_row")):
+                self.errors.add(number, "customer", f"Unknown customer {customer!r}.")
+            if self.errors.count and self.on_error == "reject_batch":
+                self._raise_rejected(out)
+            sql(text("DELETE FROM pilot_staging WHERE NOT EXISTS "
+                     "(SELECT 1 FROM customers c WHERE c.external_id = pilot_staging.customer)"))
+        now = utcnow()
+        empty = "CAST('{}' AS JSON)" if self.pg else "'{}'"
+        out.customers_created = sql(text(
+            "INSERT INTO customers (external_id, attributes, created_at, updated_at) "
+            f"SELECT n.customer, {empty}, :now, :now FROM (SELECT DISTINCT s.customer FROM pilot_staging s "
+            "WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.external_id = s.customer)) n WHERE true ON CONFLICT (external_id) DO NOTHING"),
+            {"now": now if self.pg else _sqlite_time(now)}).rowcount
+        out.accepted = sql(text(
+            "INSERT INTO transactions (source, event_id, customer_id, store_id, occurred_at, type, amount, items, "
+            "discount_cost, points_issued, points_redeemed, channel, batch_id, batch_row, received_at) "
+            "SELECT :source, s.event_id, c.id, s.store_id, s.occurred_at, s.type, s.amount, s.items, "
+            "s.discount_cost, s.points_issued, s.points_redeemed, s.channel, :batch, s.batch_row, :now "
+            "FROM pilot_staging s JOIN customers c ON c.external_id = s.customer "
+            "WHERE s.batch_row IN (SELECT MIN(batch_row) FROM pilot_staging GROUP BY event_id) "
+            "ON CONFLICT (source, event_id) DO NOTHING"),
+            {"source": self.source, "batch": self.batch.id, "now": now if self.pg else _sqlite_time(now)}).rowcount
+        same = "IS NOT DISTINCT FROM" if self.pg else "IS"
+        equal = " AND ".join(f"t.{c} {same} s.{c}" for c in (
+            "store_id", "occurred_at", "type", "amount", "items", "discount_cost", "points_issued",
+            "points_redeemed", "channel")) + " AND t.customer_id = c.id"
+        compare = (f"FROM pilot_staging s JOIN customers c ON c.external_id = s.customer "
+                   f"JOIN transactions t ON t.source = :source AND t.event_id = s.event_id "
+                   f"WHERE NOT (t.batch_id = :batch AND t.batch_row = s.batch_row)")
+        params = {"source": self.source, "batch": self.batch.id}
+        out.duplicates, out.conflicts = sql(text(
+            f"SELECT COALESCE(SUM(CASE WHEN {equal} THEN 1 ELSE 0 END), 0), "
+            f"COALESCE(SUM(CASE WHEN {equal} THEN 0 ELSE 1 END), 0) {compare}"), params).one()
+        if out.conflicts:
+            out.conflict_rows = [{"row": r, "event_id": e, "stored_batch_id": b} for r, e, b in sql(text(
+                f"SELECT s.batch_row, s.event_id, t.batch_id {compare} AND NOT ({equal}) "
+                f"ORDER BY s.batch_row LIMIT {SAMPLE}"), params)]
+        out.rejected = self._rejected_rows()
+        out.errors = self.errors.rows[:SAMPLE]
+        self._close("accepted", out)
+        return out
+
+    def _rejected_rows(self) -> int:
+        return len({e["row"] for e in self.errors.rows}) if not self.errors.count > len(self.errors.rows) \
+            else self.errors.count
+
+    def _close(self, status: str, out: Outcome) -> None:
+        b = self.batch
+        b.status, b.rows, b.accepted, b.duplicates, b.conflicts = status, out.rows, out.accepted, out.duplicates, \
+            out.conflicts
+        b.rejected, b.customers_created, b.finished_at = out.rejected, out.customers_created, utcnow()
+        b.errors = (out.errors or self.errors.rows[:SAMPLE]) + [{"conflict": c} for c in out.conflict_rows[:10]]
+        if not self.pg:
+            self.session.execute(text("DROP TABLE IF EXISTS temp.pilot_staging"))
+        self.session.flush()
+
+    def _raise_rejected(self, out: Outcome) -> None:
+        out.rejected = self._rejected_rows()
+        self.errors.raise_if_any(self.rows, extra={"rows_in_batch": self.rows, "rejected": out.rejected})
+
+
+def _sqlite_time(moment: datetime) -> str:
+    """The text SQLAlchemy's SQLite DateTime stores for a UTC time."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _sqlite_row(row: tuple) -> tuple:
+    r = list(row)
+    r[4] = _sqlite_time(r[4])
+    r[6] = float(r[6])
+    r[8] = None if r[8] is None else float(r[8])
+    return tuple(r)
+
+
+def run(session: Session, actor: str, method: str, rows: Iterable[tuple[int, Any]], source: str = "default",
+        on_error: str = "reject_batch", create_customers: bool = True) -> Outcome:
+    """Ingest the rows and commit; a rejected or broken batch is rolled back and recorded as such."""
+    ingest = Ingest(session, actor, method, source, on_error, create_customers)
+    try:
+        ingest.add_all(rows)
+        out = ingest.finish()
+    except BaseException as exc:
+        session.rollback()
+        rejected = isinstance(exc, ApiError) and exc.code == 422 and "rows_in_batch" in (exc.details or {})
+        detail = exc.details if rejected else {"rows_in_batch": ingest.rows, "rejected": 0,
+                                               "rows": [{"row": None, "field": "_batch", "message": str(exc)[:500]}]}
+        batch = IngestionBatch(source=source, actor=actor, method=method, on_error=on_error,
+                               status="rejected" if rejected else "failed", rows=detail["rows_in_batch"],
+                               rejected=detail["rejected"], errors=detail["rows"][:SAMPLE], finished_at=utcnow())
+        session.add(batch)
+        session.commit()
+        if rejected:
+            exc.details["batch_id"] = batch.id
+        raise
+    session.commit()
+    return out
