@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from pilot.audit import record
 from pilot.batches import RowErrors
 from pilot.errors import ApiError
-from pilot.models import ApiToken, Customer, Region, Store
+from pilot.models import ApiToken, Customer, Region, Store, Transaction
 
 STORE_FIELDS = ("code", "name", "format", "size_sqm", "opening_date", "attributes")
 
@@ -100,6 +100,9 @@ def delete_store(session: Session, actor: str, store: Store) -> None:
         raise ApiError(409, f"Store {store.code!r} is the home store of customers.", code="store_in_use")
     if session.scalar(select(func.count()).where(ApiToken.store_id == store.id)):
         raise ApiError(409, f"Store {store.code!r} has API tokens; revoke and reissue them first.",
+                       code="store_in_use")
+    if session.scalar(select(Transaction.id).where(Transaction.store_id == store.id).limit(1)):
+        raise ApiError(409, f"Store {store.code!r} has transactions; they are kept, so the store is too.",
                        code="store_in_use")
     record(session, actor, "delete", "store", store.code, before=store_dict(store))
     session.delete(store)

@@ -26,6 +26,7 @@ from pilot.models import IngestionBatch, Store
 
 FIELDS = ("event_id", "customer", "store", "occurred_at", "type", "amount", "items", "discount_cost",
           "points_issued", "points_redeemed", "channel")
+FIELD_SET = frozenset(FIELDS)
 REQUIRED = ("event_id", "customer", "store", "occurred_at", "amount")
 TYPES = ("sale", "refund")
 CHANNELS = ("store", "online", "app", "phone")
@@ -58,7 +59,9 @@ def _text(raw: dict, name: str, limit: int, required: bool = True) -> str | None
         value = str(value)
     value = value.strip()
     if not value:
-        raise RowError(name, "Missing value.")
+        if required:
+            raise RowError(name, "Missing value.")
+        return None
     if len(value) > limit:
         raise RowError(name, f"Longer than {limit} characters ({len(value)}).")
     return value
@@ -132,7 +135,7 @@ def parse_row(raw: Any, stores: dict[str, int], latest: datetime) -> tuple:
         raise RowError("_row", "Not an object.")
     if "__width__" in raw:
         raise RowError("_row", f"Has {raw['__width__']} cells; the header has a different number.")
-    unknown = set(raw) - set(FIELDS)
+    unknown = raw.keys() - FIELD_SET
     if unknown:
         raise RowError(sorted(unknown)[0], "Unknown field.")
     event_id = _text(raw, "event_id", 128)

@@ -62,7 +62,7 @@ def stored(app) -> list[tuple]:
     with app.app_context():
         q = select(Transaction.event_id, Customer.external_id, Transaction.store_id, Transaction.occurred_at,
                    Transaction.type, Transaction.amount, Transaction.items, Transaction.discount_cost,
-                   Transaction.points_issued, Transaction.channel).join(Customer)
+                   Transaction.points_issued, Transaction.channel).join(Customer, Customer.id == Transaction.customer_id)
         return sorted((e, c, s, t.isoformat(), ty, round(a, 4), i, None if d is None else round(d, 4), p, ch)
                       for e, c, s, t, ty, a, i, d, p, ch in db.session.execute(q))
 
@@ -342,3 +342,10 @@ def test_same_file_same_rows_on_every_backend(app, client, auth):
     rows = [row(i) for i in range(2000)]
     assert upload(client, auth("feed"), as_csv(rows)).json["accepted"] == 2000
     assert stored(app) == expected(rows)
+
+
+def test_a_store_with_transactions_cannot_be_deleted(app, client, auth):
+    post_json(client, auth("feed"), [row(1, store="T002")])
+    r = client.delete("/api/v1/stores/T002", headers=auth("manager"))
+    assert r.status_code == 409 and "transactions" in r.json["error"]["message"]
+    assert count(app) == 1

@@ -59,9 +59,6 @@ def upgrade() -> None:
     sa.Column('batch_id', sa.Integer(), nullable=False),
     sa.Column('batch_row', sa.Integer(), nullable=False),
     sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['batch_id'], ['ingestion_batches.id'], name=op.f('fk_transactions_batch_id_ingestion_batches')),
-    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_transactions_customer_id_customers')),
-    sa.ForeignKeyConstraint(['store_id'], ['stores.id'], name=op.f('fk_transactions_store_id_stores')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_transactions')),
     sa.UniqueConstraint('source', 'event_id', name=op.f('uq_transactions_source'))
     )

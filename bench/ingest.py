@@ -1,0 +1,201 @@
+"""Ingestion speed: a CSV of 2,000,000 transactions streamed to the production server.
+
+Prints one JSON line with csv_postgres_rows_per_s, copy_rows_per_s, ratio_vs_copy,
+json_postgres_rows_per_s, csv_sqlite_rows_per_s, replay_rows_added, peak_rss_mb (plus replay
+speed and the peak memory of a ten times smaller upload, to show memory is flat in file size).
+Targets (2 cores): CSV into PostgreSQL >= 50,000 rows/s and >= 0.25 of psql \\copy; JSON >= 20,000
+rows/s; peak memory flat in file size.
+
+Needs curl and psql, and a PostgreSQL server (PILOT_BENCH_POSTGRES_URL, default
+postgresql://postgres@127.0.0.1:5432/postgres; a database pilot_bench is created and dropped).
+Usage: python bench/ingest.py [ROWS]
+"""
+import csv
+import http.client
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pilot import create_app  # noqa: E402
+from pilot.auth import issue_token  # noqa: E402
+from pilot.db import db  # noqa: E402
+from pilot.demo import load_demo  # noqa: E402
+from pilot.ingest import FIELDS  # noqa: E402
+from pilot.migrate import upgrade  # noqa: E402
+
+PG_ADMIN = os.environ.get("PILOT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_URL = PG_ADMIN.rsplit("/", 1)[0] + "/pilot_bench"
+PORT = 8766
+START = datetime(2026, 9, 1, tzinfo=timezone.utc)
+
+
+def write_csv(path: Path, rows: int, prefix: str = "e") -> None:
+    """Realistic rows: 20,000 demo customers, 60 stores, 8% refunds, some feed costs."""
+    rng = random.Random(1)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(FIELDS)
+        for i in range(rows):
+            refund = rng.random() < 0.08
+            amount = round(rng.lognormvariate(3.2, 0.8), 2)
+            when = START + timedelta(seconds=i * 2 + rng.randint(0, 3600))
+            w.writerow((f"{prefix}{i}", f"C{rng.randint(1, 20000):06d}", f"S{rng.randint(1, 60):03d}",
+                        when.isoformat(), "refund" if refund else "sale", -amount if refund else amount,
+                        -1 if refund else rng.randint(1, 12), "" if rng.random() < 0.5 else round(amount * 0.05, 2),
+                        int(amount), 0, "store" if rng.random() < 0.8 else "online"))
+
+
+def prepared(url: str) -> str:
+    app = create_app({"DATABASE_URL": url, "AUTO_MIGRATE": False})
+    with app.app_context():
+        upgrade(db.engine)
+        load_demo(db.session)
+        _, feed = issue_token(db.session, "bench feed", "feed", None)
+        db.session.commit()
+        db.engine.dispose()
+    return feed
+
+
+class Server:
+    """gunicorn with 2 workers, as scripts/serve.sh starts it."""
+
+    def __init__(self, url: str) -> None:
+        env = {**os.environ, "PILOT_DATABASE_URL": url, "PILOT_AUTO_MIGRATE": "0", "PYTHONPATH": str(ROOT)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", "2", "--timeout", "1200",
+                                      "--bind", f"127.0.0.1:{PORT}", "wsgi:app"], cwd=ROOT, env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(150):
+            if subprocess.run(["curl", "-sf", f"http://127.0.0.1:{PORT}/healthz"], capture_output=True).returncode == 0:
+                return
+            time.sleep(0.2)
+        raise SystemExit("server did not start")
+
+    def peak_rss_mb(self) -> float:
+        """The largest peak resident set (VmHWM) of the gunicorn workers."""
+        children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
+        peaks = []
+        for pid in children:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+        return round(max(peaks), 1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def upload(path: Path, secret: str, source: str = "default") -> tuple[float, dict]:
+    started = time.perf_counter()
+    out = subprocess.run(["curl", "-sS", "-X", "POST", "-T", str(path), "-H", "Content-Type: text/csv",
+                          "-H", f"Authorization: Bearer {secret}",
+                          f"http://127.0.0.1:{PORT}/api/v1/transactions/upload?source={source}"],
+                         capture_output=True, text=True, check=True).stdout
+    seconds = time.perf_counter() - started
+    result = json.loads(out)
+    if "error" in result:
+        raise SystemExit(f"upload failed: {out[:2000]}")
+    return seconds, result
+
+
+def json_batches(path: Path, secret: str, rows: int, size: int = 10_000) -> float:
+    """Post the first rows of the file as JSON batches over one keep-alive connection."""
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        batches, batch = [], []
+        for i, r in enumerate(reader):
+            if i >= rows:
+                break
+            batch.append({k: v for k, v in r.items() if v != ""})
+            if len(batch) == size:
+                batches.append(json.dumps({"transactions": batch}))
+                batch = []
+    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=600)
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    started = time.perf_counter()
+    for body in batches:
+        conn.request("POST", "/api/v1/transactions?source=json", body=body, headers=headers)
+        response = conn.getresponse()
+        answer = json.loads(response.read())
+        if response.status != 200 or answer["accepted"] != size:
+            raise SystemExit(f"JSON batch failed: {str(answer)[:2000]}")
+    return rows / (time.perf_counter() - started)
+
+
+def psql_copy(path: Path) -> float:
+    sql = ("DROP TABLE IF EXISTS bare; CREATE TABLE bare (event_id text, customer text, store text, "
+           "occurred_at timestamptz, type text, amount numeric(16,4), items int, discount_cost numeric(16,4), "
+           "points_issued int, points_redeemed int, channel text);")
+    subprocess.run(["psql", "-q", PG_URL, "-c", sql], check=True, capture_output=True)
+    started = time.perf_counter()
+    subprocess.run(["psql", "-q", PG_URL, "-c", f"\\copy bare FROM '{path}' CSV HEADER"], check=True,
+                   capture_output=True)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    rows = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000_000
+    tmp = Path(tempfile.mkdtemp())
+    big, small = tmp / "big.csv", tmp / "small.csv"
+    write_csv(big, rows)
+    write_csv(small, rows // 10, prefix="s")
+    figures: dict = {"rows": rows, "file_mb": round(big.stat().st_size / 2**20, 1)}
+    admin = create_engine(PG_ADMIN.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("DROP DATABASE IF EXISTS pilot_bench"))
+            conn.execute(text("CREATE DATABASE pilot_bench"))
+        secret = prepared(PG_URL)
+        server = Server(PG_URL)
+        try:
+            upload(small, secret, source="small")
+            figures["peak_rss_mb_small_file"] = server.peak_rss_mb()
+        finally:
+            server.stop()
+        server = Server(PG_URL)
+        try:
+            seconds, result = upload(big, secret)
+            figures["csv_postgres_rows_per_s"] = round(rows / seconds)
+            figures["peak_rss_mb"] = server.peak_rss_mb()
+            assert result["accepted"] == rows, result
+            seconds, result = upload(big, secret)
+            figures["replay_rows_per_s"] = round(rows / seconds)
+            figures["replay_rows_added"] = result["accepted"]
+            assert result["duplicates"] == rows, result
+            figures["json_postgres_rows_per_s"] = round(json_batches(big, secret, min(rows, 200_000)))
+        finally:
+            server.stop()
+        copy_seconds = psql_copy(big)
+        figures["copy_rows_per_s"] = round(rows / copy_seconds)
+        figures["ratio_vs_copy"] = round(figures["csv_postgres_rows_per_s"] / figures["copy_rows_per_s"], 3)
+        sqlite_url = f"sqlite:///{tmp / 'bench.db'}"
+        secret = prepared(sqlite_url)
+        server = Server(sqlite_url)
+        try:
+            seconds, result = upload(big, secret)
+            assert result["accepted"] == rows, result
+            figures["csv_sqlite_rows_per_s"] = round(rows / seconds)
+        finally:
+            server.stop()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text("DROP DATABASE IF EXISTS pilot_bench WITH (FORCE)"))
+        for p in tmp.iterdir():
+            p.unlink()
+        tmp.rmdir()
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
