@@ -95,3 +95,16 @@ class ClusterSumStatistic(_Additive):
 
     n: int
     sum: float
+
+
+@dataclass(frozen=True)
+class AdjustedRatioStatistic(_Additive):
+    """A ratio in the window (y/n) and the same ratio in the pre-period (x/m) of the same units,
+    with the cross-products Σy·x, Σy·m, Σn·x, Σn·m that tie them."""
+
+    post: RatioStatistic
+    pre: RatioStatistic
+    y_x_sum: float
+    y_m_sum: float
+    n_x_sum: float
+    n_m_sum: float

@@ -60,6 +60,10 @@ RULES: dict[str, dict[str, frozenset[str]]] = {
     "ingestion_batches.IngestionBatches": {"GET": READERS | FEEDS},
     "ingestion_batches.IngestionBatchById": {"GET": READERS | FEEDS},
     "data_quality.DataQuality": {"GET": READERS | FEEDS},
+    "analyses.PilotAnalyses": {"GET": READERS, "POST": READERS},
+    "analysis_runs.AnalysisById": {"GET": READERS},
+    "analysis_runs.AnalysisApply": {"POST": MANAGERS},
+    "jobs.Jobs": {"GET": READERS},
 }
 
 

@@ -158,6 +158,55 @@ def ingest_command(file: str, source: str, on_error: str, no_create_customers: b
     click.echo(json.dumps(out.as_dict(), indent=1))
 
 
+@cli.command("simulate")
+@click.option("--scenario", default="clear_win", show_default=True,
+              help="Planted truth: clear_win, tiered_groups, discount_loses_money, harmed_guardrail, srm, too_few, "
+                   "novelty.")
+@click.option("--key", default=None, help="Pilot key (default: from the scenario).")
+@click.option("--customers", type=int, default=None, help="Customers (only when the database is empty).")
+@click.option("--seed", type=int, default=11, show_default=True)
+@click.option("--analyse/--no-analyse", default=True, show_default=True, help="Run an analysis at the end.")
+def simulate_command(scenario: str, key: str | None, customers: int | None, seed: int, analyse: bool) -> None:
+    """Generate a realistic retailer and a running pilot with planted effects into the database."""
+    import json
+
+    from pilot import runs
+    from pilot.migrate import upgrade
+    from pilot.rollout import get_pilot
+    from pilot.simulate import SCENARIOS, preset, simulate
+    if scenario not in SCENARIOS:
+        raise click.UsageError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
+    upgrade(db.engine)
+    over = {"seed": seed, **({"key": key} if key else {}), **({"customers": customers} if customers else {})}
+    out = simulate(db.session, preset(scenario, **over))
+    db.session.commit()
+    if analyse:
+        run = runs.create_run(db.session, CLI.actor, get_pilot(db.session, out["pilot"]))
+        runs.execute(db.session, run)
+        db.session.commit()
+        out.update(analysis=run.id, decision=run.decision,
+                   reasons=[r.get("message") for r in run.recommendation["reasons"]])
+    click.echo(json.dumps(out, indent=1))
+
+
+@cli.command("scheduler")
+@click.option("--interval-minutes", type=float, default=None,
+              help="How often running pilots are re-analysed (default PILOT_ANALYSIS_INTERVAL_MINUTES or 1440).")
+@click.option("--once", is_flag=True, help="Run every job once now and exit.")
+def scheduler_command(interval_minutes: float | None, once: bool) -> None:
+    """Run the scheduler: re-analyse running pilots, pause on harmed guardrails, keep stage dates."""
+    from flask import current_app
+
+    from pilot.scheduler import run_all_once, serve
+    app = current_app._get_current_object()
+    interval = interval_minutes or app.config["ANALYSIS_INTERVAL_MINUTES"]
+    if once:
+        import json
+        click.echo(json.dumps(run_all_once(app, interval), indent=1, default=str))
+        return
+    serve(app, interval)
+
+
 class AnalyseError(click.ClickException):
     exit_code = 2
 

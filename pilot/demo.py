@@ -55,7 +55,7 @@ def has_demo(session: Session) -> bool:
     return bool(session.scalar(select(func.count()).select_from(Region)))
 
 
-def load_demo(session: Session, customers: int = 20_000, seed: int = 7) -> str:
+def load_demo(session: Session, customers: int = 20_000, seed: int = 7, history: bool = True) -> str:
     """Create the demo retailer in the session and return a new admin token's secret."""
     rng = random.Random(seed)
     for code, name in REGIONS:
@@ -66,10 +66,36 @@ def load_demo(session: Session, customers: int = 20_000, seed: int = 7) -> str:
     for group in GROUPS:
         create_group(session, CLI.actor, dict(group))
     programme = create_programme(session, CLI.actor, dict(PROGRAMME))
-    pilot = create_pilot(session, CLI.actor, programme, {**PILOT, "stages": [dict(s) for s in PILOT["stages"]]})
+    today = date.today()
+    first, second = (dict(s) for s in PILOT["stages"])
+    first.update(planned_start=today - timedelta(weeks=5), planned_end=today + timedelta(days=25))
+    second.update(planned_start=today + timedelta(days=26), planned_end=today + timedelta(days=90))
+    pilot = create_pilot(session, CLI.actor, programme, {**PILOT, "stages": [first, second]})
     transition(session, CLI.actor, pilot, "start")
+    if history:
+        _history(session, pilot, seed)
     _, secret = issue_token(session, "demo admin", "admin", None)
     return secret
+
+
+DEMO_EFFECTS = {"discount5": {"*": {"visits": 0.05}}, "tiers": {"young_parents": {"visits": 0.15}},
+                "bonus": {"*": {"visits": 0.07}}}
+
+
+def _history(session: Session, pilot, seed: int) -> None:  # noqa: ANN001
+    """Five weeks of pilot (after eight weeks of pre-period) with planted effects, and an analysis."""
+    from pilot import runs
+    from pilot.assigning import Holdout, assign_bulk
+    from pilot.db import utcnow
+    from pilot.simulate import Scenario, backdate, history
+    now = utcnow()
+    assign_bulk(session, pilot, Holdout())
+    scenario = Scenario(key="demo", seed=seed, pre_weeks=8, post_weeks=5, effects=DEMO_EFFECTS)
+    start = now - timedelta(weeks=scenario.post_weeks)
+    backdate(session, pilot, start)
+    history(session, pilot.id, scenario, random.Random(seed), start, now)
+    run = runs.create_run(session, CLI.actor, pilot)
+    runs.execute(session, run)
 
 
 def _store(session: Session, rng: random.Random, i: int) -> str:

@@ -7,7 +7,7 @@ from pilot.auth import RULES
 from pilot.cli import roles_markdown
 from tests.conftest import ROLES
 
-PLACEHOLDERS = {"code": "T001", "key": "nope", "external_id": "nope", "token_id": "999999", "position": "1", "batch_id": "999999",
+PLACEHOLDERS = {"code": "T001", "key": "nope", "external_id": "nope", "token_id": "999999", "position": "1", "batch_id": "999999", "run_id": "999999",
                 "action": "pause"}
 
 

@@ -6,14 +6,15 @@ import swagger_ui_bundle
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask, request, send_from_directory
 
-from pilot.api import (assignments, audit, customer_groups, customers, me, pilots, programmes, regions, stores,
+from pilot.api import (analyses, assignments, audit, customer_groups, customers, me, pilots, programmes, regions, stores,
                        tokens, transactions)
 from pilot.api.base import Api
 from pilot.errors import ApiError
 
 BLUEPRINTS = [me.blp, tokens.blp, audit.blp, regions.blp, stores.blp, customers.blp, customer_groups.blp,
               programmes.blp, programmes.metrics_blp, pilots.blp, assignments.blp,
-              transactions.blp, transactions.batches_blp, transactions.quality_blp]
+              transactions.blp, transactions.batches_blp, transactions.quality_blp,
+              analyses.blp, analyses.runs_blp, analyses.jobs_blp]
 
 api = Api()
 

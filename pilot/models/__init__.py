@@ -1,5 +1,6 @@
 """Typed models, one module per aggregate."""
 from pilot.db import Base
+from pilot.models.analyses import AnalysisRun, JobRun
 from pilot.models.assignments import Assignment, LayerMembership
 from pilot.models.audit import AuditEvent
 from pilot.models.customers import Customer, CustomerGroup
@@ -9,5 +10,5 @@ from pilot.models.stores import Region, Store
 from pilot.models.tokens import ApiToken
 from pilot.models.transactions import IngestionBatch, Transaction
 
-__all__ = ["ApiToken", "Assignment", "LayerMembership", "AuditEvent", "Base", "Customer", "CustomerGroup", "Enrolment", "Pilot", "Programme",
+__all__ = ["AnalysisRun", "JobRun", "ApiToken", "Assignment", "LayerMembership", "AuditEvent", "Base", "Customer", "CustomerGroup", "Enrolment", "Pilot", "Programme",
            "IngestionBatch", "Region", "Stage", "Store", "Transaction", "Variant"]

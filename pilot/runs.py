@@ -1,0 +1,214 @@
+"""Analysis runs: snapshot a stage's configuration, aggregate in the database, compute, recommend, store.
+
+A run is reproducible: it records its cut-off and configuration, and the aggregates only read
+transactions before the cut-off and assignments made before it, so the same data gives the same
+numbers. Applying a recommendation turns its action into lifecycle or stage changes, audited.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pilot import analysis, rollout
+from pilot.aggregates import customer_cube, store_cube
+from pilot.audit import record
+from pilot.db import utcnow
+from pilot.errors import ApiError
+from pilot.models import (AnalysisRun, Assignment, Customer, Enrolment, IngestionBatch, Pilot, Stage, Store,
+                          Transaction)
+
+PRE_DAYS = 56
+BACKGROUND_UNITS = 200_000
+
+
+def pilot_config(pilot: Pilot, stage: Stage) -> dict[str, Any]:
+    """The configuration a run is computed with (stored with the run)."""
+    mechanics = {v.key: v.mechanic for v in pilot.programme.variants}
+    control = next(k for k, w in stage.allocation.items() if mechanics.get(k) == "control" and w > 0)
+    return {"pilot": pilot.key, "stage": stage.position, "unit": pilot.unit, "primary_metric": pilot.primary_metric,
+            "guardrails": pilot.guardrails, "alpha": pilot.alpha, "power": pilot.power, "mde": pilot.mde,
+            "margin_rate": pilot.margin_rate, "allocation": stage.allocation, "control": control,
+            "mechanics": mechanics, "gate": stage.gate, "eligible_groups": stage.eligible_groups,
+            "pre_days": PRE_DAYS, "sequential_tuning": 5000.0}
+
+
+def create_run(session: Session, actor: str, pilot: Pilot, cutoff: datetime | None = None) -> AnalysisRun:
+    """A queued run of the pilot's current stage."""
+    if pilot.started_at is None or pilot.current_stage is None:
+        raise ApiError(409, f"Pilot {pilot.key!r} has not started; there is nothing to analyse.", code="not_started")
+    stage = pilot.stage(pilot.current_stage)
+    cutoff = min(cutoff or utcnow(), utcnow())
+    if cutoff <= (stage.started_at or pilot.started_at):
+        raise ApiError(422, "The cut-off is before the stage started.", details={"fields": {"cutoff": ["Too early."]}})
+    run = AnalysisRun(pilot_id=pilot.id, stage=stage.position, status="queued", requested_by=actor, cutoff=cutoff,
+                      config=pilot_config(pilot, stage))
+    session.add(run)
+    session.flush()
+    return run
+
+
+def units(session: Session, pilot: Pilot, stage: Stage) -> int:
+    return session.scalar(select(func.count()).select_from(Assignment)
+                          .where(Assignment.pilot_id == pilot.id, Assignment.stage == stage.position)) or 0
+
+
+def execute(session: Session, run: AnalysisRun) -> AnalysisRun:
+    """Compute the run (aggregates in SQL, statistics in experiments/) and store every table."""
+    pilot = session.get(Pilot, run.pilot_id)
+    stage = pilot.stage(run.stage)
+    run.status = "running"
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    start = stage.started_at or pilot.started_at
+    days = analysis.now_days(start, run.cutoff)
+    if pilot.unit == "store":
+        cube = store_cube(session, pilot, stage, run.cutoff)
+    else:
+        cube = customer_cube(session, pilot, stage, run.cutoff, run.config.get("pre_days", PRE_DAYS))
+    timings["aggregate_s"] = round(time.perf_counter() - started, 4)
+    t1 = time.perf_counter()
+    results = analysis.compute(run.config, cube, days, run.config.get("sequential_tuning", 5000.0),
+                               projected_customers=_next_scope_customers(session, pilot, stage),
+                               daily_new_units=_daily_new_units(session, pilot, stage, run.cutoff))
+    quality = stage_quality(session, pilot, stage, run.cutoff)
+    results["data_quality"] = quality
+    results["cutoff"] = run.cutoff.isoformat()
+    results["pre_start"] = cube.pre_start.isoformat() if cube.pre_start else None
+    results["stage"] = {"position": stage.position, "name": stage.name,
+                        "started_at": start.isoformat() if start else None}
+    run.recommendation = analysis.recommend(run.config, results, quality)
+    timings["compute_s"] = round(time.perf_counter() - t1, 4)
+    timings["total_s"] = round(time.perf_counter() - started, 4)
+    run.results, run.timings, run.decision = results, timings, run.recommendation["decision"]
+    run.counts = {a["variant"]: a["n"] for a in results["arms"]}
+    run.status, run.finished_at = "done", utcnow()
+    session.flush()
+    return run
+
+
+def _next_scope_customers(session: Session, pilot: Pilot, stage: Stage) -> int | None:
+    nxt = pilot.stage(stage.position + 1)
+    if nxt is None:
+        return None
+    ids = [s.id for s in rollout.scope_stores(session, nxt)]
+    return session.scalar(select(func.count()).select_from(Customer).where(Customer.home_store_id.in_(ids))) or 0
+
+
+def _daily_new_units(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime) -> float | None:
+    week = session.scalar(select(func.count()).select_from(Assignment).where(
+        Assignment.pilot_id == pilot.id, Assignment.stage == stage.position,
+        Assignment.assigned_at >= cutoff - timedelta(days=7), Assignment.assigned_at < cutoff)) or 0
+    return week / 7 if week else None
+
+
+def stage_quality(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime) -> dict[str, Any]:
+    """Data problems that make results untrustworthy: silent enrolled stores, failed batches, late data."""
+    start = stage.started_at or pilot.started_at
+    enrolled = [e.store_id for e in session.scalars(select(Enrolment).where(
+        Enrolment.pilot_id == pilot.id, Enrolment.stage_id == stage.id))]
+    per_store = dict(session.execute(
+        select(Transaction.store_id, func.count()).where(Transaction.store_id.in_(enrolled),
+                                                         Transaction.occurred_at >= start,
+                                                         Transaction.occurred_at < cutoff)
+        .group_by(Transaction.store_id)).all()) if enrolled else {}
+    codes = dict(session.execute(select(Store.id, Store.code).where(Store.id.in_(enrolled))).all()) if enrolled else {}
+    silent = sorted(codes[s] for s in enrolled if not per_store.get(s))
+    failed = session.scalar(select(func.count()).select_from(IngestionBatch).where(
+        IngestionBatch.status == "failed", IngestionBatch.started_at >= start,
+        IngestionBatch.started_at < cutoff)) or 0
+    days = (cutoff - start).total_seconds() / 86400
+    problems = []
+    if silent and per_store and days >= 3:
+        problems.append({"code": "silent_stores", "stores": silent,
+                         "message": f"{len(silent)} enrolled store(s) sent no transactions since the stage "
+                                    f"started: {', '.join(silent[:10])}{'…' if len(silent) > 10 else ''}."})
+    if failed:
+        problems.append({"code": "failed_batches", "batches": failed,
+                         "message": f"{failed} ingestion batch(es) failed during the stage; outcomes may be missing."})
+    return {"enrolled_stores": len(enrolled), "stores_with_data": len(per_store), "silent_stores": silent,
+            "failed_batches": failed, "transactions": int(sum(per_store.values())), "problems": problems}
+
+
+def run_now_or_later(app: Flask, session: Session, actor: str, pilot: Pilot, cutoff: datetime | None,
+                     background: bool | None) -> AnalysisRun:
+    """Run at once (small pilots) or in a background thread with a status to poll (large ones)."""
+    run = create_run(session, actor, pilot, cutoff)
+    stage = pilot.stage(run.stage)
+    if background is None:
+        background = units(session, pilot, stage) > BACKGROUND_UNITS
+    record(session, actor, "analyse", "pilot", pilot.key, after={"run": run.id, "stage": run.stage,
+                                                                 "background": background})
+    session.commit()
+    if not background:
+        return _execute_safely(session, run.id)
+    thread = threading.Thread(target=_background, args=(app, run.id), name=f"analysis-{run.id}", daemon=True)
+    thread.start()
+    return run
+
+
+def _background(app: Flask, run_id: int) -> None:
+    from pilot.db import db
+    with app.app_context():
+        _execute_safely(db.session, run_id)
+
+
+def _execute_safely(session: Session, run_id: int) -> AnalysisRun:
+    run = session.get(AnalysisRun, run_id)
+    try:
+        execute(session, run)
+        session.commit()
+    except Exception as exc:  # noqa: BLE001 - the failure is stored on the run for the caller to see
+        session.rollback()
+        run = session.get(AnalysisRun, run_id)
+        run.status, run.error, run.finished_at = "failed", f"{type(exc).__name__}: {exc}"[:2000], utcnow()
+        session.commit()
+    return run
+
+
+def apply(session: Session, actor: str, run: AnalysisRun, action: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Carry out a run's recommended action (or a chosen one) on its pilot, audited."""
+    pilot = session.get(Pilot, run.pilot_id)
+    if run.status != "done":
+        raise ApiError(409, f"Analysis {run.id} is {run.status}; only a finished run can be applied.",
+                       code="not_done")
+    if pilot.current_stage != run.stage:
+        raise ApiError(409, f"The pilot is in stage {pilot.current_stage} now; this run is of stage {run.stage}.",
+                       code="stale_run")
+    action = action or run.recommendation.get("action") or {}
+    kind = action.get("type")
+    stage = pilot.stage(run.stage)
+    reason = f"analysis {run.id}: {run.decision}"
+    if kind in ("advance", "pause", "rollback", "resume", "complete"):
+        rollout.transition(session, actor, pilot, kind, reason if kind == "rollback" else None)
+    elif kind == "narrow_groups":
+        rollout.update_stage(session, actor, pilot, stage.position, {"eligible_groups": list(action["groups"])})
+    elif kind == "drop_arm":
+        allocation = {k: (0.0 if k == action["arm"] else w) for k, w in stage.allocation.items()}
+        total = sum(allocation.values())
+        rollout.update_stage(session, actor, pilot, stage.position,
+                             {"allocation": {k: w / total for k, w in allocation.items()}})
+    elif kind == "extend":
+        end = stage.planned_end or utcnow().date()
+        rollout.update_stage(session, actor, pilot, stage.position,
+                             {"planned_end": end + timedelta(days=int(action.get("days") or 7))})
+    elif kind in ("reprice", "make_dynamic"):
+        raise ApiError(409, "This recommendation changes the programme's variant; edit the variant's parameters "
+                            "(PATCH /api/v1/programmes/{key}) — it cannot be applied automatically.",
+                       code="manual_change")
+    else:
+        raise ApiError(422, f"Unknown action {kind!r}.", details={"fields": {"type": ["Unknown action."]}})
+    run.applied_at, run.applied_by = utcnow(), actor
+    record(session, actor, "apply_recommendation", "pilot", pilot.key,
+           after={"run": run.id, "decision": run.decision, "action": action})
+    session.flush()
+    return {"run": run.id, "pilot": pilot.key, "applied": action, "state": pilot.state,
+            "current_stage": pilot.current_stage}
+
+
+
