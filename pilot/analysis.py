@@ -36,6 +36,7 @@ SOURCES = {"spend_per_customer": ("spend", "pre_spend"), "visits_per_customer": 
            "items_per_basket": ("items", "visits")}
 STORE_SOURCES = {"spend_per_customer": "spend", "visits_per_customer": "visits"}
 SRM_ALPHA = 0.001
+HETEROGENEITY_ALPHA = 0.01  # narrowing a programme to some groups is a big step: a stricter bar
 DEFAULT_GATE = {"min_days": 14, "min_units_per_arm": 100, "require_significant": True, "min_roi": 0.0,
                 "no_guardrail_harm": True, "no_srm": True}
 
@@ -403,7 +404,7 @@ def _adjustments(pilot_data: dict, results: dict, best: str, alpha: float, gate:
     het = results["heterogeneity"].get(best, {})
     works = [g for g in groups if g.get("p_bh") is not None and g["p_bh"] < alpha and _good(metric, g["effect_abs"]) > 0]
     fails = [g for g in groups if g not in works]
-    if het.get("p_value") is not None and het["p_value"] < alpha and works and fails:
+    if het.get("p_value") is not None and het["p_value"] < HETEROGENEITY_ALPHA and works and fails:
         keep = [g["group"] for g in works]
         good = ", ".join(f"{g['group']} {_pct(g['effect_rel'])}" for g in works)
         bad = ", ".join(f"{g['group']} {_pct(g['effect_rel'])}" for g in fails)

@@ -1,6 +1,6 @@
 """Analysis runs of a pilot: start, list, show, apply the recommendation; scheduler job history."""
 import marshmallow as ma
-from flask import current_app
+from flask import current_app, jsonify
 from flask.views import MethodView
 from sqlalchemy import select
 
@@ -111,7 +111,9 @@ class PilotAnalyses(MethodView):
         run = runs.run_now_or_later(current_app._get_current_object(), db.session, current().actor, pilot,
                                     data["cutoff"], data["background"])
         if run.status in ("queued", "running"):
-            return RunSummarySchema().dump(_out(run, key)), 202
+            response = jsonify(RunSummarySchema().dump(_out(run, key)))
+            response.status_code = 202
+            return response
         return _out(run, key)
 
 

@@ -1,0 +1,217 @@
+"""Analysis runs: aggregates against pandas, results against statsmodels, planted truths, the API."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import text
+from statsmodels.stats.proportion import proportions_ztest
+from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
+
+from pilot import runs
+from pilot.aggregates import customer_cube
+from pilot.auth import CLI
+from pilot.db import db
+from pilot.models import AnalysisRun, AuditEvent
+from pilot.rollout import get_pilot
+from pilot.simulate import preset, simulate
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
+
+
+def plant(app, name: str, **over) -> str:
+    with app.app_context():
+        out = simulate(db.session, preset(name, **over), now=NOW)
+        db.session.commit()
+        return out["pilot"]
+
+
+def analyse(app, key: str) -> AnalysisRun:
+    with app.app_context():
+        run = runs.create_run(db.session, CLI.actor, get_pilot(db.session, key), cutoff=NOW)
+        runs.execute(db.session, run)
+        db.session.commit()
+        return run
+
+
+def raw_units(app, key: str, pre_days: int = 56) -> pd.DataFrame:
+    """Per-customer values computed in pandas from the raw rows (the reference for the SQL)."""
+    with app.app_context():
+        conn = db.session.connection()
+        pilot = get_pilot(db.session, key)
+        start = pilot.started_at
+        a = pd.read_sql(text("SELECT a.customer_id, a.variant, c.age_band, c.children, c.household_size "
+                             "FROM assignments a JOIN customers c ON c.id = a.customer_id WHERE a.pilot_id = :p"),
+                        conn, params={"p": pilot.id})
+        t = pd.read_sql(text("SELECT customer_id, occurred_at, amount, items, type, discount_cost FROM transactions"),
+                        conn)
+    t["occurred_at"] = pd.to_datetime(t["occurred_at"], utc=True, format="mixed")
+    young = a.age_band.isin(["18-24", "25-34", "35-44"]) & (a.children >= 1)
+    a["grp"] = np.select([young, a.children >= 1, a.age_band == "65+", a.household_size == 1],
+                         ["young_parents", "families", "seniors", "singles"], "other")
+    post = t[(t.occurred_at >= pd.Timestamp(start)) & (t.occurred_at < pd.Timestamp(NOW))]
+    pre = t[(t.occurred_at >= pd.Timestamp(start - timedelta(days=pre_days))) & (t.occurred_at < pd.Timestamp(start))]
+    mid = pd.Timestamp(start + (NOW - start) / 2)
+
+    def per(frame: pd.DataFrame, prefix: str = "") -> pd.DataFrame:
+        sales = frame[frame.type == "sale"]
+        return pd.DataFrame({f"{prefix}spend": frame.groupby("customer_id").amount.sum(),
+                             f"{prefix}visits": sales.groupby("customer_id").size(),
+                             f"{prefix}items": frame.groupby("customer_id")["items"].sum()})
+    u = a.set_index("customer_id").join(per(post)).join(per(pre, "pre_"))
+    early = post[(post.type == "sale") & (post.occurred_at < mid)].groupby("customer_id").size()
+    late = post[(post.type == "sale") & (post.occurred_at >= mid)].groupby("customer_id").size()
+    u = u.join(early.rename("early")).join(late.rename("late")).fillna(0.0)
+    u["converted"] = (u.visits > 0).astype(float)
+    u["retained"] = ((u.early > 0) & (u.late > 0)).astype(float)
+    return u
+
+
+def test_aggregates_equal_pandas_on_the_raw_rows(app):
+    key = plant(app, "clear_win", customers=800, stores=12, key="agg")
+    u = raw_units(app, key)
+    with app.app_context():
+        pilot = get_pilot(db.session, key)
+        cube = customer_cube(db.session, pilot, pilot.stage(1), NOW)
+    assert {k for k in cube.by_group} == {(v, g) for v, g in zip(u.variant, u.grp)}
+    for (variant, grp), sums in cube.by_group.items():
+        part = u[(u.variant == variant) & (u.grp == grp)]
+        assert sums["n"] == len(part)
+        for col in ("spend", "visits", "items", "converted", "retained", "pre_spend", "pre_visits"):
+            assert sums[col] == pytest.approx(part[col].sum(), rel=1e-9, abs=1e-6), (variant, grp, col)
+        for a, b in (("spend", "spend"), ("spend", "pre_spend"), ("visits", "pre_visits"), ("spend", "visits"),
+                     ("spend", "pre_visits"), ("visits", "pre_spend")):
+            assert sums[f"{a}*{b}"] == pytest.approx((part[a] * part[b]).sum(), rel=1e-9), (variant, grp, a, b)
+    # everyone counts: non-buyers are zeros, not missing rows
+    assert sum(s["n"] for s in cube.by_group.values()) == len(u) and (u.spend == 0).any()
+
+
+def test_results_equal_statsmodels_on_the_raw_rows(app):
+    key = plant(app, "clear_win", customers=1500, stores=12, key="sm")
+    run = analyse(app, key)
+    u = raw_units(app, key)
+    c, t = u[u.variant == "control"], u[u.variant == "bonus"]
+    rows = {r["metric"]: r for r in run.results["metrics"]}
+    # CUPED spend: θ on the pooled sample, then Welch on the adjusted values
+    pooled = pd.concat([c, t])
+    theta = np.cov(pooled.spend, pooled.pre_spend)[0, 1] / pooled.pre_spend.var()
+    adj = lambda f: f.spend - theta * (f.pre_spend - pooled.pre_spend.mean())  # noqa: E731
+    cm = CompareMeans(DescrStatsW(adj(t).to_numpy()), DescrStatsW(adj(c).to_numpy()))
+    stat, p, _ = cm.ttest_ind(usevar="unequal")
+    r = rows["spend_per_customer"]
+    assert r["method"] == "cuped"
+    assert r["effect_abs"] == pytest.approx(adj(t).mean() - adj(c).mean(), rel=1e-7)
+    assert r["p_value"] == pytest.approx(p, rel=1e-6)
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx(cm.tconfint_diff(usevar="unequal"), rel=1e-6)
+    # conversion: pooled z-test p-value
+    z, pz = proportions_ztest([t.converted.sum(), c.converted.sum()], [len(t), len(c)])
+    assert rows["conversion"]["p_value"] == pytest.approx(pz, rel=1e-6)
+    # spend per visit with the pre-period ratio as covariate: linearise per unit, then a z-test
+    def lin(f: pd.DataFrame, y: str, n: str) -> pd.Series:
+        r_ = f[y].sum() / f[n].sum()
+        return (f[y] - r_ * f[n]) / f[n].mean()
+    uc, ut = lin(c, "spend", "visits"), lin(t, "spend", "visits")
+    vc, vt = lin(c, "pre_spend", "pre_visits"), lin(t, "pre_spend", "pre_visits")
+    th = (np.cov(uc, vc)[0, 1] / len(c) + np.cov(ut, vt)[0, 1] / len(t)) / (vc.var() / len(c) + vt.var() / len(t))
+    se = np.sqrt(((uc - th * vc).var()) / len(c) + ((ut - th * vt).var()) / len(t))
+    effect = (t.spend.sum() / t.visits.sum() - c.spend.sum() / c.visits.sum()) - th * (
+        t.pre_spend.sum() / t.pre_visits.sum() - c.pre_spend.sum() / c.pre_visits.sum())
+    rs = rows["spend_per_visit"]
+    assert rs["method"] == "ratio_cuped"
+    assert rs["effect_abs"] == pytest.approx(effect, rel=1e-6) and rs["se"] == pytest.approx(se, rel=1e-6)
+    # economics from the same numbers
+    econ = run.results["economics"]["bonus"]
+    with app.app_context():
+        sales = pd.read_sql(text("SELECT customer_id, amount FROM transactions WHERE type = 'sale' AND occurred_at >= "
+                                 ":s AND occurred_at < :e"), db.session.connection(),
+                            params={"s": get_pilot(db.session, key).started_at, "e": NOW})
+    cost = sales[sales.customer_id.isin(t.index)].amount.sum() * 0.015 / len(t)  # 1 point × 0.02 × (1 − 0.25)
+    assert econ["cost_per_customer"] == pytest.approx(cost, rel=1e-6)
+    assert econ["net_profit_per_customer"] == pytest.approx(r["effect_abs"] * 0.28 - cost, rel=1e-6)
+
+
+@pytest.mark.parametrize("scenario,decision", [
+    ("clear_win", "advance"), ("tiered_groups", "adjust"), ("discount_loses_money", "adjust"),
+    ("harmed_guardrail", "stop"), ("srm", "investigate"), ("too_few", "extend")])
+def test_the_recommendation_finds_the_planted_truth(app, scenario, decision):
+    key = plant(app, scenario)
+    run = analyse(app, key)
+    rec = run.recommendation
+    assert rec["decision"] == decision, rec
+    codes = [r["code"] for r in rec["reasons"]]
+    if scenario == "tiered_groups":
+        assert rec["action"]["type"] == "narrow_groups"
+        assert "young_parents" in rec["action"]["groups"] and "singles" not in rec["action"]["groups"]
+    elif scenario == "discount_loses_money":
+        reason = rec["reasons"][0]
+        assert reason["code"] == "uplift_but_unprofitable" and reason["roi"] < 0
+        econ = run.results["economics"]["discount10"]
+        spend = next(r for r in run.results["metrics"] if r["metric"] == "spend_per_customer")
+        assert reason["break_even_discount_rate"] == pytest.approx(spend["effect_abs"] * 0.28 /
+                                                                   spend["mean_treatment"], rel=1e-9)
+        assert 0 < reason["break_even_discount_rate"] < 0.10 and econ["roi"] < 0
+    elif scenario == "harmed_guardrail":
+        assert codes == ["guardrail_harmed"] and rec["reasons"][0]["metric"] == "spend_per_visit"
+    elif scenario == "srm":
+        assert "sample_ratio_mismatch" in codes
+    elif scenario == "too_few":
+        assert codes == ["underpowered"] and rec["reasons"][0]["more_units_needed"] > 0
+    elif scenario == "clear_win":
+        assert codes == ["gate_met"] and rec["reasons"][0]["roi"] > 0
+        assert rec["reasons"][0]["projected_net_profit"] > 0
+
+
+def test_same_data_same_numbers(app):
+    key = plant(app, "clear_win", customers=500, stores=8, key="again")
+    first, second = analyse(app, key), analyse(app, key)
+    assert first.results == second.results and first.recommendation == second.recommendation
+
+
+def test_analysis_api_run_list_show_apply(app, client, auth):
+    key = plant(app, "clear_win")
+    r = client.post(f"/api/v1/pilots/{key}/analyses", json={"cutoff": NOW.isoformat()}, headers=auth("analyst"))
+    assert r.status_code == 201, r.json
+    run = r.json
+    assert run["decision"] == "advance" and run["status"] == "done" and run["results"]["metrics"]
+    assert run["config"]["primary_metric"] == "spend_per_customer" and run["timings"]["total_s"] > 0
+    listed = client.get(f"/api/v1/pilots/{key}/analyses", headers=auth("manager")).json["items"]
+    assert [x["id"] for x in listed] == [run["id"]]
+    assert client.get(f"/api/v1/analyses/{run['id']}", headers=auth("analyst")).json["recommendation"] == \
+        run["recommendation"]
+    assert client.post(f"/api/v1/analyses/{run['id']}/apply", json={}, headers=auth("analyst")).status_code == 403
+    applied = client.post(f"/api/v1/analyses/{run['id']}/apply", json={}, headers=auth("manager"))
+    assert applied.status_code == 200, applied.json
+    assert applied.json["current_stage"] == 2 and applied.json["state"] == "running"
+    again = client.post(f"/api/v1/analyses/{run['id']}/apply", json={}, headers=auth("manager"))
+    assert again.status_code == 409 and again.json["error"]["code"] == "stale_run"
+    with app.app_context():
+        actions = [e.action for e in db.session.query(AuditEvent).filter_by(entity_id=key)]
+    assert "apply_recommendation" in actions and "advance" in actions
+    assert client.get("/api/v1/analyses/99999", headers=auth("analyst")).status_code == 404
+    assert client.post("/api/v1/pilots/nope/analyses", json={}, headers=auth("analyst")).status_code == 404
+
+
+def test_apply_narrows_groups(app, client, auth):
+    key = plant(app, "tiered_groups")
+    run = client.post(f"/api/v1/pilots/{key}/analyses", json={"cutoff": NOW.isoformat()}, headers=auth("manager")).json
+    assert run["recommendation"]["action"]["type"] == "narrow_groups"
+    r = client.post(f"/api/v1/analyses/{run['id']}/apply", json={}, headers=auth("manager"))
+    assert r.status_code == 200, r.json
+    pilot = client.get(f"/api/v1/pilots/{key}", headers=auth("manager")).json
+    assert pilot["stages"][0]["eligible_groups"] == run["recommendation"]["action"]["groups"]
+
+
+def test_background_run_is_polled(app, client, auth):
+    key = plant(app, "too_few")
+    r = client.post(f"/api/v1/pilots/{key}/analyses", json={"background": True, "cutoff": NOW.isoformat()},
+                    headers=auth("analyst"))
+    assert r.status_code == 202 and r.json["status"] in ("queued", "running", "done")
+    import time
+    for _ in range(100):
+        shown = client.get(f"/api/v1/analyses/{r.json['id']}", headers=auth("analyst")).json
+        if shown["status"] in ("done", "failed"):
+            break
+        time.sleep(0.1)
+    assert shown["status"] == "done" and shown["decision"] == "extend", shown.get("error")
