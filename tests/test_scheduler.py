@@ -1,0 +1,93 @@
+"""The scheduler: analyses, guardrail pauses, stage dates; each job once however many schedulers run."""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from datetime import date, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from pilot.cli import cli
+from pilot.db import db
+from pilot.models import AnalysisRun, AuditEvent, JobRun
+from pilot.rollout import get_pilot
+from pilot.scheduler import run_all_once
+from tests.test_analysis import plant
+
+
+def test_scheduler_analyses_and_pauses_a_harmed_pilot(app, client, auth):
+    harmed = plant(app, "harmed_guardrail")  # one simulated pilot per database: they share the customers
+    out = {r["job"]: r for r in run_all_once(app, 60)}
+    assert out["analyse_running"]["ran"] and out["analyse_running"]["status"] == "done"
+    detail = out["analyse_running"]["detail"]
+    assert set(detail["analysed"]) == {harmed}
+    assert [p["pilot"] for p in detail["paused"]] == [harmed] and "spend_per_visit" in detail["paused"][0]["reason"]
+    with app.app_context():
+        assert get_pilot(db.session, harmed).state == "paused"
+        assert db.session.scalar(select(func.count()).select_from(AnalysisRun)) == 1
+        assert db.session.scalar(select(AuditEvent.action).where(AuditEvent.entity_id == harmed,
+                                                                  AuditEvent.action == "auto_pause")) == "auto_pause"
+    # the same slot does not run again
+    again = {r["job"]: r for r in run_all_once(app, 60)}
+    assert again["analyse_running"]["ran"] is False
+    jobs = client.get("/api/v1/jobs", headers=auth("analyst")).json["items"]
+    assert sorted(j["job"] for j in jobs) == ["analyse_running", "keep_calendar"]
+    assert all(j["status"] == "done" for j in jobs)
+
+
+def test_calendar_advances_and_completes_at_planned_dates(app):
+    key = plant(app, "too_few")
+    with app.app_context():
+        pilot = get_pilot(db.session, key)
+        pilot.stage(1).planned_end = date.today() - timedelta(days=1)
+        pilot.stage(2).planned_start = date.today()
+        db.session.commit()
+    results = {r["job"]: r for r in run_all_once(app, 60)}
+    assert results["keep_calendar"]["detail"]["advanced"] == [key]
+    assert results["analyse_running"]["detail"]["paused"] == []  # nothing harmed: not paused
+    with app.app_context():
+        pilot = get_pilot(db.session, key)
+        assert (pilot.current_stage, pilot.state) == (2, "running")
+
+
+def _scheduler(url, barrier, out):
+    from pilot import create_app
+    app = create_app({"DATABASE_URL": url, "AUTO_MIGRATE": False, "TESTING": True})
+    barrier.wait()
+    out.put(run_all_once(app, 60))
+
+
+def test_two_schedulers_run_each_job_once(app, backend):
+    if backend[0] != "postgresql":
+        pytest.skip("races are checked against PostgreSQL (set PILOT_TEST_DATABASE_URL)")
+    plant(app, "too_few")
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_scheduler, args=(app.config["DATABASE_URL"], barrier, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    ran = [r["job"] for batch in results for r in batch if r["ran"]]
+    assert sorted(ran) == ["analyse_running", "keep_calendar"]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(AnalysisRun)) == 1
+        assert db.session.scalar(select(func.count()).select_from(JobRun)) == 2
+
+
+def test_scheduler_once_from_the_command_line(app):
+    plant(app, "too_few")
+    result = app.test_cli_runner().invoke(cli, ["scheduler", "--once", "--interval-minutes", "30"])
+    assert result.exit_code == 0, result.output
+    assert {r["job"] for r in json.loads(result.output)} == {"analyse_running", "keep_calendar"}
+
+
+def test_simulate_command(app):
+    result = app.test_cli_runner().invoke(cli, ["simulate", "--scenario", "too_few", "--key", "cli-sim"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["pilot"] == "cli-sim" and out["decision"] == "extend" and out["transactions"] > 0
+    bad = app.test_cli_runner().invoke(cli, ["simulate", "--scenario", "nope"])
+    assert bad.exit_code == 2
