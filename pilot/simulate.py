@@ -181,6 +181,8 @@ TIERS = {"key": "tiers", "name": "Silver/gold/platinum", "mechanic": "tiered", "
     {"name": "platinum", "threshold": 1200, "discount_rate": 0.03}], "period_days": 90}}
 DISCOUNT10 = {"key": "discount10", "name": "10% card", "mechanic": "fixed_discount", "parameters": {"rate": 0.10}}
 CONTROL = {"key": "control", "name": "No programme", "mechanic": "control"}
+BONUS = {"key": "bonus", "name": "Bonus points", "mechanic": "cumulative_bonus",
+         "parameters": {"points_per_unit": 1, "point_value": 0.02, "expiry_days": 365, "breakage": 0.25}}
 
 
 def preset(name: str, **over: Any) -> Scenario:

@@ -5,7 +5,8 @@ ensure_venv() {
   py=$(command -v python3.11 || command -v python3)
   [ -x .venv/bin/python ] || "$py" -m venv .venv
   local want stamp=".venv/.installed-$extra"
-  want=$(cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)
+  # top-level packages count too: an editable install only knows the packages it was made with
+  want=$( (cat setup.cfg pyproject.toml; ls ./*/__init__.py 2>/dev/null) | sha256sum | cut -c1-16)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     if [ "$extra" = base ]; then .venv/bin/python -m pip install --quiet -e .

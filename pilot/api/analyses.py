@@ -117,7 +117,7 @@ class PilotAnalyses(MethodView):
         return _out(run, key)
 
 
-@runs_blp.route("/<int:run_id>")
+@runs_blp.route("/<int(max=2147483647):run_id>")
 class AnalysisById(MethodView):
     @runs_blp.response(200, RunSchema)
     def get(self, run_id):
@@ -125,7 +125,7 @@ class AnalysisById(MethodView):
         return _out(get_run(run_id))
 
 
-@runs_blp.route("/<int:run_id>/apply")
+@runs_blp.route("/<int(max=2147483647):run_id>/apply")
 class AnalysisApply(MethodView):
     @runs_blp.arguments(ApplyIn)
     @runs_blp.response(200, ApplyOut)

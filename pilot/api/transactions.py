@@ -253,7 +253,7 @@ class IngestionBatches(MethodView):
         return paginate(db.session, stmt, IngestionBatch.id, args["limit"], args["cursor"])
 
 
-@batches_blp.route("/<int:batch_id>")
+@batches_blp.route("/<int(max=2147483647):batch_id>")
 class IngestionBatchById(MethodView):
     @batches_blp.response(200, BatchSchema)
     def get(self, batch_id):

@@ -1,0 +1,133 @@
+"""Pages in a real browser: Playwright driving Debian's chromium against a real server.
+
+Skipped, with the reason shown, where no Chromium is installed; `.ci/run` installs it so CI always
+runs these. Screenshots of each page land in test-artifacts/.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from pilot import runs
+from pilot.auth import CLI
+from pilot.db import db
+from pilot.rollout import get_pilot
+from tests.test_analysis import NOW, plant
+
+CHROMIUM = os.environ.get("PILOT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path("test-artifacts")
+pytestmark = pytest.mark.skipif(not CHROMIUM, reason="no Chromium found: install Debian's chromium package "
+                                                      "(`apt-get install chromium`) to run the browser tests")
+
+
+@pytest.fixture
+def site(app, backend, tokens):
+    """A real HTTP server on the test database, with a simulated pilot and one analysis."""
+    if backend[0] != "sqlite":
+        pytest.skip("pages are checked once, on SQLite; the database layer is covered on both elsewhere")
+    key = plant(app, "clear_win", customers=1500, stores=10)
+    with app.app_context():
+        run = runs.create_run(db.session, CLI.actor, get_pilot(db.session, key), cutoff=NOW)
+        runs.execute(db.session, run)
+        db.session.commit()
+        run_id = run.id
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield {"url": f"http://127.0.0.1:{server.server_port}", "pilot": key, "run": run_id, "tokens": tokens}
+    server.shutdown()
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+class Session:
+    """One logged-in browser page that records console errors."""
+
+    def __init__(self, browser, site, role: str, phone: bool = False) -> None:
+        viewport = {"width": 390, "height": 844} if phone else {"width": 1280, "height": 900}
+        self.context = browser.new_context(viewport=viewport, accept_downloads=True)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.url = site["url"]
+        self.page.goto(self.url + "/login")
+        self.page.fill("#token", site["tokens"][role])
+        self.page.click("button[type=submit]")
+
+    def open(self, path: str, shot: str | None = None):
+        response = self.page.goto(self.url + path)
+        if shot:
+            ARTIFACTS.mkdir(exist_ok=True)
+            self.page.screenshot(path=str(ARTIFACTS / f"{shot}.png"), full_page=True)
+        return response
+
+
+def test_every_page_loads_without_console_errors_and_figures_render(browser, site):
+    s = Session(browser, site, "analyst")
+    for path, name in (("/", "overview"), ("/pilots", "dashboard"), (f"/pilots/{site['pilot']}", "pilot"),
+                       ("/stores/S001", "store")):
+        assert s.open(path, name).status == 200, path
+    s.open(f"/analyses/{site['run']}")
+    s.page.wait_for_selector("#fig-effects .main-svg")
+    assert s.page.locator(".plot .main-svg").count() >= 5
+    s.open(f"/analyses/{site['run']}", "report")
+    assert s.page.locator("script[src$='plotly.min.js']").count() == 1
+    assert s.page.locator("h2#rec-title").inner_text().startswith("Recommendation: advance")
+    for alt in s.page.locator(".plot").all():
+        assert alt.get_attribute("aria-label")
+    assert s.errors == []
+    phone = Session(browser, site, "analyst", phone=True)
+    phone.open(f"/analyses/{site['run']}")
+    phone.page.wait_for_selector("#fig-effects .main-svg")
+    phone.open(f"/analyses/{site['run']}", "report-phone")
+    width = phone.page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 400 and phone.errors == []
+
+
+def test_analyst_goes_from_dashboard_to_report_and_downloads_csv(browser, site):
+    s = Session(browser, site, "analyst")
+    s.open("/pilots")
+    s.page.click("a.decision, a:has(span.decision)")
+    s.page.wait_for_selector("#fig-effects .main-svg")
+    assert f"/analyses/{site['run']}" in s.page.url
+    with s.page.expect_download() as info:
+        s.page.locator("li", has_text="metrics").get_by_text("CSV").click()
+    path = info.value.path()
+    text = Path(path).read_text()
+    assert text.startswith("arm,metric,role,kind,method") and "spend_per_customer" in text
+    assert s.page.locator("form[action$='/apply']").count() == 0  # analysts do not act
+    assert s.errors == []
+
+
+def test_manager_applies_the_recommendation_and_sees_the_new_state(browser, site):
+    s = Session(browser, site, "manager")
+    s.open(f"/analyses/{site['run']}")
+    s.page.on("dialog", lambda d: d.accept())
+    s.page.click("text=Apply recommendation")
+    s.page.wait_for_selector("p.notice")
+    assert "Applied advance" in s.page.locator("p.notice").inner_text()
+    assert "stage 2" in s.page.locator("section.recommendation").inner_text()
+    s.open(f"/analyses/{site['run']}", "report-applied")
+    assert s.errors == []
+
+
+def test_a_store_login_cannot_open_analyst_pages(browser, site):
+    s = Session(browser, site, "store")
+    assert s.page.url.endswith("/store")
+    for path in ("/", "/pilots", f"/pilots/{site['pilot']}", f"/analyses/{site['run']}",
+                 f"/analyses/{site['run']}/tables/metrics.csv"):
+        assert s.open(path).status == 403, path
+    assert s.open("/store", "store-own").status == 200
