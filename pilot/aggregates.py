@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Float, and_, case, cast, func, literal, or_, select
+from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, and_, case, cast, func, insert, literal, or_,
+                        select, text)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -185,23 +186,36 @@ def _sums(unit) -> list[ColumnElement]:  # noqa: ANN001
 
 
 def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pre_days: int = 56) -> Cube:
-    """Per arm × group, arm × store and arm × week, in three GROUP BY statements over one unit query."""
+    """Per arm × group, arm × store and arm × week: the unit rows are computed once into a
+    temporary table (one pass over the transactions), then grouped three ways."""
     cube = Cube(cutoff=cutoff, pre_start=pilot.started_at - timedelta(days=pre_days))
-    unit = unit_rows(session, pilot, stage, cutoff, pre_days).subquery("unit")
-    for r in session.execute(select(unit.c.variant, unit.c.grp, *_sums(unit)).group_by(unit.c.variant, unit.c.grp)):
-        m = dict(r._mapping)
-        key = (m.pop("variant"), m.pop("grp"))
-        cube.by_group[key] = {k: float(v or 0) for k, v in m.items()}
-    store_cols = [func.count().label("n")] + [func.sum(unit.c[v]).label(v) for v in ("spend", "visits", "items",
-                                                                                    "cost", "converted", "retained")]
-    for r in session.execute(select(unit.c.variant, unit.c.store_id, *store_cols)
-                             .group_by(unit.c.variant, unit.c.store_id)):
-        m = dict(r._mapping)
-        key = (m.pop("variant"), m.pop("store_id"))
-        cube.by_store[key] = {k: float(v or 0) for k, v in m.items()}
-    for variant, weeks, n in session.execute(select(unit.c.variant, unit.c.full_weeks, func.count())
-                                             .group_by(unit.c.variant, unit.c.full_weeks)):
-        cube.full_weeks[(variant, int(weeks))] = int(n)
+    conn = session.connection()
+    unit = Table("pilot_units", MetaData(), Column("customer_id", Integer), Column("variant", String(64)),
+                 Column("grp", String(64)), Column("store_id", Integer), Column("full_weeks", Float),
+                 *[Column(v, Float) for v in UNIT_VALUES], prefixes=["TEMPORARY"])
+    unit.drop(conn, checkfirst=True)
+    unit.create(conn)
+    try:
+        conn.execute(insert(unit).from_select([c.name for c in unit.columns],
+                                              unit_rows(session, pilot, stage, cutoff, pre_days)))
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("ANALYZE pilot_units"))
+        for r in conn.execute(select(unit.c.variant, unit.c.grp, *_sums(unit)).group_by(unit.c.variant, unit.c.grp)):
+            m = dict(r._mapping)
+            key = (m.pop("variant"), m.pop("grp"))
+            cube.by_group[key] = {k: float(v or 0) for k, v in m.items()}
+        store_cols = [func.count().label("n")] + [func.sum(unit.c[v]).label(v) for v in (
+            "spend", "visits", "items", "cost", "converted", "retained")]
+        for r in conn.execute(select(unit.c.variant, unit.c.store_id, *store_cols)
+                              .group_by(unit.c.variant, unit.c.store_id)):
+            m = dict(r._mapping)
+            key = (m.pop("variant"), m.pop("store_id"))
+            cube.by_store[key] = {k: float(v or 0) for k, v in m.items()}
+        for variant, weeks, n in conn.execute(select(unit.c.variant, unit.c.full_weeks, func.count())
+                                              .group_by(unit.c.variant, unit.c.full_weeks)):
+            cube.full_weeks[(variant, int(weeks))] = int(n)
+    finally:
+        unit.drop(conn)
     cube.by_week = weekly(session, pilot, stage, cutoff)
     return cube
 
