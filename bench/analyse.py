@@ -101,7 +101,8 @@ def load(url: str, customers: int, transactions: int) -> None:
         s.execute(text(
             "INSERT INTO transactions (source, event_id, customer_id, store_id, occurred_at, type, amount, items, "
             "discount_cost, points_issued, points_redeemed, channel, batch_id, batch_row, received_at) "
-            f"SELECT 'bench', 'e' || n, 1 + (n * 7919) % {customers}, 1 + ((n * 7919) % {customers}) % 60, {when}, "
+            f"SELECT 'bench', 'e' || n, 1 + (CAST(n AS BIGINT) * 7919) % {customers}, "
+            f"1 + ((CAST(n AS BIGINT) * 7919) % {customers}) % 60, {when}, "
             f"'sale', {amount}, 1 + n % 9, NULL, 0, 0, 'store', 1, n, CURRENT_TIMESTAMP FROM ({tx_series}) AS t"),
             {"first": first if pg else first.strftime("%Y-%m-%d %H:%M:%S")})
         s.commit()

@@ -73,9 +73,16 @@ def _running(session: Session) -> list[Pilot]:
 def analyse_running(session: Session) -> dict[str, Any]:
     """Analyse every running pilot's current stage; pause those whose guardrail is harmed."""
     done, paused = {}, []
-    for pilot in _running(session):
-        run = runs.create_run(session, ACTOR, pilot)
-        runs.execute(session, run)
+    for key in [p.key for p in _running(session)]:
+        pilot = session.scalar(select(Pilot).where(Pilot.key == key))
+        try:
+            run = runs.create_run(session, ACTOR, pilot)
+            runs.execute(session, run)
+        except Exception as exc:  # noqa: BLE001 - one pilot's failure must not stop the others
+            session.rollback()
+            log.exception("analysis of %s failed", key)
+            done[key] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            continue
         done[pilot.key] = {"run": run.id, "decision": run.decision}
         harmed = [r for r in run.results.get("metrics", []) if r.get("harmed_sequential")]
         if harmed:
