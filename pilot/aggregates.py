@@ -26,7 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from pilot.mechanics import member_period_cost
 from pilot.models import Assignment, Customer, Enrolment, Pilot, Stage, Transaction
 from pilot.segments import group_case, saved_groups
-from pilot.sqltime import epoch_seconds
+from pilot.sqltime import epoch_seconds, time_literal
 
 WEEK = 7 * 86400
 # per-unit values and the sums of squares and cross-products each statistic needs
@@ -130,8 +130,7 @@ def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pr
     tx = (select(units.c.customer_id, units.c.variant, units.c.grp, units.c.store_id, units.c.assigned_at,
                  t.occurred_at, t.amount, t.items, t.type, _cost_sql(pilot, units.c.variant, spend_before).label("cost"))
           .select_from(units).join(t, in_range)).subquery("tx")
-    cut = literal(cutoff) if dialect == "postgresql" else literal(cutoff.strftime("%Y-%m-%d %H:%M:%S.%f"))
-    now_s = epoch_seconds(cut, dialect)
+    now_s = epoch_seconds(time_literal(cutoff, dialect), dialect)
 
     def full_weeks(assigned: ColumnElement) -> ColumnElement:
         return cast(func.floor((now_s - epoch_seconds(assigned, dialect)) / WEEK), Float).label("full_weeks")
@@ -225,8 +224,7 @@ def weekly(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime) -> di
     were exposed for the whole week (units without purchases add zeros, counted by full_weeks)."""
     dialect = session.bind.dialect.name
     a, t = Assignment, Transaction
-    cut_s = epoch_seconds(literal(cutoff) if dialect == "postgresql"
-                          else literal(cutoff.strftime("%Y-%m-%d %H:%M:%S.%f")), dialect)
+    cut_s = epoch_seconds(time_literal(cutoff, dialect), dialect)
     start_s = epoch_seconds(a.assigned_at, dialect)
     week = cast(func.floor((epoch_seconds(t.occurred_at, dialect) - start_s) / WEEK), Float).label("week")
     per = (select(a.variant, a.customer_id, week, func.sum(t.amount).label("spend"),

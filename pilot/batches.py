@@ -26,7 +26,11 @@ def json_body() -> Any:
 
 def json_rows(key: str, limit: int) -> list[dict]:
     """The list under `key` of a JSON batch body, checked for shape and size."""
-    body = json_body()
+    return batch_rows(json_body(), key, limit)
+
+
+def batch_rows(body: Any, key: str, limit: int, hint: str = "") -> list[dict]:
+    """The list under `key` of a decoded batch body: an object with that one key, 1 to `limit` rows."""
     if not isinstance(body, dict) or set(body) != {key}:
         raise ApiError(422, f"Body must be an object with the single key {key!r}.",
                        details={"fields": {key: ["Missing or unknown fields."]}})
@@ -34,7 +38,7 @@ def json_rows(key: str, limit: int) -> list[dict]:
     if not isinstance(rows, list) or not rows:
         raise ApiError(422, f"{key!r} must be a non-empty list.", details={"fields": {key: ["Not a non-empty list."]}})
     if len(rows) > limit:
-        raise ApiError(413, f"A batch holds at most {limit} rows; this one has {len(rows)}.",
+        raise ApiError(413, f"A batch holds at most {limit} rows; this one has {len(rows)}.{hint}",
                        details={"limit_rows": limit})
     return rows
 

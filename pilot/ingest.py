@@ -11,7 +11,7 @@ caller's transaction: a rejected or interrupted batch leaves nothing behind but 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -23,6 +23,7 @@ from pilot.batches import RowErrors
 from pilot.db import utcnow
 from pilot.errors import ApiError
 from pilot.models import IngestionBatch, Store
+from pilot.sqltime import sqlite_text, time_value
 
 FIELDS = ("event_id", "customer", "store", "occurred_at", "type", "amount", "items", "discount_cost",
           "points_issued", "points_redeemed", "channel")
@@ -179,10 +180,7 @@ class Outcome:
     errors: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"batch_id": self.batch_id, "rows": self.rows, "accepted": self.accepted,
-                "duplicates": self.duplicates, "conflicts": self.conflicts, "rejected": self.rejected,
-                "customers_created": self.customers_created, "conflict_rows": self.conflict_rows,
-                "errors": self.errors}
+        return asdict(self)
 
 
 class Ingest:
@@ -197,7 +195,8 @@ class Ingest:
             raise ApiError(422, "source must be 1 to 64 characters.", details={"fields": {"source": ["Bad length."]}})
         self.session, self.source, self.on_error = session, source, on_error
         self.create_customers = create_customers
-        self.pg = session.bind.dialect.name == "postgresql"
+        self.dialect = session.bind.dialect.name
+        self.pg = self.dialect == "postgresql"
         self.stores = dict(session.execute(select(Store.code, Store.id)).all())
         self.latest = utcnow() + timedelta(days=1)
         self.errors = RowErrors()
@@ -279,7 +278,7 @@ class Ingest:
             "INSERT INTO customers (external_id, attributes, created_at, updated_at) "
             f"SELECT n.customer, {empty}, :now, :now FROM (SELECT DISTINCT s.customer FROM pilot_staging s "
             "WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.external_id = s.customer)) n WHERE true ON CONFLICT (external_id) DO NOTHING"),
-            {"now": now if self.pg else _sqlite_time(now)}).rowcount
+            {"now": time_value(now, self.dialect)}).rowcount
         out.accepted = sql(text(
             "INSERT INTO transactions (source, event_id, customer_id, store_id, occurred_at, type, amount, items, "
             "discount_cost, points_issued, points_redeemed, channel, batch_id, batch_row, received_at) "
@@ -288,7 +287,7 @@ class Ingest:
             "FROM pilot_staging s JOIN customers c ON c.external_id = s.customer "
             "WHERE s.batch_row IN (SELECT MIN(batch_row) FROM pilot_staging GROUP BY event_id) "
             "ON CONFLICT (source, event_id) DO NOTHING"),
-            {"source": self.source, "batch": self.batch.id, "now": now if self.pg else _sqlite_time(now)}).rowcount
+            {"source": self.source, "batch": self.batch.id, "now": time_value(now, self.dialect)}).rowcount
         same = "IS NOT DISTINCT FROM" if self.pg else "IS"
         equal = " AND ".join(f"t.{c} {same} s.{c}" for c in (
             "store_id", "occurred_at", "type", "amount", "items", "discount_cost", "points_issued",
@@ -328,14 +327,9 @@ class Ingest:
         self.errors.raise_if_any(self.rows, extra={"rows_in_batch": self.rows, "rejected": out.rejected})
 
 
-def _sqlite_time(moment: datetime) -> str:
-    """The text SQLAlchemy's SQLite DateTime stores for a UTC time."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
 def _sqlite_row(row: tuple) -> tuple:
     r = list(row)
-    r[4] = _sqlite_time(r[4])
+    r[4] = sqlite_text(r[4])
     r[6] = float(r[6])
     r[8] = None if r[8] is None else float(r[8])
     return tuple(r)

@@ -6,13 +6,12 @@ numbers. Applying a recommendation turns its action into lifecycle or stage chan
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
@@ -68,7 +67,7 @@ def execute(session: Session, run: AnalysisRun) -> AnalysisRun:
     timings: dict[str, float] = {}
     start = stage.started_at or pilot.started_at
     days = analysis.now_days(start, run.cutoff)
-    work_mem = os.environ.get("PILOT_ANALYSIS_WORK_MEM", "256MB")
+    work_mem = current_app.config.get("ANALYSIS_WORK_MEM", "256MB")
     if session.bind.dialect.name == "postgresql" and work_mem:
         # the per-unit GROUP BY over millions of rows hashes in memory instead of spilling to disk
         session.execute(text("SELECT set_config('work_mem', :v, true)"), {"v": work_mem})

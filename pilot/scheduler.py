@@ -27,6 +27,7 @@ from pilot.models import JobRun, Pilot
 
 log = logging.getLogger(__name__)
 ACTOR = "scheduler"
+CALENDAR_MINUTES = 60
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -125,7 +126,8 @@ JOBS = {"analyse_running": analyse_running, "keep_calendar": keep_calendar}
 
 def run_all_once(app: Flask, minutes: float) -> list[dict[str, Any]]:
     """Every job for the current slot (what one scheduler tick does)."""
-    return [run_job(app, name, minutes if name == "analyse_running" else 60, fn) for name, fn in JOBS.items()]
+    return [run_job(app, name, minutes if name == "analyse_running" else CALENDAR_MINUTES, fn)
+            for name, fn in JOBS.items()]
 
 
 def serve(app: Flask, minutes: float) -> None:
@@ -134,7 +136,8 @@ def serve(app: Flask, minutes: float) -> None:
     scheduler = BlockingScheduler(timezone="UTC")
     scheduler.add_job(run_job, "interval", minutes=minutes, args=(app, "analyse_running", minutes, analyse_running),
                       next_run_time=datetime.now(timezone.utc), max_instances=1, coalesce=True)
-    scheduler.add_job(run_job, "interval", minutes=60, args=(app, "keep_calendar", 60, keep_calendar),
+    scheduler.add_job(run_job, "interval", minutes=CALENDAR_MINUTES,
+                      args=(app, "keep_calendar", CALENDAR_MINUTES, keep_calendar),
                       next_run_time=datetime.now(timezone.utc), max_instances=1, coalesce=True)
     logging.basicConfig(level=logging.INFO)
     log.info("scheduler %s: analyses every %s minutes", WORKER, minutes)

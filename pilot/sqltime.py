@@ -1,7 +1,9 @@
 """Time arithmetic in SQL, written once for SQLite and PostgreSQL (times are stored in UTC)."""
 from __future__ import annotations
 
-from sqlalchemy import Date, cast, func, literal_column
+from datetime import datetime, timezone
+
+from sqlalchemy import Date, cast, func, literal, literal_column
 from sqlalchemy.sql.elements import ColumnElement
 
 
@@ -17,3 +19,18 @@ def epoch_seconds(column: ColumnElement, dialect: str) -> ColumnElement:
     if dialect == "postgresql":
         return func.extract("epoch", column)
     return (func.julianday(column) - literal_column("2440587.5")) * 86400
+
+
+def sqlite_text(moment: datetime) -> str:
+    """The text SQLAlchemy's SQLite DateTime stores for a time (in UTC)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def time_value(moment: datetime, dialect: str) -> datetime | str:
+    """A time as a raw-SQL parameter: as is on PostgreSQL, as stored text on SQLite."""
+    return moment if dialect == "postgresql" else sqlite_text(moment)
+
+
+def time_literal(moment: datetime, dialect: str) -> ColumnElement:
+    """A time as an expression that sqltime's functions accept on either database."""
+    return literal(time_value(moment, dialect))

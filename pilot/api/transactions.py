@@ -15,7 +15,7 @@ from sqlalchemy import Integer, cast, func, select
 from pilot import ingest
 from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
 from pilot.auth import current
-from pilot.batches import csv_rows
+from pilot.batches import batch_rows, csv_rows
 from pilot.db import db
 from pilot.errors import ApiError
 from pilot.models import Customer, IngestionBatch, Store, Transaction
@@ -177,17 +177,8 @@ def _json_rows(limit: int) -> list:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "Request body is not valid JSON.", code="malformed_json") from None
-    if not isinstance(body, dict) or set(body) != {"transactions"}:
-        raise ApiError(422, "Body must be an object with the single key 'transactions'.",
-                       details={"fields": {"transactions": ["Missing or unknown fields."]}})
-    rows = body["transactions"]
-    if not isinstance(rows, list) or not rows:
-        raise ApiError(422, "'transactions' must be a non-empty list.",
-                       details={"fields": {"transactions": ["Not a non-empty list."]}})
-    if len(rows) > limit:
-        raise ApiError(413, f"A batch holds at most {limit} rows; this one has {len(rows)}. "
-                            "Split it, or upload a CSV to /api/v1/transactions/upload.", details={"limit_rows": limit})
-    return rows
+    return batch_rows(body, "transactions", limit,
+                      hint=" Split it, or upload a CSV to /api/v1/transactions/upload.")
 
 
 @blp.route("")
