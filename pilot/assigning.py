@@ -7,15 +7,17 @@ what is stored: two processes assigning the same customer get one row and the sa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Float, and_, case, cast, exists, func, literal, select
+from sqlalchemy import (BigInteger, ColumnElement, Float, Insert, Select, String, and_, bindparam, case, cast, exists, func,
+                        literal, select)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from pilot.assignment import bucket, edges, variant_for
 from pilot.db import utcnow
-from pilot.models import Assignment, Customer, Enrolment, LayerMembership, Pilot, Store
+from pilot.models import Assignment, Customer, Enrolment, LayerMembership, Pilot, Stage, Store, Variant
 from pilot.segments import group_case, saved_groups
 
 
@@ -60,58 +62,179 @@ def variant_sql(session: Session, salt: str, unit: ColumnElement, weights: dict[
     return case(*[(b < edge, key) for key, edge in edges(weights)], else_=None)
 
 
-def _stored(session: Session, pilot: Pilot, customer_id: int) -> Assignment | None:
-    return session.scalar(select(Assignment).where(Assignment.pilot_id == pilot.id,
-                                                   Assignment.customer_id == customer_id))
+@dataclass
+class Till:
+    """What one assignment request needs to know, read in one query: the pilot and its current stage,
+    the customer and any stored assignment, the store of the purchase and its enrolment, the variants,
+    and the home store a customer to be created names."""
+
+    params: dict[str, Any]
+    pilot_id: int
+    state: str
+    layer: str
+    salt: str
+    unit: str
+    stage: int | None
+    allocation: dict[str, float]
+    eligible_groups: list[str] | None
+    customer_id: int | None
+    store_code: str | None
+    store_id: int | None
+    enrolled: bool
+    arm: str | None
+    stored_variant: str | None
+    stored_at: Any
+    new_home_id: int | None
+    variants: dict[str, dict[str, Any]]
 
 
-def assign_one(session: Session, pilot: Pilot, customer: Customer | None, store: Store | None,
-               holdout: Holdout) -> Decision:
-    """Decide (once, then forever) the variant of one customer buying in one store."""
-    if pilot.state != "running":
+@cache
+def _till_query() -> Select:
+    p, st, c, hs, ps, nh = (t.alias(n) for t, n in ((Pilot.__table__, "p"), (Stage.__table__, "st"),
+                                                     (Customer.__table__, "c"), (Store.__table__, "hs"),
+                                                     (Store.__table__, "ps"), (Store.__table__, "nh")))
+    e, a, v = Enrolment.__table__.alias("e"), Assignment.__table__.alias("a"), Variant.__table__.alias("v")
+    new_home = bindparam("new_home", type_=String)
+    store_code = func.coalesce(bindparam("store", type_=String), hs.c.code, case((c.c.id.is_(None), new_home)),
+                               bindparam("token_store", type_=String))
+    return (select(p.c.id, p.c.state, p.c.layer, p.c.salt, p.c.unit, p.c.current_stage, st.c.allocation,
+                   st.c.eligible_groups, c.c.id, store_code, ps.c.id, e.c.id, e.c.arm, a.c.variant, a.c.assigned_at,
+                   nh.c.id, v.c.key, v.c.name, v.c.mechanic, v.c.parameters)
+            .select_from(p)
+            .outerjoin(st, and_(st.c.pilot_id == p.c.id, st.c.position == p.c.current_stage))
+            .outerjoin(c, c.c.external_id == bindparam("customer", type_=String))
+            .outerjoin(hs, hs.c.id == c.c.home_store_id)
+            .outerjoin(ps, ps.c.code == store_code)
+            .outerjoin(nh, nh.c.code == new_home)
+            .outerjoin(e, and_(e.c.pilot_id == p.c.id, e.c.store_id == ps.c.id, e.c.withdrawn_at.is_(None)))
+            .outerjoin(a, and_(a.c.pilot_id == p.c.id, a.c.customer_id == c.c.id))
+            .outerjoin(v, v.c.programme_id == p.c.programme_id)
+            .where(p.c.key == bindparam("pilot", type_=String)))
+
+
+def till(session: Session, pilot_key: str, customer: str, store: str | None, token_store: str | None = None,
+         new_home: str | None = None) -> Till | None:
+    """The context of one assignment (None: no such pilot). The store is the purchase's, else the
+    customer's home store (`new_home` for a customer still to be created), else a store token's."""
+    params = {"pilot": pilot_key, "customer": customer, "store": store, "token_store": token_store,
+              "new_home": new_home}
+    rows = session.connection().execute(_till_query(), params).all()
+    if not rows:
+        return None
+    r = rows[0]
+    return Till(params, *r[:6], r[6] or {}, *r[7:11], r[11] is not None, *r[12:16],
+                {x[16]: {"key": x[16], "name": x[17], "mechanic": x[18], "parameters": x[19]}
+                 for x in rows if x[16] is not None})
+
+
+def assign_one(session: Session, t: Till, holdout: Holdout, create: dict[str, Any] | None = None) -> Decision:
+    """Decide (once, then forever) the variant of one customer buying in one store.
+
+    `create` holds the columns of an unknown customer to create first. Every write is one statement
+    that settles races by unique constraints, so the caller may run it without a transaction: on
+    PostgreSQL the usual new assignment (customer, layer claim, assignment) is a single statement."""
+    customer = t.params["customer"]
+    if t.customer_id is None and create is not None:
+        if session.bind.dialect.name == "postgresql" and t.state == "running" and t.eligible_groups is None:
+            reason, variant = _eligibility(session, t, holdout)
+            if reason is None and variant is not None:
+                won = session.connection().execute(_create_claim_and_insert(), _row(t, variant, create)).first()
+                if won is not None:
+                    return Decision(won.variant, None, won.assigned_at, new=True)
+        session.connection().execute(_insert(session, Customer).values(create).on_conflict_do_nothing(
+            index_elements=["external_id"]))
+        t = till(session, **{k: t.params[k] for k in ("customer", "store", "token_store", "new_home")},
+                 pilot_key=t.params["pilot"])
+    if t.state != "running":
         return Decision(None, "pilot_not_running")
-    if customer is None:
+    if t.customer_id is None:
         return Decision(None, "unknown_customer")
-    stored = _stored(session, pilot, customer.id)
-    if stored is not None:
-        return Decision(stored.variant, None, stored.assigned_at)
-    reason, variant = _eligibility(session, pilot, customer, store, holdout)
+    if t.stored_variant is not None:
+        return Decision(t.stored_variant, None, t.stored_at)
+    reason, variant = _eligibility(session, t, holdout)
     if reason:
         return Decision(None, reason)
     if variant is None:
         return Decision(None, "no_allocation")
-    session.execute(_insert(session, LayerMembership).values(layer=pilot.layer, customer_id=customer.id,
-                                                             pilot_id=pilot.id).on_conflict_do_nothing())
-    holder = session.scalar(select(LayerMembership.pilot_id).where(LayerMembership.layer == pilot.layer,
-                                                                    LayerMembership.customer_id == customer.id))
-    if holder != pilot.id:
+    row = _row(t, variant)
+    if session.bind.dialect.name == "postgresql":
+        won = session.connection().execute(_claim_and_insert(), row).first()
+        if won is not None:  # the usual case: one statement claims the layer and stores the assignment
+            return Decision(won.variant, None, won.assigned_at, new=True)
+    session.execute(_insert(session, LayerMembership).values(layer=t.layer, customer_id=t.customer_id,
+                                                             pilot_id=t.pilot_id).on_conflict_do_nothing())
+    holder = session.scalar(select(LayerMembership.pilot_id).where(LayerMembership.layer == t.layer,
+                                                                    LayerMembership.customer_id == t.customer_id))
+    if holder != t.pilot_id:
         return Decision(None, "in_other_pilot_of_layer")
-    session.execute(_insert(session, Assignment).values(
-        pilot_id=pilot.id, customer_id=customer.id, variant=variant, stage=pilot.current_stage,
-        store_id=store.id, assigned_at=utcnow()).on_conflict_do_nothing())
-    stored = _stored(session, pilot, customer.id)
+    session.execute(_insert(session, Assignment).values({k: row[k] for k in ASSIGNMENT_COLUMNS})
+                    .on_conflict_do_nothing())
+    stored = session.execute(select(Assignment.variant, Assignment.assigned_at).where(
+        Assignment.pilot_id == t.pilot_id, Assignment.customer_id == t.customer_id)).one()
     return Decision(stored.variant, None, stored.assigned_at, new=stored.variant == variant)
 
 
-def _eligibility(session: Session, pilot: Pilot, customer: Customer, store: Store | None,
-                 holdout: Holdout) -> tuple[str | None, str | None]:
-    if store is None:
+ASSIGNMENT_COLUMNS = ("pilot_id", "customer_id", "variant", "stage", "store_id", "assigned_at")
+
+
+def _row(t: Till, variant: str, create: dict[str, Any] | None = None) -> dict[str, Any]:
+    row = {"pilot_id": t.pilot_id, "customer_id": t.customer_id, "variant": variant, "stage": t.stage,
+           "store_id": t.store_id, "assigned_at": utcnow(), "layer": t.layer}
+    return row if create is None else {**row, **{f"new_{k}": v for k, v in create.items()}}
+
+
+def _assignment_from(claim) -> Insert:  # noqa: ANN001
+    """INSERT INTO assignments … SELECT … FROM the claim CTE, returning what was stored."""
+    table = Assignment.__table__
+    values = select(*[claim.c.customer_id if c == "customer_id" else bindparam(c, type_=table.c[c].type)
+                      for c in ASSIGNMENT_COLUMNS]).select_from(claim)
+    return (postgresql.insert(Assignment).from_select(list(ASSIGNMENT_COLUMNS), values).on_conflict_do_nothing()
+            .returning(Assignment.variant, Assignment.assigned_at))
+
+
+@cache
+def _claim_and_insert() -> Insert:
+    """PostgreSQL: claim the layer and insert the assignment in one statement; no row back when the
+    claim already existed (the caller then goes the long way and reads what is stored)."""
+    claim = (postgresql.insert(LayerMembership)
+             .values(layer=bindparam("layer"), customer_id=bindparam("customer_id"), pilot_id=bindparam("pilot_id"))
+             .on_conflict_do_nothing().returning(LayerMembership.customer_id).cte("claim"))
+    return _assignment_from(claim)
+
+
+@cache
+def _create_claim_and_insert() -> Insert:
+    """PostgreSQL: create the customer, claim the layer and insert the assignment in one statement; no
+    row back when the customer already existed (created meanwhile by another request)."""
+    table = Customer.__table__
+    made = (postgresql.insert(Customer)
+            .values({c: bindparam(f"new_{c}", type_=table.c[c].type) for c in NEW_CUSTOMER_COLUMNS})
+            .on_conflict_do_nothing(index_elements=["external_id"]).returning(Customer.id).cte("made"))
+    claim = (postgresql.insert(LayerMembership)
+             .from_select(["layer", "customer_id", "pilot_id"],
+                          select(bindparam("layer", type_=String), made.c.id, bindparam("pilot_id")))
+             .on_conflict_do_nothing().returning(LayerMembership.customer_id).cte("claim"))
+    return _assignment_from(claim)
+
+
+NEW_CUSTOMER_COLUMNS = ("external_id", "home_store_id", "age_band", "household_size", "children", "attributes",
+                        "created_at", "updated_at")
+
+
+def _eligibility(session: Session, t: Till, holdout: Holdout) -> tuple[str | None, str | None]:
+    if t.store_id is None:
         return "no_store", None
-    enrolment = session.scalar(select(Enrolment).where(Enrolment.pilot_id == pilot.id,
-                                                       Enrolment.store_id == store.id,
-                                                       Enrolment.withdrawn_at.is_(None)))
-    if enrolment is None:
+    if not t.enrolled:
         return "store_not_enrolled", None
-    if holdout.holds(customer.external_id):
+    if holdout.holds(t.params["customer"]):
         return "in_holdout", None
-    stage = pilot.stage(pilot.current_stage)
-    if stage.eligible_groups is not None:
-        group = session.scalar(select(group_case(saved_groups(session))).where(Customer.id == customer.id))
-        if group not in stage.eligible_groups:
+    if t.eligible_groups is not None:
+        group = session.scalar(select(group_case(saved_groups(session))).where(Customer.id == t.customer_id))
+        if group not in t.eligible_groups:
             return "group_not_eligible", None
-    if pilot.unit == "store":
-        return None, enrolment.arm
-    return None, variant_for(pilot.salt, customer.external_id, stage.allocation)
+    if t.unit == "store":
+        return None, t.arm
+    return None, variant_for(t.salt, t.params["customer"], t.allocation)
 
 
 def _conditions(session: Session, pilot: Pilot, holdout: Holdout) -> dict[str, ColumnElement]:

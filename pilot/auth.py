@@ -4,9 +4,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from functools import cache
 
 from flask import Flask, g, request
-from sqlalchemy import select
+from sqlalchemy import Select, String, bindparam, select
 from sqlalchemy.orm import Session
 
 from pilot.db import db
@@ -105,10 +106,20 @@ def issue_token(session: Session, name: str, role: str, store: Store | None) -> 
 
 def principal_for(session: Session, secret: str) -> Principal | None:
     """The principal of a live token, or None."""
-    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(secret)))
-    if token is None or token.revoked_at is not None:
+    with session.bind.connect() as conn:  # a read of its own, outside the request's transaction
+        row = conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+            _by_hash(), {"token_hash": hash_token(secret)}).first()
+    if row is None or row.revoked_at is not None:
         return None
-    return _principal(token)
+    return Principal(row.id, row.name, row.role, row.code)
+
+
+@cache
+def _by_hash() -> Select:
+    """One Core query per API request (no ORM objects): the token and its store's code."""
+    return (select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.revoked_at, Store.code)
+            .outerjoin(Store, Store.id == ApiToken.store_id)
+            .where(ApiToken.token_hash == bindparam("token_hash", type_=String)))
 
 
 def principal_by_id(session: Session, token_id: int) -> Principal | None:

@@ -109,6 +109,15 @@ def test_unknown_customer_created_on_the_fly(client, running, auth):
     assert client.get("/api/v1/customers/walk-in", headers=running).json["home_store"] == "ra2"
     bad = assign(client, auth("feed"), "walk-in-2", new_customer={"age_band": "old"})
     assert bad.status_code == 422
+    nowhere = assign(client, auth("feed"), "walk-in-3", store="ra2", new_customer={"home_store": "zz9"})
+    assert nowhere.status_code == 422 and nowhere.json["error"]["details"]["fields"]["new_customer"]["home_store"]
+    assert client.get("/api/v1/customers/walk-in-3", headers=running).status_code == 404  # nothing written
+    # without a store, the new customer's home store is where they buy
+    home = assign(client, auth("feed"), "walk-in-4", new_customer={"home_store": "ra3"}).json
+    assert home["assigned"] and home["new"]
+    outside = assign(client, auth("feed"), "walk-in-5", new_customer={"home_store": "rc3"}).json
+    assert outside["reason"] == "store_not_enrolled"
+    assert client.get("/api/v1/customers/walk-in-5", headers=running).json["home_store"] == "rc3"
 
 
 def test_store_token_assigns_in_its_own_store_only(client, running, auth, tokens):

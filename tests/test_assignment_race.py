@@ -1,11 +1,12 @@
 """Several processes assigning the same customers at once: one stored row each, one answer."""
+import importlib
 import multiprocessing as mp
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from pilot.db import db
-from pilot.models import Assignment, LayerMembership
+from pilot.models import Assignment, Customer, LayerMembership
 from tests.test_assignment import running  # noqa: F401  (fixture)
 from tests.test_pilots import world  # noqa: F401  (fixture)
 
@@ -18,7 +19,10 @@ def _worker(url, secret, customers, barrier, out):
     barrier.wait()
     answers = {}
     for c in customers:
-        r = client.post("/api/v1/pilots/p1/assignments", json={"customer": c}, headers={"Authorization": f"Bearer {secret}"})
+        body = {"customer": c}
+        if c.startswith("walk-in"):  # unknown: created by whichever process comes first
+            body.update(store="ra1", new_customer={"home_store": "ra1", "age_band": "35-44"})
+        r = client.post("/api/v1/pilots/p1/assignments", json=body, headers={"Authorization": f"Bearer {secret}"})
         answers[c] = (r.status_code, (r.json.get("variant") or {}).get("key"))
     out.put(answers)
 
@@ -27,6 +31,7 @@ def test_concurrent_processes_store_one_row_and_agree(app, backend, running, tok
     if backend[0] != "postgresql":
         pytest.skip("races are checked against PostgreSQL (set PILOT_TEST_DATABASE_URL)")
     customers = [f"c{i}" for i in range(0, 60, 3)]  # home stores in region ra, enrolled
+    customers += [f"walk-in-{i}" for i in range(20)]
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(WORKERS), ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(app.config["DATABASE_URL"], tokens["feed"],
@@ -43,3 +48,29 @@ def test_concurrent_processes_store_one_row_and_agree(app, backend, running, tok
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Assignment)) == len(customers)
         assert db.session.scalar(select(func.count()).select_from(LayerMembership)) == len(customers)
+        assert db.session.scalar(select(func.count()).select_from(Customer)
+                                 .where(Customer.external_id.like("walk-in-%"))) == 20
+
+
+def test_a_dropped_connection_is_replaced_after_idle(app, backend, client, running, auth, monkeypatch):  # noqa: F811
+    """The pool pings a connection that sat idle before handing it out, so a database restart (here:
+    every connection of the app killed) costs no failed request."""
+    if backend[0] != "postgresql":
+        pytest.skip("connection loss is checked against PostgreSQL (set PILOT_TEST_DATABASE_URL)")
+    db_module = importlib.import_module("pilot.db")  # (the package's attribute `pilot.db` is the extension)
+    assert client.post("/api/v1/pilots/p1/assignments", json={"customer": "c0"}, headers=auth("feed")).status_code == 200
+    with app.app_context():
+        pids = {row[0] for row in db.session.execute(text("SELECT pg_backend_pid()"))}
+        db.session.close()
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 0.0)
+    from pilot.db import make_engine
+    admin = make_engine(app.config["DATABASE_URL"])
+    with admin.connect() as conn:
+        killed = conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                                   "AND application_name = ''")).all()
+    admin.dispose()
+    assert pids and killed
+    for c in ("c0", "c3"):
+        r = client.post("/api/v1/pilots/p1/assignments", json={"customer": c}, headers=auth("feed"))
+        assert r.status_code == 200 and r.json["assigned"], r.json

@@ -8,11 +8,10 @@ from experiments.srm import srm_test
 from pilot import rollout
 from pilot.api.base import Blueprint, Schema
 from pilot.api.customers import CustomerIn
-from pilot.assigning import Holdout, assign_bulk, assign_one, assignment_counts, stage_counts
+from pilot.assigning import Holdout, assign_bulk, assign_one, assignment_counts, stage_counts, till
 from pilot.auth import current, require_store_scope
-from pilot.customers import CustomerWriter
-from pilot.batches import RowErrors
-from pilot.db import db
+from pilot.customers import CUSTOMER_FIELDS
+from pilot.db import db, utcnow
 from pilot.errors import ApiError
 from pilot.mechanics import describe
 from pilot.models import Customer, Store
@@ -77,17 +76,17 @@ def holdout() -> Holdout:
     return Holdout(current_app.config["HOLDOUT_SHARE"], current_app.config["HOLDOUT_SALT"])
 
 
-def _customer(data):
-    customer = db.session.scalar(select(Customer).where(Customer.external_id == data["customer"]))
-    if customer is None and data["new_customer"] is not None:
-        errors = RowErrors()
-        writer = CustomerWriter(db.session, errors, on_conflict="nothing")
-        writer.add(1, {**data["new_customer"], "external_id": data["customer"]})
-        writer.flush()
-        if errors.count:
-            raise ApiError(422, errors.rows[0]["message"], details={"fields": {"new_customer": errors.rows}})
-        customer = db.session.scalar(select(Customer).where(Customer.external_id == data["customer"]))
-    return customer
+def _new_customer(data, t) -> dict | None:
+    """The columns of the request's unknown customer (validated by NewCustomerIn), or None."""
+    if t.customer_id is not None or data["new_customer"] is None:
+        return None
+    fields = data["new_customer"]
+    if fields.get("home_store") is not None and t.new_home_id is None:
+        raise ApiError(422, f"Unknown store {fields['home_store']!r}.",
+                       details={"fields": {"new_customer": {"home_store": ["Unknown store."]}}})
+    now = utcnow()
+    return {**{f: fields.get(f) for f in CUSTOMER_FIELDS}, "attributes": fields.get("attributes") or {},
+            "external_id": data["customer"], "home_store_id": t.new_home_id, "created_at": now, "updated_at": now}
 
 
 @blp.route("/<key>/assignments")
@@ -96,27 +95,25 @@ class Assignments(MethodView):
     @blp.response(200, AssignOut)
     def post(self, data, key):
         """Assign one customer (sticky): the variant to apply, or why there is none"""
-        pilot = rollout.get_pilot(db.session, key)
-        customer = _customer(data)
-        store_code = data["store"]
-        if store_code is None and customer is not None and customer.home_store_id:
-            store_code = db.session.scalar(select(Store.code).where(Store.id == customer.home_store_id))
-        if store_code is not None:
-            require_store_scope(store_code)
-        elif current().role == "store":
-            store_code = current().store_code
-        store = db.session.scalar(select(Store).where(Store.code == store_code)) if store_code else None
-        if store_code and store is None:
-            raise ApiError(422, f"Unknown store {store_code!r}.", details={"fields": {"store": ["Unknown store."]}})
-        decision = assign_one(db.session, pilot, customer, store, holdout())
+        # Every write of an assignment is one race-safe statement (see assigning.assign_one), so the
+        # request runs without BEGIN/COMMIT round trips; all checks come before any write.
+        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        principal = current()
+        token_store = principal.store_code if principal.role == "store" else None
+        new_home = (data["new_customer"] or {}).get("home_store")
+        t = till(db.session, key, data["customer"], data["store"], token_store, new_home)
+        if t is None:
+            raise ApiError(404, f"No pilot {key!r}.")
+        if t.store_code is not None:
+            require_store_scope(t.store_code)
+        if data["store"] is not None and t.store_id is None:
+            raise ApiError(422, f"Unknown store {data['store']!r}.", details={"fields": {"store": ["Unknown store."]}})
+        decision = assign_one(db.session, t, holdout(), _new_customer(data, t))
         db.session.commit()
-        variants = {v.key: v for v in pilot.programme.variants}
-        v = variants.get(decision.variant)
-        return {"pilot": pilot.key, "customer": data["customer"], "assigned": v is not None,
+        v = t.variants.get(decision.variant)
+        return {"pilot": key, "customer": data["customer"], "assigned": v is not None,
                 "reason": decision.reason, "assigned_at": decision.assigned_at, "new": decision.new,
-                "variant": None if v is None else {"key": v.key, "name": v.name, "mechanic": v.mechanic,
-                                                   "parameters": v.parameters,
-                                                   "description": describe(v.mechanic, v.parameters)}}
+                "variant": None if v is None else {**v, "description": describe(v["mechanic"], v["parameters"])}}
 
 
 @blp.route("/<key>/assignments/bulk")

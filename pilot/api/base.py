@@ -15,6 +15,11 @@ from pilot.errors import ApiError, to_response
 class Blueprint(flask_smorest.Blueprint):
     """Blueprint documenting the shared error response on every view."""
 
+    def arguments(self, schema, *args, **kwargs):  # noqa: ANN001, ANN201
+        """As flask-smorest's, but a schema class is instantiated once, not on every request (webargs
+        builds a new instance, deep-copying every field, per request when given a class)."""
+        return super().arguments(schema() if isinstance(schema, type) else schema, *args, **kwargs)
+
 
 class Schema(ma.Schema):
     """Rejects unknown fields; keeps field order."""
