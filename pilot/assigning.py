@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import (BigInteger, ColumnElement, Float, Insert, Select, String, and_, bindparam, case, cast, exists, func,
-                        literal, select)
+from sqlalchemy import (BigInteger, Column, ColumnElement, Float, Insert, Integer, MetaData, Select, String, Table, and_,
+                        bindparam, case, cast, exists, func, insert, literal, select, text)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -255,43 +255,71 @@ def _enrolled_join():  # noqa: ANN202
 
 
 def assign_bulk(session: Session, pilot: Pilot, holdout: Holdout) -> dict[str, Any]:
-    """Assign every eligible customer of the enrolled stores in set-based SQL; counts per variant and reason."""
+    """Assign every eligible customer of the enrolled stores in set-based SQL; counts per variant and reason.
+
+    The candidates (eligible, unassigned, unclaimed customers of enrolled home stores, with their
+    variant) are selected once into a temporary table; the layer claims and the assignments are
+    then two INSERT … SELECT … ON CONFLICT DO NOTHING from it, so a till assigning at the same time
+    settles every race through the same unique constraints."""
     if pilot.state != "running":
         return {"assigned_now": 0, "variants": {}, "reasons": {"pilot_not_running": None}}
     stage = pilot.stage(pilot.current_stage)
     c = _conditions(session, pilot, holdout)
-    base = (select(Customer.id).join(Enrolment, _enrolled_join()).where(Enrolment.pilot_id == pilot.id)
-            .where(~c["assigned"], ~c["held"], c["eligible"], ~c["other"]))
-    claim = _insert(session, LayerMembership).from_select(
-        ["layer", "customer_id", "pilot_id"],
-        base.with_only_columns(literal(pilot.layer), Customer.id, literal(pilot.id))).on_conflict_do_nothing()
-    session.execute(claim)
     variant = Enrolment.arm if pilot.unit == "store" else variant_sql(session, pilot.salt, Customer.external_id,
                                                                         stage.allocation)
-    mine = exists().where(LayerMembership.layer == pilot.layer, LayerMembership.customer_id == Customer.id,
-                          LayerMembership.pilot_id == pilot.id)
-    rows = (select(literal(pilot.id), Customer.id, variant, literal(pilot.current_stage), Customer.home_store_id,
-                   literal(utcnow(), type_=Assignment.__table__.c.assigned_at.type))
-            .join(Enrolment, _enrolled_join()).where(Enrolment.pilot_id == pilot.id)
-            .where(~c["assigned"], ~c["held"], c["eligible"], mine, variant.is_not(None)))
+    candidates = (select(Customer.id, Customer.home_store_id, variant)
+                  .join(Enrolment, _enrolled_join()).where(Enrolment.pilot_id == pilot.id)
+                  .where(~c["assigned"], ~c["held"], c["eligible"], ~c["other"]))
+    conn = session.connection()
+    postgres = session.bind.dialect.name == "postgresql"
+    if postgres:  # right after a large import the statistics are stale and favour nested loops over
+        conn.execute(text("SET LOCAL enable_nestloop = off"))  # a million index probes; hash joins it is
+    conn.execute(text("DROP TABLE IF EXISTS pilot_bulk" if postgres else "DROP TABLE IF EXISTS temp.pilot_bulk"))
+    bulk = Table("pilot_bulk", MetaData(), Column("customer_id", Integer), Column("store_id", Integer),
+                 Column("variant", String(64)), prefixes=["TEMPORARY"])
+    bulk.create(conn)
+    conn.execute(insert(bulk).from_select(["customer_id", "store_id", "variant"], candidates))
+    conn.execute(_insert(session, LayerMembership).from_select(
+        ["layer", "customer_id", "pilot_id"],
+        select(literal(pilot.layer), bulk.c.customer_id, literal(pilot.id))
+        .where(bulk.c.customer_id.is_not(None))).on_conflict_do_nothing())  # (SQLite: an upsert's SELECT needs a WHERE)
+    rows = (select(literal(pilot.id), bulk.c.customer_id, bulk.c.variant, literal(pilot.current_stage),
+                   bulk.c.store_id, literal(utcnow(), type_=Assignment.__table__.c.assigned_at.type))
+            .join(LayerMembership, and_(LayerMembership.layer == pilot.layer,
+                                        LayerMembership.customer_id == bulk.c.customer_id,
+                                        LayerMembership.pilot_id == pilot.id))
+            .where(bulk.c.variant.is_not(None)))
     count = select(func.count()).select_from(Assignment).where(Assignment.pilot_id == pilot.id)
-    before = session.scalar(count)
-    session.execute(_insert(session, Assignment).from_select(
-        ["pilot_id", "customer_id", "variant", "stage", "store_id", "assigned_at"], rows).on_conflict_do_nothing())
-    return {"assigned_now": session.scalar(count) - before, **assignment_counts(session, pilot, holdout)}
+    before = conn.scalar(count)
+    conn.execute(_insert(session, Assignment).from_select(list(ASSIGNMENT_COLUMNS), rows).on_conflict_do_nothing())
+    added = conn.scalar(count) - before
+    bulk.drop(conn)
+    counts = assignment_counts(session, pilot, holdout)
+    if postgres:
+        conn.execute(text("SET LOCAL enable_nestloop TO DEFAULT"))
+    return {"assigned_now": added, **counts}
 
 
 def assignment_counts(session: Session, pilot: Pilot, holdout: Holdout) -> dict[str, Any]:
-    """Customers per variant, and per reason for those without one (one GROUP BY in the database)."""
+    """Customers per variant, and per reason for those without one (one GROUP BY in the database).
+
+    Outer joins, not correlated subqueries, so a million customers are counted with hash joins:
+    each customer has at most one assignment per pilot, one active enrolment of its home store per
+    pilot and one claim per layer (unique constraints), so no row is counted twice."""
     c = _conditions(session, pilot, holdout)
-    stored = select(Assignment.variant).where(Assignment.pilot_id == pilot.id,
-                                              Assignment.customer_id == Customer.id).scalar_subquery()
-    enrolled = exists().where(_enrolled_join(), Enrolment.pilot_id == pilot.id)
-    status = case((stored.is_not(None), literal("variant:") + stored),
-                  (~enrolled, "store_not_enrolled"), (c["held"], "in_holdout"),
-                  (~c["eligible"], "group_not_eligible"), (c["other"], "in_other_pilot_of_layer"),
+    a, e, lm = Assignment.__table__.alias("a"), Enrolment.__table__.alias("e"), LayerMembership.__table__.alias("lm")
+    status = case((a.c.variant.is_not(None), literal("variant:") + a.c.variant),
+                  (e.c.id.is_(None), "store_not_enrolled"), (c["held"], "in_holdout"),
+                  (~c["eligible"], "group_not_eligible"),
+                  (and_(lm.c.pilot_id.is_not(None), lm.c.pilot_id != pilot.id), "in_other_pilot_of_layer"),
                   else_="not_yet_assigned").label("status")
-    rows = session.execute(select(status, func.count()).select_from(Customer).group_by(status)).all()
+    stmt = (select(status, func.count()).select_from(Customer)
+            .outerjoin(a, and_(a.c.pilot_id == pilot.id, a.c.customer_id == Customer.id))
+            .outerjoin(e, and_(e.c.pilot_id == pilot.id, e.c.store_id == Customer.home_store_id,
+                               e.c.withdrawn_at.is_(None)))
+            .outerjoin(lm, and_(lm.c.layer == pilot.layer, lm.c.customer_id == Customer.id))
+            .group_by(status))
+    rows = session.execute(stmt).all()
     variants = {k.removeprefix("variant:"): n for k, n in rows if k.startswith("variant:")}
     reasons = {k: n for k, n in rows if not k.startswith("variant:")}
     return {"variants": variants, "reasons": reasons}
