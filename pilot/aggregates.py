@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, and_, case, cast, func, insert, literal, or_,
                         select, text)

@@ -133,7 +133,6 @@ def assign_one(session: Session, t: Till, holdout: Holdout, create: dict[str, An
     `create` holds the columns of an unknown customer to create first. Every write is one statement
     that settles races by unique constraints, so the caller may run it without a transaction: on
     PostgreSQL the usual new assignment (customer, layer claim, assignment) is a single statement."""
-    customer = t.params["customer"]
     if t.customer_id is None and create is not None:
         if session.bind.dialect.name == "postgresql" and t.state == "running" and t.eligible_groups is None:
             reason, variant = _eligibility(session, t, holdout)
@@ -143,8 +142,8 @@ def assign_one(session: Session, t: Till, holdout: Holdout, create: dict[str, An
                     return Decision(won.variant, None, won.assigned_at, new=True)
         session.connection().execute(_insert(session, Customer).values(create).on_conflict_do_nothing(
             index_elements=["external_id"]))
-        t = till(session, **{k: t.params[k] for k in ("customer", "store", "token_store", "new_home")},
-                 pilot_key=t.params["pilot"])
+        p = t.params  # read again: the customer now exists (created here or by a concurrent request)
+        t = till(session, p["pilot"], p["customer"], p["store"], p["token_store"], p["new_home"])
     if t.state != "running":
         return Decision(None, "pilot_not_running")
     if t.customer_id is None:

@@ -292,9 +292,9 @@ class Ingest:
         equal = " AND ".join(f"t.{c} {same} s.{c}" for c in (
             "store_id", "occurred_at", "type", "amount", "items", "discount_cost", "points_issued",
             "points_redeemed", "channel")) + " AND t.customer_id = c.id"
-        compare = (f"FROM pilot_staging s JOIN customers c ON c.external_id = s.customer "
-                   f"JOIN transactions t ON t.source = :source AND t.event_id = s.event_id "
-                   f"WHERE NOT (t.batch_id = :batch AND t.batch_row = s.batch_row)")
+        compare = ("FROM pilot_staging s JOIN customers c ON c.external_id = s.customer "
+                   "JOIN transactions t ON t.source = :source AND t.event_id = s.event_id "
+                   "WHERE NOT (t.batch_id = :batch AND t.batch_row = s.batch_row)")
         params = {"source": self.source, "batch": self.batch.id}
         out.duplicates, out.conflicts = sql(text(
             f"SELECT COALESCE(SUM(CASE WHEN {equal} THEN 1 ELSE 0 END), 0), "

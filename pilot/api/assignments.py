@@ -2,7 +2,6 @@
 import marshmallow as ma
 from flask import current_app
 from flask.views import MethodView
-from sqlalchemy import select
 
 from experiments.srm import srm_test
 from pilot import rollout
@@ -14,7 +13,6 @@ from pilot.customers import CUSTOMER_FIELDS
 from pilot.db import db, utcnow
 from pilot.errors import ApiError
 from pilot.mechanics import describe
-from pilot.models import Customer, Store
 
 blp = Blueprint("assignments", __name__, url_prefix="/pilots", description="Assigning customers to variants")
 
