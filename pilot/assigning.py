@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from pilot.assignment import bucket, edges, variant_for
+from pilot.customers import ROW_COLUMNS
 from pilot.db import utcnow
 from pilot.models import Assignment, Customer, Enrolment, LayerMembership, Pilot, Stage, Store, Variant
 from pilot.segments import group_case, saved_groups
@@ -207,7 +208,7 @@ def _create_claim_and_insert() -> Insert:
     row back when the customer already existed (created meanwhile by another request)."""
     table = Customer.__table__
     made = (postgresql.insert(Customer)
-            .values({c: bindparam(f"new_{c}", type_=table.c[c].type) for c in NEW_CUSTOMER_COLUMNS})
+            .values({c: bindparam(f"new_{c}", type_=table.c[c].type) for c in ROW_COLUMNS})
             .on_conflict_do_nothing(index_elements=["external_id"]).returning(Customer.id).cte("made"))
     claim = (postgresql.insert(LayerMembership)
              .from_select(["layer", "customer_id", "pilot_id"],
@@ -215,9 +216,6 @@ def _create_claim_and_insert() -> Insert:
              .on_conflict_do_nothing().returning(LayerMembership.customer_id).cte("claim"))
     return _assignment_from(claim)
 
-
-NEW_CUSTOMER_COLUMNS = ("external_id", "home_store_id", "age_band", "household_size", "children", "attributes",
-                        "created_at", "updated_at")
 
 
 def _eligibility(session: Session, t: Till, holdout: Holdout) -> tuple[str | None, str | None]:
@@ -273,9 +271,9 @@ def assign_bulk(session: Session, pilot: Pilot, holdout: Holdout) -> dict[str, A
     postgres = session.bind.dialect.name == "postgresql"
     if postgres:  # right after a large import the statistics are stale and favour nested loops over
         conn.execute(text("SET LOCAL enable_nestloop = off"))  # a million index probes; hash joins it is
-    conn.execute(text("DROP TABLE IF EXISTS pilot_bulk" if postgres else "DROP TABLE IF EXISTS temp.pilot_bulk"))
     bulk = Table("pilot_bulk", MetaData(), Column("customer_id", Integer), Column("store_id", Integer),
                  Column("variant", String(64)), prefixes=["TEMPORARY"])
+    bulk.drop(conn, checkfirst=True)
     bulk.create(conn)
     conn.execute(insert(bulk).from_select(["customer_id", "store_id", "variant"], candidates))
     conn.execute(_insert(session, LayerMembership).from_select(

@@ -16,6 +16,15 @@ from pilot.models import Customer, CustomerGroup, Store
 
 CHUNK = 2000
 CUSTOMER_FIELDS = ("age_band", "household_size", "children", "attributes")
+ROW_COLUMNS = ("external_id", "home_store_id", *CUSTOMER_FIELDS, "created_at", "updated_at")
+
+
+def customer_row(external_id: str, data: dict[str, Any], home_store_id: int | None) -> dict[str, Any]:
+    """The columns (ROW_COLUMNS) of a new customer from validated input."""
+    now = utcnow()
+    return {"external_id": external_id, "home_store_id": home_store_id,
+            **{f: data.get(f) for f in CUSTOMER_FIELDS}, "attributes": data.get("attributes") or {},
+            "created_at": now, "updated_at": now}
 
 
 class CustomerWriter:
@@ -36,10 +45,7 @@ class CustomerWriter:
             return
         if self.errors.count:
             return  # the batch is lost anyway: only keep validating
-        row = {f: data.get(f) for f in CUSTOMER_FIELDS}
-        row.update(external_id=data["external_id"], home_store_id=self.stores.get(code),
-                   attributes=data.get("attributes") or {}, created_at=utcnow(), updated_at=utcnow())
-        self.pending.append(row)
+        self.pending.append(customer_row(data["external_id"], data, self.stores.get(code)))
         if len(self.pending) >= CHUNK:
             self.flush()
 

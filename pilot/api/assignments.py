@@ -9,8 +9,8 @@ from pilot.api.base import Blueprint, Schema
 from pilot.api.customers import CustomerIn
 from pilot.assigning import Holdout, assign_bulk, assign_one, assignment_counts, stage_counts, till
 from pilot.auth import current, require_store_scope
-from pilot.customers import CUSTOMER_FIELDS
-from pilot.db import db, utcnow
+from pilot.customers import customer_row
+from pilot.db import db
 from pilot.errors import ApiError
 from pilot.mechanics import describe
 
@@ -82,9 +82,7 @@ def _new_customer(data, t) -> dict | None:
     if fields.get("home_store") is not None and t.new_home_id is None:
         raise ApiError(422, f"Unknown store {fields['home_store']!r}.",
                        details={"fields": {"new_customer": {"home_store": ["Unknown store."]}}})
-    now = utcnow()
-    return {**{f: fields.get(f) for f in CUSTOMER_FIELDS}, "attributes": fields.get("attributes") or {},
-            "external_id": data["customer"], "home_store_id": t.new_home_id, "created_at": now, "updated_at": now}
+    return customer_row(data["customer"], fields, t.new_home_id)
 
 
 @blp.route("/<key>/assignments")
