@@ -14,18 +14,20 @@ member-period cost of membership mechanics pro rata over the exposure.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, and_, case, cast, func, insert, literal, or_,
+from sqlalchemy import (Float, MetaData, Table, and_, case, cast, func, literal, or_,
                         select, text)
 from sqlalchemy.orm import Session
+from sqlalchemy.schema import CreateTableAs
 from sqlalchemy.sql.elements import ColumnElement
 
 from pilot.mechanics import member_period_cost
 from pilot.models import Assignment, Customer, Enrolment, Pilot, Stage, Transaction
 from pilot.segments import group_case, saved_groups
-from pilot.sqltime import epoch_seconds, time_literal
+from pilot.sqltime import at_least_after, epoch_seconds, time_literal
 
 WEEK = 7 * 86400
 # per-unit values and the sums of squares and cross-products each statistic needs
@@ -67,9 +69,9 @@ def _cost_sql(pilot: Pilot, variant: ColumnElement, spend_before: ColumnElement 
     """Modelled cost of one sale by the variant's mechanic (pilot.mechanics.transaction_cost in SQL)."""
     t = Transaction
     whens = []
+    amount = cast(t.amount, Float)
     for v in pilot.programme.variants:
         p = v.parameters or {}
-        amount = t.amount
         if v.mechanic == "fixed_discount":
             expr = amount * p["rate"]
         elif v.mechanic == "personal_card":
@@ -91,7 +93,7 @@ def _cost_sql(pilot: Pilot, variant: ColumnElement, spend_before: ColumnElement 
             continue
         whens.append((variant == v.key, expr))
     modelled = case(*whens, else_=0.0) if whens else literal(0.0)
-    return func.coalesce(t.discount_cost, case((t.amount > 0, modelled), else_=0.0))
+    return func.coalesce(cast(t.discount_cost, Float), case((t.amount > 0, modelled), else_=0.0))
 
 
 def _period_costs(pilot: Pilot) -> list[tuple[str, float, int]]:
@@ -104,76 +106,94 @@ def _period_costs(pilot: Pilot) -> list[tuple[str, float, int]]:
     return out
 
 
-def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pre_days: int):
-    """One row per assigned customer of the stage: its arm, group, store and metric values.
+def _weeks_observed(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime) -> int:
+    """Full weeks since the earliest exposure of the stage: the weekly columns the unit rows need."""
+    a = Assignment
+    first = session.scalar(select(func.min(a.assigned_at)).where(a.pilot_id == pilot.id, a.stage == stage.position,
+                                                                  a.assigned_at < cutoff))
+    return int((cutoff - first).total_seconds() // WEEK) if first is not None else 0
 
-    Buyers come from one pass over their transactions (the (customer, time) index) grouped by
-    customer; customers without a transaction since the pre-period started are added as zeros with
-    UNION ALL, so no large intermediate result is ever joined back.
+
+def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pre_days: int, weeks: int,
+              weekly: str = "spend"):
+    """One row per assigned customer of the stage: its arm, group, store, metric values and, for each
+    week since exposure, its `weekly` value (spend or visits) in that week.
+
+    One pass over the transactions of the window: joined to the stage's assignments (a hash join,
+    parallel on PostgreSQL) and grouped by customer, every value a conditional sum over the same
+    rows. The assignments are then LEFT JOINed to those sums, so a customer who bought nothing is a
+    row of zeros. Amounts are summed as floats (PostgreSQL's numeric sums cost twice the time).
     """
     dialect = session.bind.dialect.name
+    pg = dialect == "postgresql"
     a, t = Assignment, Transaction
     pre_start = pilot.started_at - timedelta(days=pre_days)
     first = min(pre_start, stage.started_at or pre_start)
-    group = group_case(saved_groups(session)).label("grp")
-    units = (select(a.customer_id, a.variant, a.assigned_at, func.coalesce(a.store_id, Customer.home_store_id)
-                    .label("store_id"), group)
-             .join(Customer, Customer.id == a.customer_id)
-             .where(a.pilot_id == pilot.id, a.stage == stage.position, a.assigned_at < cutoff)).subquery("u")
-    in_range = and_(t.customer_id == units.c.customer_id, t.occurred_at >= first, t.occurred_at < cutoff)
+    now_s = epoch_seconds(time_literal(cutoff, dialect), dialect)
+    stage_units = and_(a.pilot_id == pilot.id, a.stage == stage.position, a.assigned_at < cutoff)
     spend_before = None
     if any(v.mechanic == "tiered" for v in pilot.programme.variants):
-        window = t.occurred_at >= units.c.assigned_at
+        window = t.occurred_at >= a.assigned_at
         spend_before = func.coalesce(func.sum(case((window, t.amount), else_=0.0)).over(
             partition_by=t.customer_id, order_by=(t.occurred_at, t.id), rows=(None, -1)), 0.0)
-    tx = (select(units.c.customer_id, units.c.variant, units.c.grp, units.c.store_id, units.c.assigned_at,
-                 t.occurred_at, t.amount, t.items, t.type, _cost_sql(pilot, units.c.variant, spend_before).label("cost"))
-          .select_from(units).join(t, in_range)).subquery("tx")
-    now_s = epoch_seconds(time_literal(cutoff, dialect), dialect)
+    # per transaction: what every sum below reads; on SQLite materialised, so the julianday
+    # arithmetic runs once per row, on PostgreSQL inlined into the parallel aggregate
+    tx = (select(a.customer_id, a.assigned_at, t.occurred_at, cast(t.amount, Float).label("amount"),
+                 t.items, (t.type == "sale").label("sale"),
+                 cast(_cost_sql(pilot, a.variant, spend_before), Float).label("cost"),
+                 (epoch_seconds(t.occurred_at, dialect) - epoch_seconds(a.assigned_at, dialect)).label("elapsed"),
+                 (now_s - epoch_seconds(a.assigned_at, dialect)).label("exposure"))
+          .join(t, and_(t.customer_id == a.customer_id, t.occurred_at >= first, t.occurred_at < cutoff))
+          .where(stage_units))
+    tx = tx.cte("tx").prefix_with("MATERIALIZED") if dialect == "sqlite" else tx.subquery("tx")
 
-    def full_weeks(assigned: ColumnElement) -> ColumnElement:
-        return cast(func.floor((now_s - epoch_seconds(assigned, dialect)) / WEEK), Float).label("full_weeks")
+    def after(seconds: int) -> ColumnElement:
+        """The sale came at least `seconds` after the customer's exposure."""
+        if pg and not seconds:
+            return tx.c.occurred_at >= tx.c.assigned_at
+        if pg:
+            return at_least_after(tx.c.occurred_at, tx.c.assigned_at, seconds, dialect)
+        return tx.c.elapsed >= seconds
 
-    def member(variant: ColumnElement, assigned: ColumnElement) -> ColumnElement:
-        period = _period_costs(pilot)
-        if not period:
-            return literal(0.0)
-        exposed = now_s - epoch_seconds(assigned, dialect)
-        return case(*[(variant == k, c * exposed / (d * 86400.0)) for k, c, d in period], else_=0.0)
+    def total(cond: ColumnElement, value: ColumnElement | int) -> ColumnElement:
+        return func.sum(case((cond, value)))
 
-    start_s = epoch_seconds(tx.c.assigned_at, dialect)
-    mid_s = (start_s + now_s) / 2
-    tx_s = epoch_seconds(tx.c.occurred_at, dialect)
-    post = tx.c.occurred_at >= tx.c.assigned_at
+    post = after(0)
     pre = and_(tx.c.occurred_at >= pre_start, tx.c.occurred_at < pilot.started_at)
-    sale = tx.c.type == "sale"
+    sale = tx.c.sale
+    sums = [total(post, tx.c.amount).label("spend"), total(and_(post, sale), 1).label("visits"),
+            total(post, tx.c["items"]).label("items"), total(post, tx.c.cost).label("cost"),
+            total(and_(post, sale, tx.c.elapsed * 2 < tx.c.exposure), 1).label("early"),
+            total(and_(post, sale, tx.c.elapsed * 2 >= tx.c.exposure), 1).label("late"),
+            total(pre, tx.c.amount).label("pre_spend"), total(and_(pre, sale), 1).label("pre_visits"),
+            total(pre, tx.c["items"]).label("pre_items")]
+    for w in range(weeks):
+        in_week = and_(after(w * WEEK), ~after((w + 1) * WEEK))
+        sums.append(total(in_week, tx.c.amount) if weekly == "spend" else total(and_(in_week, sale), 1))
+        sums[-1] = sums[-1].label(f"w{w}")
+    per = select(tx.c.customer_id, *sums).group_by(tx.c.customer_id).subquery("per")
 
-    def total(cond, value) -> ColumnElement:  # noqa: ANN001
-        return func.coalesce(func.sum(case((cond, value), else_=0)), 0)
+    exposed = now_s - epoch_seconds(a.assigned_at, dialect)
+    period = _period_costs(pilot)
+    member = case(*[(a.variant == k, c * exposed / (d * 86400.0)) for k, c, d in period], else_=0.0) \
+        if period else literal(0.0)
 
-    visits = total(and_(post, sale), 1)
-    keys = (tx.c.customer_id, tx.c.variant, tx.c.grp, tx.c.store_id, tx.c.assigned_at)
-    buyers = select(
-        *keys[:4], full_weeks(tx.c.assigned_at),
-        cast(total(post, tx.c.amount), Float).label("spend"),
-        cast(visits, Float).label("visits"),
-        cast(total(post, tx.c["items"]), Float).label("items"),
-        cast(total(post, tx.c.cost) + func.max(member(tx.c.variant, tx.c.assigned_at)), Float).label("cost"),
-        cast(case((visits > 0, 1), else_=0), Float).label("converted"),
-        cast(case((and_(total(and_(post, sale, tx_s < mid_s), 1) > 0, total(and_(post, sale, tx_s >= mid_s), 1) > 0),
-                   1), else_=0), Float).label("retained"),
-        cast(total(pre, tx.c.amount), Float).label("pre_spend"),
-        cast(total(and_(pre, sale), 1), Float).label("pre_visits"),
-        cast(total(pre, tx.c["items"]), Float).label("pre_items"),
-    ).group_by(*keys)
-    zero = cast(literal(0.0), Float)
-    others = select(
-        units.c.customer_id, units.c.variant, units.c.grp, units.c.store_id, full_weeks(units.c.assigned_at),
-        zero.label("spend"), zero.label("visits"), zero.label("items"),
-        cast(member(units.c.variant, units.c.assigned_at), Float).label("cost"), zero.label("converted"),
-        zero.label("retained"), zero.label("pre_spend"), zero.label("pre_visits"), zero.label("pre_items"),
-    ).where(~select(t.id).where(in_range).exists())
-    return buyers.union_all(others)
+    def value(name: str) -> ColumnElement:
+        return cast(func.coalesce(per.c[name], 0), Float)
+
+    visits = value("visits")
+    return (select(a.customer_id, a.variant, group_case(saved_groups(session)).label("grp"),
+                   func.coalesce(a.store_id, Customer.home_store_id).label("store_id"),
+                   cast(func.floor(exposed / WEEK), Float).label("full_weeks"),
+                   value("spend").label("spend"), visits.label("visits"), value("items").label("items"),
+                   cast(value("cost") + member, Float).label("cost"),
+                   cast(case((visits > 0, 1), else_=0), Float).label("converted"),
+                   cast(case((and_(value("early") > 0, value("late") > 0), 1), else_=0), Float).label("retained"),
+                   *[value(v).label(v) for v in ("pre_spend", "pre_visits", "pre_items")],
+                   *[value(f"w{w}").label(f"w{w}") for w in range(weeks)])
+            .join(Customer, Customer.id == a.customer_id)
+            .outerjoin(per, per.c.customer_id == a.customer_id)
+            .where(stage_units))
 
 
 def _sums(unit) -> list[ColumnElement]:  # noqa: ANN001
@@ -183,19 +203,39 @@ def _sums(unit) -> list[ColumnElement]:  # noqa: ANN001
     return cols
 
 
-def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pre_days: int = 56) -> Cube:
-    """Per arm × group, arm × store and arm × week: the unit rows are computed once into a
-    temporary table (one pass over the transactions), then grouped three ways."""
+@contextmanager
+def _hash_joins(conn):  # noqa: ANN001
+    """No nested loops on PostgreSQL for the statement inside (restored after, within the transaction).
+
+    The unit rows read every assignment of the stage and all their sales, so hash joins are the
+    right plan at any size. Statistics taken before the pilot was assigned (autovacuum has not
+    caught up yet) make the planner expect one row and choose a nested loop that re-aggregates the
+    sales once per customer: a minute instead of a tenth of a second for 4,000 customers.
+    """
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    was = conn.scalar(text("SELECT current_setting('enable_nestloop')"))
+    conn.execute(text("SELECT set_config('enable_nestloop', 'off', true)"))
+    yield  # on an error the transaction rolls back, and the local setting with it
+    conn.execute(text("SELECT set_config('enable_nestloop', :was, true)"), {"was": was})
+
+
+def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pre_days: int = 56,
+                  weekly: str = "spend") -> Cube:
+    """Per arm × group, arm × store and arm × week since exposure (of the `weekly` value, spend or
+    visits): the unit rows are computed once into a temporary table (one pass over the
+    transactions), then grouped four ways."""
     cube = Cube(cutoff=cutoff, pre_start=pilot.started_at - timedelta(days=pre_days))
     conn = session.connection()
-    unit = Table("pilot_units", MetaData(), Column("customer_id", Integer), Column("variant", String(64)),
-                 Column("grp", String(64)), Column("store_id", Integer), Column("full_weeks", Float),
-                 *[Column(v, Float) for v in UNIT_VALUES], prefixes=["TEMPORARY"])
-    unit.drop(conn, checkfirst=True)
-    unit.create(conn)
+    weeks = _weeks_observed(session, pilot, stage, cutoff)
+    Table("pilot_units", MetaData()).drop(conn, checkfirst=True)
+    create = CreateTableAs(unit_rows(session, pilot, stage, cutoff, pre_days, weeks, weekly), "pilot_units",
+                           temporary=True)
+    unit = create.table
+    with _hash_joins(conn):
+        conn.execute(create)
     try:
-        conn.execute(insert(unit).from_select([c.name for c in unit.columns],
-                                              unit_rows(session, pilot, stage, cutoff, pre_days)))
         if conn.dialect.name == "postgresql":
             conn.execute(text("ANALYZE pilot_units"))
         for r in conn.execute(select(unit.c.variant, unit.c.grp, *_sums(unit)).group_by(unit.c.variant, unit.c.grp)):
@@ -209,35 +249,30 @@ def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
             m = dict(r._mapping)
             key = (m.pop("variant"), m.pop("store_id"))
             cube.by_store[key] = {k: float(v or 0) for k, v in m.items()}
-        for variant, weeks, n in conn.execute(select(unit.c.variant, unit.c.full_weeks, func.count())
-                                              .group_by(unit.c.variant, unit.c.full_weeks)):
-            cube.full_weeks[(variant, int(weeks))] = int(n)
+        for variant, full, n in conn.execute(select(unit.c.variant, unit.c.full_weeks, func.count())
+                                             .group_by(unit.c.variant, unit.c.full_weeks)):
+            cube.full_weeks[(variant, int(full))] = int(n)
+        cube.by_week = _weekly(conn, unit, weeks, weekly)
     finally:
         unit.drop(conn)
-    cube.by_week = weekly(session, pilot, stage, cutoff)
     return cube
 
 
-def weekly(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime) -> dict[tuple[str, int], dict[str, float]]:
-    """Per arm × week since exposure: Σ and Σ² of spend and visits per unit-week, over units that
-    were exposed for the whole week (units without purchases add zeros, counted by full_weeks)."""
-    dialect = session.bind.dialect.name
-    a, t = Assignment, Transaction
-    cut_s = epoch_seconds(time_literal(cutoff, dialect), dialect)
-    start_s = epoch_seconds(a.assigned_at, dialect)
-    week = cast(func.floor((epoch_seconds(t.occurred_at, dialect) - start_s) / WEEK), Float).label("week")
-    per = (select(a.variant, a.customer_id, week, func.sum(t.amount).label("spend"),
-                  func.sum(case((t.type == "sale", 1), else_=0)).label("visits"))
-           .join(t, and_(t.customer_id == a.customer_id, t.occurred_at >= a.assigned_at, t.occurred_at < cutoff))
-           .where(a.pilot_id == pilot.id, a.stage == stage.position, a.assigned_at < cutoff,
-                  func.floor((cut_s - start_s) / WEEK) > week)
-           .group_by(a.variant, a.customer_id, week)).subquery("pw")
-    out = {}
-    for r in session.execute(select(per.c.variant, per.c.week, func.sum(per.c.spend), func.sum(per.c.spend * per.c.spend),
-                                    func.sum(per.c.visits), func.sum(per.c.visits * per.c.visits))
-                             .group_by(per.c.variant, per.c.week)):
-        out[(r[0], int(r[1]))] = {"spend": float(r[2] or 0), "spend*spend": float(r[3] or 0),
-                                  "visits": float(r[4] or 0), "visits*visits": float(r[5] or 0)}
+def _weekly(conn, unit: Table, weeks: int, value: str) -> dict[tuple[str, int], dict[str, float]]:  # noqa: ANN001
+    """Per arm × week since exposure: Σ and Σ² of the value per unit-week, over the units exposed
+    for the whole week (those without purchases that week add zeros)."""
+    if not weeks:
+        return {}
+    cols = []
+    for w in range(weeks):
+        whole, x = unit.c.full_weeks > w, unit.c[f"w{w}"]
+        cols += [func.sum(case((whole, x))).label(f"{w}"), func.sum(case((whole, x * x))).label(f"{w}^2")]
+    out: dict[tuple[str, int], dict[str, float]] = {}
+    for r in conn.execute(select(unit.c.variant, *cols).group_by(unit.c.variant)):
+        m = dict(r._mapping)
+        for w in range(weeks):
+            if m[f"{w}"]:
+                out[(m["variant"], w)] = {value: float(m[f"{w}"]), f"{value}*{value}": float(m[f"{w}^2"] or 0)}
     return out
 
 

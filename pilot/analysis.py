@@ -196,8 +196,13 @@ def compute(pilot_data: dict[str, Any], cube: Cube, days: float, tuning: float =
                    "economics": econ, "cluster_robust": cluster, "power": power, "days": days})
 
 
+def weekly_value(primary: str) -> str:
+    """The per-unit value the week-by-week table follows: visits for a visits metric, else spend."""
+    return "visits" if SOURCES.get(primary, ("spend",))[0] == "visits" else "spend"
+
+
 def _weeks(cube: Cube, control: str, treatments: list[str], primary: str, config: InferenceConfig, alpha: float):
-    value = "visits" if SOURCES.get(primary, ("spend",))[0] == "visits" else "spend"
+    value = weekly_value(primary)
     weeks = sorted({w for (_, w) in cube.by_week})
     rows, trends = [], {}
 

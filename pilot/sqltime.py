@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import Date, cast, func, literal, literal_column
+from sqlalchemy import Date, DateTime, cast, func, literal, literal_column
 from sqlalchemy.sql.elements import ColumnElement
 
 
@@ -15,10 +15,18 @@ def day(column: ColumnElement, dialect: str) -> ColumnElement:
 
 
 def epoch_seconds(column: ColumnElement, dialect: str) -> ColumnElement:
-    """Seconds since 1970-01-01 UTC."""
+    """Seconds since 1970-01-01 UTC, as a float (PostgreSQL's date_part; EXTRACT would give a slower numeric)."""
     if dialect == "postgresql":
-        return func.extract("epoch", column)
+        return func.date_part("epoch", column)
     return (func.julianday(column) - literal_column("2440587.5")) * 86400
+
+
+def at_least_after(later: ColumnElement, earlier: ColumnElement, seconds: int, dialect: str) -> ColumnElement:
+    """later >= earlier + seconds. On PostgreSQL a plain timestamp comparison (the interval has no day
+    part, so no time-zone arithmetic per row); on SQLite through julianday."""
+    if dialect == "postgresql":
+        return later >= earlier + literal_column(f"INTERVAL '{int(seconds)} seconds'")
+    return (func.julianday(later) - func.julianday(earlier)) * 86400 >= seconds
 
 
 def sqlite_text(moment: datetime) -> str:
@@ -32,5 +40,8 @@ def time_value(moment: datetime, dialect: str) -> datetime | str:
 
 
 def time_literal(moment: datetime, dialect: str) -> ColumnElement:
-    """A time as an expression that sqltime's functions accept on either database."""
+    """A time as an expression that sqltime's functions accept on either database (typed on
+    PostgreSQL, so it stays unambiguous where the statement is rendered with its values inline)."""
+    if dialect == "postgresql":
+        return cast(literal(moment), DateTime(timezone=True))
     return literal(time_value(moment, dialect))

@@ -14,7 +14,7 @@ from pilot import runs
 from pilot.aggregates import customer_cube
 from pilot.auth import CLI
 from pilot.db import db
-from pilot.models import AnalysisRun, AuditEvent
+from pilot.models import AnalysisRun, Assignment, AuditEvent
 from pilot.rollout import get_pilot
 from pilot.simulate import preset, simulate
 
@@ -86,6 +86,48 @@ def test_aggregates_equal_pandas_on_the_raw_rows(app):
             assert sums[f"{a}*{b}"] == pytest.approx((part[a] * part[b]).sum(), rel=1e-9), (variant, grp, a, b)
     # everyone counts: non-buyers are zeros, not missing rows
     assert sum(s["n"] for s in cube.by_group.values()) == len(u) and (u.spend == 0).any()
+
+
+@pytest.mark.parametrize("weekly", ["spend", "visits"])
+def test_weekly_store_and_exposure_aggregates_equal_pandas(app, weekly):
+    key = plant(app, "clear_win", customers=600, stores=10, key=f"wk{weekly}")
+    with app.app_context():
+        pilot = get_pilot(db.session, key)
+        # exposures spread over two weeks and the clock (sales fall 20:00-09:00), so units differ in
+        # their full weeks and sales fall on both sides of week boundaries
+        for row in db.session.query(Assignment).filter_by(pilot_id=pilot.id):
+            row.assigned_at += timedelta(days=row.customer_id % 15, hours=row.customer_id * 5 % 24)
+        db.session.commit()
+        conn = db.session.connection()
+        a = pd.read_sql(text("SELECT a.customer_id, a.variant, a.assigned_at, coalesce(a.store_id, c.home_store_id) "
+                             "AS store_id FROM assignments a JOIN customers c ON c.id = a.customer_id "
+                             "WHERE a.pilot_id = :p"), conn, params={"p": pilot.id})
+        t = pd.read_sql(text("SELECT customer_id, occurred_at, amount, type FROM transactions"), conn)
+        cube = customer_cube(db.session, pilot, pilot.stage(1), NOW, weekly=weekly)
+        if conn.dialect.name == "postgresql":  # the cube's planner setting does not outlive it
+            assert conn.scalar(text("SELECT current_setting('enable_nestloop')")) == "on"
+    a["assigned_at"] = pd.to_datetime(a["assigned_at"], utc=True, format="mixed")
+    t["occurred_at"] = pd.to_datetime(t["occurred_at"], utc=True, format="mixed")
+    week = pd.Timedelta(days=7)
+    a["full_weeks"] = (pd.Timestamp(NOW) - a.assigned_at) // week
+    assert a.full_weeks.nunique() > 1
+    j = t.merge(a, on="customer_id")
+    post = j[(j.occurred_at >= j.assigned_at) & (j.occurred_at < pd.Timestamp(NOW))].copy()
+    post["week"] = (post.occurred_at - post.assigned_at) // week
+    post["value"] = post.amount if weekly == "spend" else (post.type == "sale").astype(float)
+    per = post.groupby(["customer_id", "week"]).value.sum().rename("x").reset_index().merge(a, on="customer_id")
+    per = per[per.full_weeks > per.week]
+    expected = {(v, int(w)): (g.x.sum(), (g.x ** 2).sum()) for (v, w), g in per.groupby(["variant", "week"])}
+    assert set(cube.by_week) == set(expected) and len(expected) >= 6
+    for k, (total, squares) in expected.items():
+        assert cube.by_week[k][weekly] == pytest.approx(total, rel=1e-9), k
+        assert cube.by_week[k][f"{weekly}*{weekly}"] == pytest.approx(squares, rel=1e-9), k
+    assert cube.full_weeks == {(v, int(f)): len(g) for (v, f), g in a.groupby(["variant", "full_weeks"])}
+    spend = post.groupby("customer_id").amount.sum()
+    a["spend"] = a.customer_id.map(spend).fillna(0.0)
+    for (v, store), g in a.groupby(["variant", "store_id"]):
+        assert cube.by_store[(v, store)]["n"] == len(g)
+        assert cube.by_store[(v, store)]["spend"] == pytest.approx(g.spend.sum(), rel=1e-9, abs=1e-9)
 
 
 def test_results_equal_statsmodels_on_the_raw_rows(app):
