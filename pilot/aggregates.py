@@ -1,11 +1,12 @@
 """Sufficient statistics of a pilot stage, computed inside the database with one SQL layer.
 
-Every assigned unit counts, buyers or not: units come from `assignments` and transactions are
-LEFT JOINed, so a customer who bought nothing is a row of zeros, not a missing row. A first
-`GROUP BY` gives one row per unit (its metric values in the window and in the pre-period); the
-statements here aggregate those rows per arm × customer group, per arm × store and per arm × week
-since exposure. Raw transactions never come into Python. The same SQLAlchemy Core runs on SQLite
-and PostgreSQL.
+Every assigned unit counts, buyers or not: one pass over the window's transactions, hash-joined to
+the stage's assignments, sums each customer's values (window, pre-period, each week since
+exposure), and `assignments` are LEFT JOINed to those sums, so a customer who bought nothing is a
+row of zeros, not a missing row. Those unit rows go once into a temporary table; the statements
+here aggregate them per arm × customer group, per arm × store, per arm × full weeks exposed and per
+arm × week since exposure. Raw transactions never come into Python. The same SQLAlchemy Core runs
+on SQLite and PostgreSQL.
 
 Windows: a customer's outcome window runs from their assignment (exposure) to the cut-off; the
 pre-period is the `pre_days` before the pilot started (the CUPED covariate). Programme cost is the
