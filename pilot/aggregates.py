@@ -149,8 +149,8 @@ def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pr
     tx = tx.cte("tx").prefix_with("MATERIALIZED") if dialect == "sqlite" else tx.subquery("tx")
 
     def after(seconds: int) -> ColumnElement:
-        """The sale came at least `seconds` after the customer's exposure."""
-        if pg and not seconds:
+        """The sale came at least `seconds` after the customer's exposure (0: exactly, by comparing times)."""
+        if not seconds:
             return tx.c.occurred_at >= tx.c.assigned_at
         if pg:
             return at_least_after(tx.c.occurred_at, tx.c.assigned_at, seconds, dialect)
