@@ -14,7 +14,7 @@ from pilot import runs
 from pilot.aggregates import customer_cube
 from pilot.auth import CLI
 from pilot.db import db
-from pilot.models import AnalysisRun, Assignment, AuditEvent
+from pilot.models import AnalysisRun, Assignment, AuditEvent, Transaction
 from pilot.rollout import get_pilot
 from pilot.simulate import preset, simulate
 
@@ -34,6 +34,22 @@ def analyse(app, key: str) -> AnalysisRun:
         runs.execute(db.session, run)
         db.session.commit()
         return run
+
+
+def add_refunds(app, key: str) -> int:
+    """Refunds for every fifth customer, one after exposure and one in the pre-period: the simulation
+    sends sales only, and a refund adds spend and items but is not a visit."""
+    with app.app_context():
+        pilot = get_pilot(db.session, key)
+        rows = db.session.query(Assignment).filter_by(pilot_id=pilot.id).filter(Assignment.customer_id % 5 == 0).all()
+        for i, row in enumerate(rows):
+            for n, when in enumerate((row.assigned_at + timedelta(days=3, hours=i % 24),
+                                      pilot.started_at - timedelta(days=10, hours=i % 24))):
+                db.session.add(Transaction(source="test", event_id=f"refund-{key}-{i}-{n}", customer_id=row.customer_id,
+                                           store_id=row.store_id or 1, occurred_at=when, type="refund",
+                                           amount=-12.5 - i % 7, items=-1, batch_id=0, batch_row=i))
+        db.session.commit()
+        return len(rows)
 
 
 def raw_units(app, key: str, pre_days: int = 56) -> pd.DataFrame:
@@ -71,6 +87,7 @@ def raw_units(app, key: str, pre_days: int = 56) -> pd.DataFrame:
 
 def test_aggregates_equal_pandas_on_the_raw_rows(app):
     key = plant(app, "clear_win", customers=800, stores=12, key="agg")
+    assert add_refunds(app, key) > 100
     u = raw_units(app, key)
     with app.app_context():
         pilot = get_pilot(db.session, key)
@@ -91,6 +108,7 @@ def test_aggregates_equal_pandas_on_the_raw_rows(app):
 @pytest.mark.parametrize("weekly", ["spend", "visits"])
 def test_weekly_store_and_exposure_aggregates_equal_pandas(app, weekly):
     key = plant(app, "clear_win", customers=600, stores=10, key=f"wk{weekly}")
+    add_refunds(app, key)
     with app.app_context():
         pilot = get_pilot(db.session, key)
         # exposures spread over two weeks and the clock (sales fall 20:00-09:00), so units differ in
@@ -103,6 +121,7 @@ def test_weekly_store_and_exposure_aggregates_equal_pandas(app, weekly):
                              "AS store_id FROM assignments a JOIN customers c ON c.id = a.customer_id "
                              "WHERE a.pilot_id = :p"), conn, params={"p": pilot.id})
         t = pd.read_sql(text("SELECT customer_id, occurred_at, amount, type FROM transactions"), conn)
+        assert (t.type == "refund").sum() > 100
         cube = customer_cube(db.session, pilot, pilot.stage(1), NOW, weekly=weekly)
         if conn.dialect.name == "postgresql":  # the cube's planner setting does not outlive it
             assert conn.scalar(text("SELECT current_setting('enable_nestloop')")) == "on"
