@@ -15,7 +15,6 @@ member-period cost of membership mechanics pro rata over the exposure.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -25,6 +24,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateTableAs
 from sqlalchemy.sql.elements import ColumnElement
 
+from pilot.db import hash_joins
 from pilot.mechanics import member_period_cost
 from pilot.models import Assignment, Customer, Enrolment, Pilot, Stage, Transaction
 from pilot.segments import group_case, saved_groups
@@ -174,8 +174,7 @@ def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pr
             total(pre, tx.c["items"]).label("pre_items")]
     for w in range(weeks):
         in_week = and_(after(w * WEEK), ~after((w + 1) * WEEK))
-        sums.append(total(in_week, tx.c.amount) if weekly == "spend" else count(and_(in_week, sale)))
-        sums[-1] = sums[-1].label(f"w{w}")
+        sums.append((total(in_week, tx.c.amount) if weekly == "spend" else count(and_(in_week, sale))).label(f"w{w}"))
     per = select(tx.c.customer_id, *sums).group_by(tx.c.customer_id).subquery("per")
 
     exposed = now_s - epoch_seconds(a.assigned_at, dialect)
@@ -208,24 +207,6 @@ def _sums(unit) -> list[ColumnElement]:  # noqa: ANN001
     return cols
 
 
-@contextmanager
-def _hash_joins(conn):  # noqa: ANN001
-    """No nested loops on PostgreSQL for the statement inside (restored after, within the transaction).
-
-    The unit rows read every assignment of the stage and all their sales, so hash joins are the
-    right plan at any size. Statistics taken before the pilot was assigned (autovacuum has not
-    caught up yet) make the planner expect one row and choose a nested loop that re-aggregates the
-    sales once per customer: a minute instead of a tenth of a second for 4,000 customers.
-    """
-    if conn.dialect.name != "postgresql":
-        yield
-        return
-    was = conn.scalar(text("SELECT current_setting('enable_nestloop')"))
-    conn.execute(text("SELECT set_config('enable_nestloop', 'off', true)"))
-    yield  # on an error the transaction rolls back, and the local setting with it
-    conn.execute(text("SELECT set_config('enable_nestloop', :was, true)"), {"was": was})
-
-
 def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pre_days: int = 56,
                   weekly: str = "spend") -> Cube:
     """Per arm × group, arm × store and arm × week since exposure (of the `weekly` value, spend or
@@ -238,7 +219,7 @@ def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
     create = CreateTableAs(unit_rows(session, pilot, stage, cutoff, pre_days, weeks, weekly), "pilot_units",
                            temporary=True)
     unit = create.table
-    with _hash_joins(conn):
+    with hash_joins(conn):
         conn.execute(create)
     try:
         if conn.dialect.name == "postgresql":

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import (BigInteger, Column, ColumnElement, Float, Insert, Integer, MetaData, Select, String, Table, and_,
-                        bindparam, case, cast, exists, func, insert, literal, select, text)
+from sqlalchemy import (BigInteger, Column, ColumnElement, Float, Insert, Integer, MetaData, Select, String, Table,
+                        and_, bindparam, case, cast, exists, func, insert, literal, select)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from pilot.assignment import bucket, edges, variant_for
 from pilot.customers import ROW_COLUMNS
-from pilot.db import utcnow
+from pilot.db import hash_joins, utcnow
 from pilot.models import Assignment, Customer, Enrolment, LayerMembership, Pilot, Stage, Store, Variant
 from pilot.segments import group_case, saved_groups
 
@@ -268,32 +268,28 @@ def assign_bulk(session: Session, pilot: Pilot, holdout: Holdout) -> dict[str, A
                   .join(Enrolment, _enrolled_join()).where(Enrolment.pilot_id == pilot.id)
                   .where(~c["assigned"], ~c["held"], c["eligible"], ~c["other"]))
     conn = session.connection()
-    postgres = session.bind.dialect.name == "postgresql"
-    if postgres:  # right after a large import the statistics are stale and favour nested loops over
-        conn.execute(text("SET LOCAL enable_nestloop = off"))  # a million index probes; hash joins it is
-    bulk = Table("pilot_bulk", MetaData(), Column("customer_id", Integer), Column("store_id", Integer),
-                 Column("variant", String(64)), prefixes=["TEMPORARY"])
-    bulk.drop(conn, checkfirst=True)
-    bulk.create(conn)
-    conn.execute(insert(bulk).from_select(["customer_id", "store_id", "variant"], candidates))
-    conn.execute(_insert(session, LayerMembership).from_select(
-        ["layer", "customer_id", "pilot_id"],
-        select(literal(pilot.layer), bulk.c.customer_id, literal(pilot.id))
-        .where(bulk.c.customer_id.is_not(None))).on_conflict_do_nothing())  # (SQLite: an upsert's SELECT needs a WHERE)
-    rows = (select(literal(pilot.id), bulk.c.customer_id, bulk.c.variant, literal(pilot.current_stage),
-                   bulk.c.store_id, literal(utcnow(), type_=Assignment.__table__.c.assigned_at.type))
-            .join(LayerMembership, and_(LayerMembership.layer == pilot.layer,
-                                        LayerMembership.customer_id == bulk.c.customer_id,
-                                        LayerMembership.pilot_id == pilot.id))
-            .where(bulk.c.variant.is_not(None)))
-    count = select(func.count()).select_from(Assignment).where(Assignment.pilot_id == pilot.id)
-    before = conn.scalar(count)
-    conn.execute(_insert(session, Assignment).from_select(list(ASSIGNMENT_COLUMNS), rows).on_conflict_do_nothing())
-    added = conn.scalar(count) - before
-    bulk.drop(conn)
-    counts = assignment_counts(session, pilot, holdout)
-    if postgres:
-        conn.execute(text("SET LOCAL enable_nestloop TO DEFAULT"))
+    with hash_joins(conn):  # right after a large import stale statistics favour a million index probes
+        bulk = Table("pilot_bulk", MetaData(), Column("customer_id", Integer), Column("store_id", Integer),
+                     Column("variant", String(64)), prefixes=["TEMPORARY"])
+        bulk.drop(conn, checkfirst=True)
+        bulk.create(conn)
+        conn.execute(insert(bulk).from_select(["customer_id", "store_id", "variant"], candidates))
+        conn.execute(_insert(session, LayerMembership).from_select(  # (SQLite: an upsert's SELECT needs a WHERE)
+            ["layer", "customer_id", "pilot_id"],
+            select(literal(pilot.layer), bulk.c.customer_id, literal(pilot.id))
+            .where(bulk.c.customer_id.is_not(None))).on_conflict_do_nothing())
+        rows = (select(literal(pilot.id), bulk.c.customer_id, bulk.c.variant, literal(pilot.current_stage),
+                       bulk.c.store_id, literal(utcnow(), type_=Assignment.__table__.c.assigned_at.type))
+                .join(LayerMembership, and_(LayerMembership.layer == pilot.layer,
+                                            LayerMembership.customer_id == bulk.c.customer_id,
+                                            LayerMembership.pilot_id == pilot.id))
+                .where(bulk.c.variant.is_not(None)))
+        count = select(func.count()).select_from(Assignment).where(Assignment.pilot_id == pilot.id)
+        before = conn.scalar(count)
+        conn.execute(_insert(session, Assignment).from_select(list(ASSIGNMENT_COLUMNS), rows).on_conflict_do_nothing())
+        added = conn.scalar(count) - before
+        bulk.drop(conn)
+        counts = assignment_counts(session, pilot, holdout)
     return {"assigned_now": added, **counts}
 
 

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, create_engine, event, text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -48,6 +50,26 @@ class Base(DeclarativeBase):
 def utcnow() -> datetime:
     """The current time in UTC."""
     return datetime.now(timezone.utc)
+
+
+@contextmanager
+def hash_joins(conn: Connection) -> Iterator[None]:
+    """No nested loops on PostgreSQL for the statements inside (the setting is restored after, within
+    the transaction; on an error the transaction rolls back, and the local setting with it).
+
+    For set-based passes that read whole tables (bulk assignment, the analysis unit rows), where hash
+    joins are the right plan at any size: statistics taken before a large import or assignment
+    (autovacuum has not caught up yet) make the planner expect one row and choose nested loops, a
+    million index probes in bulk assignment and a re-aggregation per customer in the analysis (a
+    minute instead of a tenth of a second for 4,000 customers).
+    """
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    was = conn.scalar(text("SELECT current_setting('enable_nestloop')"))
+    conn.execute(text("SELECT set_config('enable_nestloop', 'off', true)"))
+    yield
+    conn.execute(text("SELECT set_config('enable_nestloop', :was, true)"), {"was": was})
 
 
 def make_engine(url: str) -> Engine:

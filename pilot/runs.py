@@ -68,10 +68,9 @@ def execute(session: Session, run: AnalysisRun) -> AnalysisRun:
     start = stage.started_at or pilot.started_at
     days = analysis.now_days(start, run.cutoff)
     work_mem = current_app.config.get("ANALYSIS_WORK_MEM", "256MB")
-    if session.bind.dialect.name == "postgresql" and work_mem:
-        # the per-unit GROUP BY over millions of rows hashes in memory instead of spilling to disk
-        session.execute(text("SELECT set_config('work_mem', :v, true)"), {"v": work_mem})
     if session.bind.dialect.name == "postgresql":
+        if work_mem:  # the per-unit GROUP BY over millions of rows hashes in memory instead of spilling to disk
+            session.execute(text("SELECT set_config('work_mem', :v, true)"), {"v": work_mem})
         # JIT compiles the wide aggregate once per parallel worker: seconds of compiling, no gain
         session.execute(text("SET LOCAL jit = off"))
     if pilot.unit == "store":
