@@ -87,13 +87,15 @@ def _new_customer(data, t) -> dict | None:
 
 @blp.route("/<key>/assignments")
 class Assignments(MethodView):
+    # Every write of an assignment is one race-safe statement (see assigning.assign_one), so the
+    # request runs without BEGIN/COMMIT round trips (the token is read on the same connection, see
+    # auth.autocommit_view); all checks come before any write.
+    autocommit = True
+
     @blp.arguments(AssignIn)
     @blp.response(200, AssignOut)
     def post(self, data, key):
         """Assign one customer (sticky): the variant to apply, or why there is none"""
-        # Every write of an assignment is one race-safe statement (see assigning.assign_one), so the
-        # request runs without BEGIN/COMMIT round trips; all checks come before any write.
-        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         principal = current()
         token_store = principal.store_code if principal.role == "store" else None
         new_home = (data["new_customer"] or {}).get("home_store")
