@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from pilot.assignment import bucket, edges, variant_for
 from pilot.customers import ROW_COLUMNS
-from pilot.db import hash_joins, utcnow
-from pilot.models import Assignment, Customer, Enrolment, LayerMembership, Pilot, Stage, Store, Variant
+from pilot.db import fast_rows, hash_joins, utcnow
+from pilot.models import ApiToken, Assignment, Customer, Enrolment, LayerMembership, Pilot, Stage, Store, Variant
 from pilot.segments import group_case, saved_groups
 
 
@@ -31,6 +31,10 @@ class Holdout:
 
     def holds(self, external_id: str) -> bool:
         return self.share > 0 and bucket(self.salt, external_id) < self.share
+
+
+class TokenNotLive(LookupError):
+    """The caller's token was revoked (or removed) during the request."""
 
 
 @dataclass(frozen=True)
@@ -65,16 +69,18 @@ def variant_sql(session: Session, salt: str, unit: ColumnElement, weights: dict[
 
 @dataclass
 class Till:
-    """What one assignment request needs to know, read in one query: the pilot and its current stage,
-    the customer and any stored assignment, the store of the purchase and its enrolment, the variants,
-    and the home store a customer to be created names."""
+    """What one assignment request needs to know, read in one query: the caller's token (read again,
+    so a token revoked a moment ago is refused), the pilot and its current stage, the customer and any
+    stored assignment, the store of the purchase and its enrolment, the variants, and the home store a
+    customer to be created names. `pilot_id` is None when there is no such pilot."""
 
     params: dict[str, Any]
-    pilot_id: int
-    state: str
-    layer: str
-    salt: str
-    unit: str
+    token_store: str | None
+    pilot_id: int | None
+    state: str | None
+    layer: str | None
+    salt: str | None
+    unit: str | None
     stage: int | None
     allocation: dict[str, float]
     eligible_groups: list[str] | None
@@ -91,17 +97,20 @@ class Till:
 
 @cache
 def _till_query() -> Select:
-    p, st, c, hs, ps, nh = (t.alias(n) for t, n in ((Pilot.__table__, "p"), (Stage.__table__, "st"),
-                                                     (Customer.__table__, "c"), (Store.__table__, "hs"),
-                                                     (Store.__table__, "ps"), (Store.__table__, "nh")))
-    e, a, v = Enrolment.__table__.alias("e"), Assignment.__table__.alias("a"), Variant.__table__.alias("v")
+    p, st, c, hs, ps, nh, ts = (t.alias(n) for t, n in (
+        (Pilot.__table__, "p"), (Stage.__table__, "st"), (Customer.__table__, "c"), (Store.__table__, "hs"),
+        (Store.__table__, "ps"), (Store.__table__, "nh"), (Store.__table__, "ts")))
+    tok, e = ApiToken.__table__.alias("tok"), Enrolment.__table__.alias("e")
+    a, v = Assignment.__table__.alias("a"), Variant.__table__.alias("v")
     new_home = bindparam("new_home", type_=String)
     store_code = func.coalesce(bindparam("store", type_=String), hs.c.code, case((c.c.id.is_(None), new_home)),
-                               bindparam("token_store", type_=String))
-    return (select(p.c.id, p.c.state, p.c.layer, p.c.salt, p.c.unit, p.c.current_stage, st.c.allocation,
+                               ts.c.code)
+    return (select(ts.c.code, p.c.id, p.c.state, p.c.layer, p.c.salt, p.c.unit, p.c.current_stage, st.c.allocation,
                    st.c.eligible_groups, c.c.id, store_code, ps.c.id, e.c.id, e.c.arm, a.c.variant, a.c.assigned_at,
                    nh.c.id, v.c.key, v.c.name, v.c.mechanic, v.c.parameters)
-            .select_from(p)
+            .select_from(tok)
+            .outerjoin(ts, ts.c.id == tok.c.store_id)  # a store token's store: the default store of the purchase
+            .outerjoin(p, p.c.key == bindparam("pilot", type_=String))
             .outerjoin(st, and_(st.c.pilot_id == p.c.id, st.c.position == p.c.current_stage))
             .outerjoin(c, c.c.external_id == bindparam("customer", type_=String))
             .outerjoin(hs, hs.c.id == c.c.home_store_id)
@@ -110,22 +119,23 @@ def _till_query() -> Select:
             .outerjoin(e, and_(e.c.pilot_id == p.c.id, e.c.store_id == ps.c.id, e.c.withdrawn_at.is_(None)))
             .outerjoin(a, and_(a.c.pilot_id == p.c.id, a.c.customer_id == c.c.id))
             .outerjoin(v, v.c.programme_id == p.c.programme_id)
-            .where(p.c.key == bindparam("pilot", type_=String)))
+            .where(tok.c.token_hash == bindparam("token_hash", type_=String), tok.c.revoked_at.is_(None)))
 
 
-def till(session: Session, pilot_key: str, customer: str, store: str | None, token_store: str | None = None,
+def till(session: Session, token_hash: str, pilot_key: str, customer: str, store: str | None,
          new_home: str | None = None) -> Till | None:
-    """The context of one assignment (None: no such pilot). The store is the purchase's, else the
-    customer's home store (`new_home` for a customer still to be created), else a store token's."""
-    params = {"pilot": pilot_key, "customer": customer, "store": store, "token_store": token_store,
+    """The context of one assignment; None when the token (by its hash) is unknown or revoked. The
+    store is the purchase's, else the customer's home store (`new_home` for a customer still to be
+    created), else a store token's."""
+    params = {"token_hash": token_hash, "pilot": pilot_key, "customer": customer, "store": store,
               "new_home": new_home}
-    rows = session.connection().execute(_till_query(), params).all()
+    rows = fast_rows(session.connection(), _till_query(), params)
     if not rows:
         return None
     r = rows[0]
-    return Till(params, *r[:6], r[6] or {}, *r[7:11], r[11] is not None, *r[12:16],
-                {x[16]: {"key": x[16], "name": x[17], "mechanic": x[18], "parameters": x[19]}
-                 for x in rows if x[16] is not None})
+    return Till(params, *r[:7], r[7] or {}, *r[8:12], r[12] is not None, *r[13:17],
+                {x[17]: {"key": x[17], "name": x[18], "mechanic": x[19], "parameters": x[20]}
+                 for x in rows if x[17] is not None})
 
 
 def assign_one(session: Session, t: Till, holdout: Holdout, create: dict[str, Any] | None = None) -> Decision:
@@ -138,13 +148,15 @@ def assign_one(session: Session, t: Till, holdout: Holdout, create: dict[str, An
         if session.bind.dialect.name == "postgresql" and t.state == "running" and t.eligible_groups is None:
             reason, variant = _eligibility(session, t, holdout)
             if reason is None and variant is not None:
-                won = session.connection().execute(_create_claim_and_insert(), _row(t, variant, create)).first()
-                if won is not None:
-                    return Decision(won.variant, None, won.assigned_at, new=True)
+                won = fast_rows(session.connection(), _create_claim_and_insert(), _row(t, variant, create))
+                if won:
+                    return Decision(won[0][0], None, won[0][1], new=True)
         session.connection().execute(_insert(session, Customer).values(create).on_conflict_do_nothing(
             index_elements=["external_id"]))
         p = t.params  # read again: the customer now exists (created here or by a concurrent request)
-        t = till(session, p["pilot"], p["customer"], p["store"], p["token_store"], p["new_home"])
+        t = till(session, p["token_hash"], p["pilot"], p["customer"], p["store"], p["new_home"])
+        if t is None:
+            raise TokenNotLive("the token was revoked while the customer was created")
     if t.state != "running":
         return Decision(None, "pilot_not_running")
     if t.customer_id is None:
@@ -158,9 +170,9 @@ def assign_one(session: Session, t: Till, holdout: Holdout, create: dict[str, An
         return Decision(None, "no_allocation")
     row = _row(t, variant)
     if session.bind.dialect.name == "postgresql":
-        won = session.connection().execute(_claim_and_insert(), row).first()
-        if won is not None:  # the usual case: one statement claims the layer and stores the assignment
-            return Decision(won.variant, None, won.assigned_at, new=True)
+        won = fast_rows(session.connection(), _claim_and_insert(), row)
+        if won:  # the usual case: one statement claims the layer and stores the assignment
+            return Decision(won[0][0], None, won[0][1], new=True)
     session.execute(_insert(session, LayerMembership).values(layer=t.layer, customer_id=t.customer_id,
                                                              pilot_id=t.pilot_id).on_conflict_do_nothing())
     holder = session.scalar(select(LayerMembership.pilot_id).where(LayerMembership.layer == t.layer,

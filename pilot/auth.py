@@ -105,15 +105,20 @@ def issue_token(session: Session, name: str, role: str, store: Store | None) -> 
     return token, secret
 
 
-def principal_for(session: Session, secret: str, conn: Connection | None = None) -> Principal | None:
-    """The principal of a live token, or None. Read on `conn` when given (a connection outside any
-    transaction), else on a connection of its own, outside the request's transaction."""
+def principal_for(session: Session, secret: str) -> Principal | None:
+    """The principal of a live token, or None."""
+    return _principal_by_hash(session, hash_token(secret))
+
+
+def _principal_by_hash(session: Session, token_hash: str, conn: Connection | None = None) -> Principal | None:
+    """Read on `conn` when given (a connection outside any transaction), else on a connection of its
+    own, outside the request's transaction."""
     if conn is not None:
-        row = conn.execute(_by_hash(), {"token_hash": hash_token(secret)}).first()
+        row = conn.execute(_by_hash(), {"token_hash": token_hash}).first()
     else:
         with session.bind.connect() as own:
             row = own.execution_options(isolation_level="AUTOCOMMIT").execute(
-                _by_hash(), {"token_hash": hash_token(secret)}).first()
+                _by_hash(), {"token_hash": token_hash}).first()
     if row is None or row.revoked_at is not None:
         return None
     return Principal(row.id, row.name, row.role, row.code)
@@ -171,11 +176,30 @@ def init_app(app: Flask) -> None:
             raise ApiError(403, f"Role {g.principal.role!r} may not {request.method} {request.path}.")
 
 
-def autocommit_view() -> bool:
-    """Whether the request's view runs without a transaction (its class says `autocommit = True`:
-    every write it makes is one statement that settles races by itself)."""
+def _view_class() -> type | None:
     view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
-    return getattr(getattr(view, "view_class", None), "autocommit", False)
+    return getattr(view, "view_class", None)
+
+
+SEEN_MAX = 10_000
+
+
+def _seen() -> dict[str, Principal]:
+    """Tokens this app (in this process) has seen live, by hash, for views that read the token again
+    in their own first statement (`rechecks_token = True` on the view class; the view calls `forget`
+    when that statement finds it revoked). For them the role check needs no query of its own: a
+    token's role and store never change, and a token revoked anywhere is refused by its next request."""
+    return current_app.extensions.setdefault("pilot.tokens_seen", {})
+
+
+def forget(token_hash: str) -> None:
+    """Drop a token found revoked from this app's memory."""
+    _seen().pop(token_hash, None)
+
+
+def token_hash() -> str:
+    """The hash of this request's token."""
+    return g.token_hash
 
 
 def _authenticate() -> Principal:
@@ -183,11 +207,21 @@ def _authenticate() -> Principal:
     scheme, _, secret = header.partition(" ")
     principal = None
     if scheme.lower() == "bearer" and secret.strip():
-        # An autocommit view gets its connection now and the token is read on it: one pool checkout
-        # per request instead of two on the service's busiest path (assignment at the till).
-        conn = db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"}) \
-            if autocommit_view() else None
-        principal = principal_for(db.session, secret.strip(), conn)
+        g.token_hash = hash_token(secret.strip())
+        view = _view_class()
+        conn = None
+        if getattr(view, "autocommit", False):
+            # A view without a transaction (each of its writes is one statement that settles races by
+            # itself) gets its connection now; the token is read on it: one pool checkout per request.
+            conn = db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        seen = _seen() if getattr(view, "rechecks_token", False) else None
+        principal = seen.get(g.token_hash) if seen is not None else None
+        if principal is None:
+            principal = _principal_by_hash(db.session, g.token_hash, conn)
+            if principal is not None and seen is not None:
+                if len(seen) >= SEEN_MAX:
+                    seen.clear()
+                seen[g.token_hash] = principal
     if principal is None:
         raise ApiError(401, "A valid API token is required (Authorization: Bearer <token>).")
     return principal

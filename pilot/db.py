@@ -8,9 +8,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, create_engine, event, text
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy import JSON, DateTime, Executable, MetaData, TypeDecorator, create_engine, event, text
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 PING_AFTER_IDLE_SECONDS = 1.0
@@ -70,6 +70,64 @@ def hash_joins(conn: Connection) -> Iterator[None]:
     conn.execute(text("SELECT set_config('enable_nestloop', 'off', true)"))
     yield
     conn.execute(text("SELECT set_config('enable_nestloop', :was, true)"), {"was": was})
+
+
+class DriverStatement:
+    """A Core statement compiled once for PostgreSQL and run straight on the psycopg connection:
+    bind values go through the statement's types, result values through its columns' types, and
+    no SQLAlchemy result objects are built.
+
+    Only for the hot path of assignment at the till, where SQLAlchemy's per-execution work was half
+    the Python time of a statement (till context: 125 us of CPU through Core, 63 us on the driver).
+    The SQL stays written once, with Core; SQLite runs the same statement through SQLAlchemy."""
+
+    def __init__(self, stmt: Executable, dialect: Dialect) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        self.stmt, self.sql = stmt, compiled.string
+        self.binds = [(name, bind.type.dialect_impl(dialect).bind_processor(dialect))
+                      for name, bind in compiled.binds.items()]
+        results = [(i, c.type.dialect_impl(dialect).result_processor(dialect, None))
+                   for i, c in enumerate(stmt.exported_columns)]
+        self.results = [(i, f) for i, f in results if f is not None]
+
+    def rows(self, conn: Connection, params: dict[str, Any]) -> list[tuple]:
+        values = {}
+        for name, process in self.binds:
+            value = params.get(name)
+            values[name] = value if process is None or value is None else process(value)
+        dbapi_conn = conn.connection.driver_connection
+        try:
+            cursor = dbapi_conn.execute(self.sql, values, prepare=True)
+            rows = cursor.fetchall() if cursor.description is not None else []
+        except conn.dialect.loaded_dbapi.Error as exc:  # as SQLAlchemy would: a lost connection leaves the pool
+            lost = conn.dialect.is_disconnect(exc, dbapi_conn, None)
+            if lost:
+                conn.invalidate(exc)
+            raise DBAPIError.instance(self.sql, values, exc, conn.dialect.loaded_dbapi.Error,
+                                      connection_invalidated=lost, dialect=conn.dialect) from exc
+        if self.results:
+            for n, row in enumerate(rows):
+                row = list(row)
+                for i, process in self.results:
+                    row[i] = process(row[i])
+                rows[n] = tuple(row)
+        return rows
+
+
+_driver_statements: dict[tuple[int, str], DriverStatement] = {}
+
+
+def fast_rows(conn: Connection, stmt: Executable, params: dict[str, Any]) -> list[Any]:
+    """The rows of a Core statement that lives for the whole process (built once, e.g. under
+    functools.cache): on the driver for PostgreSQL (see DriverStatement), through SQLAlchemy elsewhere.
+    Rows are tuples in the statement's column order."""
+    if conn.dialect.name != "postgresql":
+        return conn.execute(stmt, params).all()
+    key = (id(stmt), conn.dialect.name)
+    prepared = _driver_statements.get(key)
+    if prepared is None or prepared.stmt is not stmt:
+        prepared = _driver_statements[key] = DriverStatement(stmt, conn.dialect)
+    return prepared.rows(conn, params)
 
 
 def make_engine(url: str) -> Engine:

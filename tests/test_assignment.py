@@ -1,15 +1,18 @@
 """Assignment: golden cases, uniformity, stickiness, reasons, layers, holdout, bulk, SRM."""
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from pilot import create_app
+from pilot.assigning import _till_query
 from pilot.assignment import bucket, variant_for
-from pilot.db import db
+from pilot.auth import hash_token
+from pilot.db import db, fast_rows
 from pilot.models import Assignment
 from tests.test_pilots import ALLOCATION, PROGRAMME, act, pilot_body, world  # noqa: F401
 
@@ -185,3 +188,43 @@ def test_cli_assign(app, running):
     out = app.test_cli_runner().invoke(cli, ["assign", "--pilot", "p1"])
     assert out.exit_code == 0 and json.loads(out.output)["assigned_now"] == 200
     assert app.test_cli_runner().invoke(cli, ["assign", "--pilot", "nope"]).exit_code == 2
+
+
+def test_a_token_revoked_elsewhere_is_refused_at_the_till(app, client, running, auth):
+    """The till reads the token again with its context, so a token this app has seen live (and no
+    longer looks up on its own) is refused on its next request after another process revoked it."""
+    made = client.post("/api/v1/tokens", json={"name": "pos 7", "role": "feed"}, headers=auth("admin")).json
+    pos = {"Authorization": f"Bearer {made['token']}"}
+    assert assign(client, pos, "c0").json["assigned"]
+    assert assign(client, pos, "c3").json["assigned"]
+    seen = app.extensions["pilot.tokens_seen"]
+    assert hash_token(made["token"]) in seen  # the second request took the path without a token query
+    other = create_app({"DATABASE_URL": app.config["DATABASE_URL"], "AUTO_MIGRATE": False, "TESTING": True})
+    assert other.test_client().delete(f"/api/v1/tokens/{made['id']}", headers=auth("admin")).status_code == 200
+    with other.app_context():
+        db.engine.dispose()
+    refused = assign(client, pos, "c6")
+    assert refused.status_code == 401 and refused.json["error"]["code"] == "unauthorized", refused.json
+    assert hash_token(made["token"]) not in seen
+    assert assign(client, pos, "c9").status_code == 401
+    with app.app_context():  # nothing was assigned with the revoked token
+        assert db.session.scalar(select(func.count()).select_from(Assignment)) == 2
+
+
+def test_the_till_on_the_driver_reads_what_sqlalchemy_reads(app, client, running, auth, tokens):
+    """PostgreSQL runs the till's statements on the driver (pilot.db.fast_rows); the rows must be
+    those SQLAlchemy gives for the same statement: types, UTC times, JSON, NULLs."""
+    assert assign(client, auth("feed"), "c0").json["assigned"]
+    params = [{"token_hash": hash_token(tokens[role]), "pilot": "p1", "customer": c, "store": s, "new_home": h}
+              for role, c, s, h in (("feed", "c0", None, None), ("store", "c3", None, None),
+                                    ("feed", "nobody", "ra1", "ra2"), ("feed", "c0", "zz", None))]
+    params.append({**params[0], "pilot": "no-such-pilot"})
+    params.append({**params[0], "token_hash": "0" * 64})
+    with app.app_context():
+        conn = db.session.connection()
+        if conn.dialect.name == "postgresql":  # times come back in the session's zone unless converted
+            conn.execute(text("SET LOCAL TIME ZONE 'America/New_York'"))
+        for p in params:
+            assert fast_rows(conn, _till_query(), p) == [tuple(r) for r in conn.execute(_till_query(), p)], p
+        stored = fast_rows(conn, _till_query(), params[0])[0][15]
+        assert stored.utcoffset() == timedelta(0)

@@ -74,3 +74,28 @@ def test_a_dropped_connection_is_replaced_after_idle(app, backend, client, runni
     for c in ("c0", "c3"):
         r = client.post("/api/v1/pilots/p1/assignments", json={"customer": c}, headers=auth("feed"))
         assert r.status_code == 200 and r.json["assigned"], r.json
+
+
+def test_a_connection_dropped_under_the_till_costs_one_request(app, backend, client, running, auth,  # noqa: F811
+                                                               monkeypatch):
+    """The till's statements run on the driver (pilot.db.fast_rows); a connection lost there must
+    leave the pool as SQLAlchemy would make it: that request fails, the next one gets a new connection."""
+    if backend[0] != "postgresql":
+        pytest.skip("connection loss is checked against PostgreSQL (set PILOT_TEST_DATABASE_URL)")
+    db_module = importlib.import_module("pilot.db")
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 1e9)  # a busy pool: no ping at checkout
+    for c in ("c0", "c3"):  # the token is now known: the till's statement is the request's first
+        assert client.post("/api/v1/pilots/p1/assignments", json={"customer": c}, headers=auth("feed")).status_code == 200
+    from pilot.db import make_engine
+    admin = make_engine(app.config["DATABASE_URL"])
+    with admin.connect() as conn:
+        killed = conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                                   "AND application_name = ''")).all()
+    admin.dispose()
+    assert killed
+    lost = client.post("/api/v1/pilots/p1/assignments", json={"customer": "c6"}, headers=auth("feed"))
+    assert lost.status_code == 500 and lost.json["error"]["code"] == "internal_error"
+    for c in ("c6", "c9"):
+        r = client.post("/api/v1/pilots/p1/assignments", json={"customer": c}, headers=auth("feed"))
+        assert r.status_code == 200 and r.json["assigned"], r.json

@@ -7,8 +7,9 @@ from experiments.srm import srm_test
 from pilot import rollout
 from pilot.api.base import Blueprint, Schema
 from pilot.api.customers import CustomerIn
-from pilot.assigning import Holdout, assign_bulk, assign_one, assignment_counts, stage_counts, till
-from pilot.auth import current, require_store_scope
+from pilot.assigning import (Holdout, TokenNotLive, assign_bulk, assign_one, assignment_counts, stage_counts,
+                             till)
+from pilot.auth import forget, require_store_scope, token_hash
 from pilot.customers import customer_row
 from pilot.db import db
 from pilot.errors import ApiError
@@ -74,6 +75,11 @@ def holdout() -> Holdout:
     return Holdout(current_app.config["HOLDOUT_SHARE"], current_app.config["HOLDOUT_SALT"])
 
 
+def _revoked() -> ApiError:
+    forget(token_hash())
+    return ApiError(401, "A valid API token is required (Authorization: Bearer <token>).")
+
+
 def _new_customer(data, t) -> dict | None:
     """The columns of the request's unknown customer (validated by NewCustomerIn), or None."""
     if t.customer_id is not None or data["new_customer"] is None:
@@ -88,25 +94,29 @@ def _new_customer(data, t) -> dict | None:
 @blp.route("/<key>/assignments")
 class Assignments(MethodView):
     # Every write of an assignment is one race-safe statement (see assigning.assign_one), so the
-    # request runs without BEGIN/COMMIT round trips (the token is read on the same connection, see
-    # auth.autocommit_view); all checks come before any write.
+    # request runs without BEGIN/COMMIT round trips; all checks come before any write. The context
+    # query reads the token again, so a token already seen live needs no query of its own (auth._seen).
     autocommit = True
+    rechecks_token = True
 
     @blp.arguments(AssignIn)
     @blp.response(200, AssignOut)
     def post(self, data, key):
         """Assign one customer (sticky): the variant to apply, or why there is none"""
-        principal = current()
-        token_store = principal.store_code if principal.role == "store" else None
         new_home = (data["new_customer"] or {}).get("home_store")
-        t = till(db.session, key, data["customer"], data["store"], token_store, new_home)
+        t = till(db.session, token_hash(), key, data["customer"], data["store"], new_home)
         if t is None:
+            raise _revoked()
+        if t.pilot_id is None:
             raise ApiError(404, f"No pilot {key!r}.")
         if t.store_code is not None:
             require_store_scope(t.store_code)
         if data["store"] is not None and t.store_id is None:
             raise ApiError(422, f"Unknown store {data['store']!r}.", details={"fields": {"store": ["Unknown store."]}})
-        decision = assign_one(db.session, t, holdout(), _new_customer(data, t))
+        try:
+            decision = assign_one(db.session, t, holdout(), _new_customer(data, t))
+        except TokenNotLive:
+            raise _revoked() from None
         db.session.commit()
         v = t.variants.get(decision.variant)
         return {"pilot": key, "customer": data["customer"], "assigned": v is not None,
