@@ -62,6 +62,6 @@ class Transaction(Base):
     points_issued: Mapped[int] = mapped_column(default=0)
     points_redeemed: Mapped[int] = mapped_column(default=0)
     channel: Mapped[str] = mapped_column(String(16), default="store")
-    batch_id: Mapped[int] = mapped_column(index=True)
+    batch_id: Mapped[int]  # no index: nothing looks rows up by batch (migration 0007)
     batch_row: Mapped[int]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
