@@ -70,7 +70,9 @@ def load_demo(session: Session, customers: int = 20_000, seed: int = 7, history:
     first, second = (dict(s) for s in PILOT["stages"])
     first.update(planned_start=today - timedelta(weeks=5), planned_end=today + timedelta(days=25))
     second.update(planned_start=today + timedelta(days=26), planned_end=today + timedelta(days=90))
-    pilot = create_pilot(session, CLI.actor, programme, {**PILOT, "stages": [first, second]})
+    # A salt from the seed (not a random one): the same seed gives the same assignments, transactions,
+    # analysis and recommendation, whenever and wherever the demo is loaded.
+    pilot = create_pilot(session, CLI.actor, programme, {**PILOT, "salt": f"demo-{seed}", "stages": [first, second]})
     transition(session, CLI.actor, pilot, "start")
     if history:
         _history(session, pilot, seed)
