@@ -204,6 +204,7 @@ class Ingest:
         session.add(self.batch)
         session.flush()
         self.rows = 0
+        self.staged = 0  # rows in the staging table
         self.pending: list[tuple] = []
         self._create_staging()
 
@@ -251,6 +252,7 @@ class Ingest:
             cursor.executemany(f"INSERT INTO temp.pilot_staging VALUES ({', '.join('?' * len(STAGING_COLUMNS))})",
                                [_sqlite_row(r) for r in self.pending])
             cursor.close()
+        self.staged += len(self.pending)
         self.pending = []
 
     # -- write --------------------------------------------------------------------------------
@@ -270,8 +272,8 @@ class Ingest:
                 self.errors.add(number, "customer", f"Unknown customer {customer!r}.")
             if self.errors.count and self.on_error == "reject_batch":
                 self._raise_rejected(out)
-            sql(text("DELETE FROM pilot_staging WHERE NOT EXISTS "
-                     "(SELECT 1 FROM customers c WHERE c.external_id = pilot_staging.customer)"))
+            self.staged -= sql(text("DELETE FROM pilot_staging WHERE NOT EXISTS "
+                                    "(SELECT 1 FROM customers c WHERE c.external_id = pilot_staging.customer)")).rowcount
         now = utcnow()
         empty = "CAST('{}' AS JSON)" if self.pg else "'{}'"
         out.customers_created = sql(text(
@@ -285,9 +287,13 @@ class Ingest:
             "SELECT :source, s.event_id, c.id, s.store_id, s.occurred_at, s.type, s.amount, s.items, "
             "s.discount_cost, s.points_issued, s.points_redeemed, s.channel, :batch, s.batch_row, :now "
             "FROM pilot_staging s JOIN customers c ON c.external_id = s.customer "
-            "WHERE s.batch_row IN (SELECT MIN(batch_row) FROM pilot_staging GROUP BY event_id) "
+            # in row order, so of an event id sent twice in the batch the first row is stored (the
+            # later ones meet it in the unique index) and then compared like any duplicate
+            "ORDER BY s.batch_row "
             "ON CONFLICT (source, event_id) DO NOTHING"),
             {"source": self.source, "batch": self.batch.id, "now": time_value(now, self.dialect)}).rowcount
+        if out.accepted == self.staged:  # every staged row is new: no duplicates or conflicts to look for
+            return self._accepted(out)
         same = "IS NOT DISTINCT FROM" if self.pg else "IS"
         equal = " AND ".join(f"t.{c} {same} s.{c}" for c in (
             "store_id", "occurred_at", "type", "amount", "items", "discount_cost", "points_issued",
@@ -303,6 +309,9 @@ class Ingest:
             out.conflict_rows = [{"row": r, "event_id": e, "stored_batch_id": b} for r, e, b in sql(text(
                 f"SELECT s.batch_row, s.event_id, t.batch_id {compare} AND NOT ({equal}) "
                 f"ORDER BY s.batch_row LIMIT {SAMPLE}"), params)]
+        return self._accepted(out)
+
+    def _accepted(self, out: Outcome) -> Outcome:
         out.rejected = self._rejected_rows()
         out.errors = self.errors.rows[:SAMPLE]
         self._close("accepted", out)
