@@ -3,9 +3,10 @@
 Rows are checked one by one in Python (every bad row is reported with its number, field and
 reason) and streamed into a temporary staging table: `COPY` on PostgreSQL, `executemany` on
 SQLite, in chunks, so memory stays flat however large the file. Then a few set-based statements
-create unknown customers, insert the first row of each event id with `ON CONFLICT DO NOTHING`,
-and compare every staged row with what is stored to count accepted rows, duplicates (same
-content) and conflicts (same event id, other content; never applied). All of it happens in the
+create unknown customers, insert the staged rows in row order with `ON CONFLICT DO NOTHING` (so of
+an event id repeated in the batch the first row is stored), and, unless every staged row was new,
+compare every staged row with what is stored to count duplicates (same content) and conflicts (same
+event id, other content; never applied). All of it happens in the
 caller's transaction: a rejected or interrupted batch leaves nothing behind but its record.
 """
 from __future__ import annotations
