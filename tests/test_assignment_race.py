@@ -5,7 +5,7 @@ import multiprocessing as mp
 import pytest
 from sqlalchemy import func, select, text
 
-from pilot.db import db
+from pilot.db import db, make_engine
 from pilot.models import Assignment, Customer, LayerMembership
 from tests.test_assignment import running  # noqa: F401  (fixture)
 from tests.test_pilots import world  # noqa: F401  (fixture)
@@ -63,14 +63,7 @@ def test_a_dropped_connection_is_replaced_after_idle(app, backend, client, runni
         pids = {row[0] for row in db.session.execute(text("SELECT pg_backend_pid()"))}
         db.session.close()
     monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 0.0)
-    from pilot.db import make_engine
-    admin = make_engine(app.config["DATABASE_URL"])
-    with admin.connect() as conn:
-        killed = conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                   "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                                   "AND application_name = ''")).all()
-    admin.dispose()
-    assert pids and killed
+    assert pids and _kill_app_connections(app)
     for c in ("c0", "c3"):
         r = client.post("/api/v1/pilots/p1/assignments", json={"customer": c}, headers=auth("feed"))
         assert r.status_code == 200 and r.json["assigned"], r.json
@@ -86,16 +79,20 @@ def test_a_connection_dropped_under_the_till_costs_one_request(app, backend, cli
     monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 1e9)  # a busy pool: no ping at checkout
     for c in ("c0", "c3"):  # the token is now known: the till's statement is the request's first
         assert client.post("/api/v1/pilots/p1/assignments", json={"customer": c}, headers=auth("feed")).status_code == 200
-    from pilot.db import make_engine
+    assert _kill_app_connections(app)
+    lost = client.post("/api/v1/pilots/p1/assignments", json={"customer": "c6"}, headers=auth("feed"))
+    assert lost.status_code == 500 and lost.json["error"]["code"] == "internal_error"
+    for c in ("c6", "c9"):
+        r = client.post("/api/v1/pilots/p1/assignments", json={"customer": c}, headers=auth("feed"))
+        assert r.status_code == 200 and r.json["assigned"], r.json
+
+
+def _kill_app_connections(app) -> list:
+    """Terminate every connection of the app's pool (as a database restart would); the rows killed."""
     admin = make_engine(app.config["DATABASE_URL"])
     with admin.connect() as conn:
         killed = conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
                                    "AND application_name = ''")).all()
     admin.dispose()
-    assert killed
-    lost = client.post("/api/v1/pilots/p1/assignments", json={"customer": "c6"}, headers=auth("feed"))
-    assert lost.status_code == 500 and lost.json["error"]["code"] == "internal_error"
-    for c in ("c6", "c9"):
-        r = client.post("/api/v1/pilots/p1/assignments", json={"customer": c}, headers=auth("feed"))
-        assert r.status_code == 200 and r.json["assigned"], r.json
+    return killed
