@@ -114,7 +114,7 @@ class DriverStatement:
         return rows
 
 
-_driver_statements: dict[tuple[int, str], DriverStatement] = {}
+_driver_statements: dict[int, DriverStatement] = {}
 
 
 def fast_rows(conn: Connection, stmt: Executable, params: dict[str, Any]) -> list[Any]:
@@ -123,10 +123,9 @@ def fast_rows(conn: Connection, stmt: Executable, params: dict[str, Any]) -> lis
     Rows are tuples in the statement's column order."""
     if conn.dialect.name != "postgresql":
         return conn.execute(stmt, params).all()
-    key = (id(stmt), conn.dialect.name)
-    prepared = _driver_statements.get(key)
-    if prepared is None or prepared.stmt is not stmt:
-        prepared = _driver_statements[key] = DriverStatement(stmt, conn.dialect)
+    prepared = _driver_statements.get(id(stmt))
+    if prepared is None or prepared.stmt is not stmt:  # (an id is only unique while its object lives)
+        prepared = _driver_statements[id(stmt)] = DriverStatement(stmt, conn.dialect)
     return prepared.rows(conn, params)
 
 
