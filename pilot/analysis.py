@@ -110,8 +110,11 @@ def _good(metric: str, value: float) -> float:
 
 
 def compute(pilot_data: dict[str, Any], cube: Cube, days: float, tuning: float = 5000.0,
-            projected_customers: int | None = None, daily_new_units: float | None = None) -> dict[str, Any]:
-    """Every result table of one stage from its cube; pilot_data holds the configuration."""
+            projected_customers: int | None = None, daily_new_units: float | None = None,
+            srm_shares: dict[str, float] | None = None) -> dict[str, Any]:
+    """Every result table of one stage from its cube; pilot_data holds the configuration.
+    `srm_shares`: the share of units each arm should hold when the stage's weights changed while it
+    ran (see runs.srm_shares); the sample-ratio check expects the current weights otherwise."""
     alpha, control = pilot_data["alpha"], pilot_data["control"]
     config = InferenceConfig(alpha=alpha)
     weights = pilot_data["allocation"]
@@ -125,7 +128,8 @@ def compute(pilot_data: dict[str, Any], cube: Cube, days: float, tuning: float =
         return _store_results(pilot_data, cube, days, arms, treatments, config)
     totals = {k: cube.arm(k) for k in arms}
     counts = [int(totals[k].get("n", 0)) for k in arms]
-    srm = srm_test(counts, [weights[k] for k in arms], threshold=SRM_ALPHA)
+    expected = srm_shares or weights
+    srm = srm_test(counts, [expected[k] for k in arms], threshold=SRM_ALPHA)
     rows = []
     for arm in treatments:
         for metric in metrics:
@@ -191,8 +195,9 @@ def compute(pilot_data: dict[str, Any], cube: Cube, days: float, tuning: float =
     return _clean({"unit": "customer", "arms": [{"variant": k, "weight": weights[k], "n": int(totals[k].get("n", 0)),
                                                  "role": "control" if k == control else "treatment",
                                                  "mechanic": pilot_data["mechanics"].get(k)} for k in arms],
-                   "srm": {**asdict(srm), "observed": counts, "variants": arms}, "metrics": rows,
-                   "groups": group_rows, "heterogeneity": heterogeneity, "weeks": week_rows, "trend": trends,
+                   "srm": {**asdict(srm), "observed": counts, "variants": arms,
+                           "shares": {k: expected[k] for k in arms}, "weights_changed": srm_shares is not None},
+                   "metrics": rows, "groups": group_rows, "heterogeneity": heterogeneity, "weeks": week_rows, "trend": trends,
                    "economics": econ, "cluster_robust": cluster, "power": power, "days": days})
 
 

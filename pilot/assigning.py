@@ -7,6 +7,7 @@ what is stored: two processes assigning the same customer get one row and the sa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -343,3 +344,32 @@ def stage_counts(session: Session, pilot: Pilot) -> dict[int, dict[str, int]]:
     for stage, variant, n in rows:
         out.setdefault(stage, {})[variant] = n
     return out
+
+
+def expected_shares(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime | None = None,
+                    arms: list[str] | None = None) -> dict[str, float] | None:
+    """The share of a stage's units each arm should hold when the running stage's weights changed
+    (None when they never did, or for a store-level pilot, whose arms are set at enrolment).
+
+    Units keep the arm they got under the weights of their time, so the units assigned in each period
+    between changes (stage.allocation_log) follow that period's weights, renormalised over `arms`
+    (default: the arms with weight now, the ones an analysis compares), counting units assigned before
+    `cutoff` (default: all). A ramp from 90/10 to 50/50 is
+    then no sample-ratio mismatch; a broken assignment still is."""
+    if not stage.allocation_log or pilot.unit != "customer":
+        return None
+    arms = arms if arms is not None else [k for k, w in stage.allocation.items() if w > 0]
+    ends = [datetime.fromisoformat(e["until"]) for e in stage.allocation_log]
+    weights = [e["allocation"] for e in stage.allocation_log] + [stage.allocation]
+    period = case(*[(Assignment.assigned_at < end, i) for i, end in enumerate(ends)], else_=len(ends))
+    stmt = select(period, func.count()).where(Assignment.pilot_id == pilot.id, Assignment.stage == stage.position,
+                                              Assignment.variant.in_(arms)).group_by(period)
+    units = session.execute(stmt if cutoff is None else stmt.where(Assignment.assigned_at < cutoff)).all()
+    expected = dict.fromkeys(arms, 0.0)
+    for i, n in units:
+        total = sum(weights[i].get(k, 0.0) for k in arms)
+        if total > 0:
+            for k in arms:
+                expected[k] += n * weights[i].get(k, 0.0) / total
+    total = sum(expected.values())
+    return {k: v / total for k, v in expected.items()} if total > 0 else None

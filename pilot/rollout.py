@@ -146,6 +146,9 @@ def update_stage(session: Session, actor: str, pilot: Pilot, position: int, data
             raise ApiError(409, "The running stage cannot add or drop variants: assigned units would move. "
                                 "Set a weight to 0 to stop new assignments.", code="running_stage_variants")
     before = stage_dict(stage)
+    if live and position == pilot.current_stage and checked.allocation != stage.allocation:
+        # units already assigned keep the weights of their time: the sample-ratio check needs them
+        stage.allocation_log = [*stage.allocation_log, {"until": utcnow().isoformat(), "allocation": stage.allocation}]
     for key in ("name", "store_codes", "region_codes", "allocation", "eligible_groups", "planned_start",
                 "planned_end", "gate"):
         setattr(stage, key, getattr(checked, key))

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from pilot import analysis, rollout
 from pilot.aggregates import customer_cube, store_cube
+from pilot.assigning import expected_shares
 from pilot.audit import record
 from pilot.db import utcnow
 from pilot.errors import ApiError
@@ -82,7 +83,8 @@ def execute(session: Session, run: AnalysisRun) -> AnalysisRun:
     t1 = time.perf_counter()
     results = analysis.compute(run.config, cube, days, run.config.get("sequential_tuning", 5000.0),
                                projected_customers=_next_scope_customers(session, pilot, stage),
-                               daily_new_units=_daily_new_units(session, pilot, stage, run.cutoff))
+                               daily_new_units=_daily_new_units(session, pilot, stage, run.cutoff),
+                               srm_shares=expected_shares(session, pilot, stage, run.cutoff))
     quality = stage_quality(session, pilot, stage, run.cutoff)
     results["data_quality"] = quality
     results["cutoff"] = run.cutoff.isoformat()

@@ -1,6 +1,6 @@
 """Assignment: golden cases, uniformity, stickiness, reasons, layers, holdout, bulk, SRM."""
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +228,34 @@ def test_the_till_on_the_driver_reads_what_sqlalchemy_reads(app, client, running
             assert fast_rows(conn, _till_query(), p) == [tuple(r) for r in conn.execute(_till_query(), p)], p
         stored = fast_rows(conn, _till_query(), params[0])[0][15]
         assert stored.utcoffset() == timedelta(0)
+
+
+def test_a_ramp_of_the_weights_is_no_sample_ratio_mismatch(app, client, running, auth):
+    """Weights changed while the stage runs: each period's units follow that period's weights. The
+    χ² of the summary and of an analysis must expect exactly that (scipy on the raw assignment rows),
+    not today's weights for every unit, which would cry mismatch at every ramp."""
+    feed, before = auth("feed"), {"control": 0.7, "discount": 0.1, "tiers": 0.1, "bonus": 0.1}
+    after = {"control": 0.1, "discount": 0.3, "tiers": 0.3, "bonus": 0.3}
+    client.patch("/api/v1/pilots/p1/stages/1", json={"allocation": before}, headers=running)
+    first = [assign(client, feed, f"c{i}").json for i in range(150)]
+    client.patch("/api/v1/pilots/p1/stages/1", json={"allocation": after}, headers=running)
+    second = [assign(client, feed, f"c{i}").json for i in range(150, 300)]
+    assert sum(a["assigned"] for a in first) > 80 and sum(a["assigned"] for a in second) > 80
+    log = client.get("/api/v1/pilots/p1", headers=running).json["stages"][0]["allocation_log"]
+    assert [e["allocation"] for e in log] == [ALLOCATION, before]
+    until = datetime.fromisoformat(log[-1]["until"])
+    with app.app_context():
+        rows = db.session.execute(select(Assignment.variant, Assignment.assigned_at)).all()
+    keys = sorted(after)
+    observed = [sum(v == k for v, _ in rows) for k in keys]
+    early = sum(at < until for _, at in rows)
+    expected = [early * before[k] + (len(rows) - early) * after[k] for k in keys]
+    p = stats.chisquare(observed, expected).pvalue
+    assert stats.chisquare(observed, [len(rows) * after[k] for k in keys]).pvalue < 1e-6  # today's weights alone
+    summary = client.get("/api/v1/pilots/p1/assignments/summary", headers=running).json["stages"][0]
+    assert summary["counts"] == dict(zip(keys, observed))
+    assert summary["p_value"] == pytest.approx(p, rel=1e-9) and not summary["mismatch"]
+    run = client.post("/api/v1/pilots/p1/analyses", json={}, headers=auth("analyst")).json
+    srm = client.get(f"/api/v1/analyses/{run['id']}", headers=auth("analyst")).json["results"]["srm"]
+    assert srm["weights_changed"] and srm["p_value"] == pytest.approx(p, rel=1e-9), srm
+    assert srm["shares"] == pytest.approx({k: e / len(rows) for k, e in zip(keys, expected)}, rel=1e-12)

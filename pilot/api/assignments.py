@@ -7,8 +7,8 @@ from experiments.srm import srm_test
 from pilot import rollout
 from pilot.api.base import Blueprint, Schema
 from pilot.api.customers import CustomerIn
-from pilot.assigning import (Holdout, TokenNotLive, assign_bulk, assign_one, assignment_counts, stage_counts,
-                             till)
+from pilot.assigning import (Holdout, TokenNotLive, assign_bulk, assign_one, assignment_counts,
+                             expected_shares, stage_counts, till)
 from pilot.auth import forget, require_store_scope, token_hash
 from pilot.customers import customer_row
 from pilot.db import db
@@ -149,11 +149,13 @@ class AssignmentsSummary(MethodView):
 
 
 def srm_by_stage(pilot, by_stage):
-    """χ² of each stage's assignments against that stage's weights."""
+    """χ² of each stage's assignments against that stage's weights (each period's units against the
+    weights of their period when a running stage's weights changed: assigning.expected_shares)."""
     out = []
     for position, counts in sorted(by_stage.items()):
-        weights = pilot.stage(position).allocation
-        keys = sorted(k for k in weights if weights[k] > 0 or counts.get(k))
+        stage = pilot.stage(position)
+        keys = sorted(k for k in stage.allocation if stage.allocation[k] > 0 or counts.get(k))
+        weights = expected_shares(db.session, pilot, stage, arms=keys) or stage.allocation
         res = srm_test([counts.get(k, 0) for k in keys], [weights.get(k, 0.0) for k in keys])
         finite = lambda x: x if x == x and x not in (float("inf"),) else None  # noqa: E731
         out.append({"stage": position, "counts": {k: counts.get(k, 0) for k in keys},

@@ -85,6 +85,8 @@ class StageSchema(Schema):
     store_codes = ma.fields.List(ma.fields.String())
     region_codes = ma.fields.List(ma.fields.String())
     allocation = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Float())
+    allocation_log = ma.fields.List(ma.fields.Dict(), metadata={
+        "description": "The weights the running stage had before each change, with the time they ended"})
     eligible_groups = ma.fields.List(ma.fields.String(), allow_none=True)
     planned_start = ma.fields.Date(allow_none=True)
     planned_end = ma.fields.Date(allow_none=True)

@@ -56,6 +56,8 @@ class Stage(Base):
     store_codes: Mapped[list[Any]] = mapped_column(default=list)
     region_codes: Mapped[list[Any]] = mapped_column(default=list)
     allocation: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # the weights of a running stage before each change: [{"until": ISO time, "allocation": {...}}]
+    allocation_log: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
     eligible_groups: Mapped[list[Any] | None] = mapped_column(default=None)
     planned_start: Mapped[date | None]
     planned_end: Mapped[date | None]
