@@ -100,10 +100,10 @@ def simulate(session: Session, scenario: Scenario, now: datetime | None = None) 
     backdate(session, pilot, start)
     if scenario.srm_drop:
         control = next(v["key"] for v in scenario.variants if v["mechanic"] == "control")
-        ids = list(session.scalars(select(Assignment.id).where(Assignment.pilot_id == pilot.id,
-                                                               Assignment.variant == control)))
+        ids = list(session.scalars(select(Assignment.customer_id).where(
+            Assignment.pilot_id == pilot.id, Assignment.variant == control).order_by(Assignment.customer_id)))
         dropped = ids[: int(len(ids) * scenario.srm_drop)]
-        session.execute(delete(Assignment).where(Assignment.id.in_(dropped)))
+        session.execute(delete(Assignment).where(Assignment.pilot_id == pilot.id, Assignment.customer_id.in_(dropped)))
     session.flush()
     accepted = history(session, pilot.id, scenario, rng, start, now)
     return {"pilot": pilot.key, "transactions": accepted, "assigned": session.scalar(

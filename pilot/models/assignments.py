@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Index, String, UniqueConstraint
+from sqlalchemy import Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pilot.db import Base, utcnow
@@ -14,12 +14,11 @@ class Assignment(Base):
     pilot.assigning from the pilot, customer and store rows it has just read."""
 
     __tablename__ = "assignments"
-    __table_args__ = (UniqueConstraint("pilot_id", "customer_id"),
-                      Index("ix_assignments_pilot_variant", "pilot_id", "variant"))
+    __table_args__ = (Index("ix_assignments_pilot_variant", "pilot_id", "variant"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    pilot_id: Mapped[int]
-    customer_id: Mapped[int] = mapped_column(index=True)
+    # one per pilot and customer: that is the key (migration 0009; no surrogate id)
+    pilot_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    customer_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     variant: Mapped[str] = mapped_column(String(64))
     stage: Mapped[int]
     store_id: Mapped[int | None]
@@ -30,9 +29,8 @@ class LayerMembership(Base):
     """A customer's claim by one live pilot of a layer; released when that pilot ends."""
 
     __tablename__ = "layer_memberships"
-    __table_args__ = (UniqueConstraint("layer", "customer_id"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    layer: Mapped[str] = mapped_column(String(64))
-    customer_id: Mapped[int]
+    # one live pilot per layer and customer: that is the key (migration 0009; no surrogate id)
+    layer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     pilot_id: Mapped[int] = mapped_column(index=True)
