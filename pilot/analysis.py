@@ -114,7 +114,7 @@ def compute(pilot_data: dict[str, Any], cube: Cube, days: float, tuning: float =
             srm_shares: dict[str, float] | None = None) -> dict[str, Any]:
     """Every result table of one stage from its cube; pilot_data holds the configuration.
     `srm_shares`: the share of units each arm should hold when the stage's weights changed while it
-    ran (see runs.srm_shares); the sample-ratio check expects the current weights otherwise."""
+    ran (see assigning.expected_shares); the sample-ratio check expects the current weights otherwise."""
     alpha, control = pilot_data["alpha"], pilot_data["control"]
     config = InferenceConfig(alpha=alpha)
     weights = pilot_data["allocation"]
@@ -197,8 +197,8 @@ def compute(pilot_data: dict[str, Any], cube: Cube, days: float, tuning: float =
                                                  "mechanic": pilot_data["mechanics"].get(k)} for k in arms],
                    "srm": {**asdict(srm), "observed": counts, "variants": arms,
                            "shares": {k: expected[k] for k in arms}, "weights_changed": srm_shares is not None},
-                   "metrics": rows, "groups": group_rows, "heterogeneity": heterogeneity, "weeks": week_rows, "trend": trends,
-                   "economics": econ, "cluster_robust": cluster, "power": power, "days": days})
+                   "metrics": rows, "groups": group_rows, "heterogeneity": heterogeneity, "weeks": week_rows,
+                   "trend": trends, "economics": econ, "cluster_robust": cluster, "power": power, "days": days})
 
 
 def weekly_value(primary: str) -> str:

@@ -354,8 +354,8 @@ def expected_shares(session: Session, pilot: Pilot, stage: Stage, cutoff: dateti
     Units keep the arm they got under the weights of their time, so the units assigned in each period
     between changes (stage.allocation_log) follow that period's weights, renormalised over `arms`
     (default: the arms with weight now, the ones an analysis compares), counting units assigned before
-    `cutoff` (default: all). A ramp from 90/10 to 50/50 is
-    then no sample-ratio mismatch; a broken assignment still is."""
+    `cutoff` (default: all). A ramp from 90/10 to 50/50 is then no sample-ratio mismatch; a broken
+    assignment still is."""
     if not stage.allocation_log or pilot.unit != "customer":
         return None
     arms = arms if arms is not None else [k for k, w in stage.allocation.items() if w > 0]

@@ -273,8 +273,9 @@ class Ingest:
                 self.errors.add(number, "customer", f"Unknown customer {customer!r}.")
             if self.errors.count and self.on_error == "reject_batch":
                 self._raise_rejected(out)
-            self.staged -= sql(text("DELETE FROM pilot_staging WHERE NOT EXISTS "
-                                    "(SELECT 1 FROM customers c WHERE c.external_id = pilot_staging.customer)")).rowcount
+            self.staged -= sql(text(
+                "DELETE FROM pilot_staging WHERE NOT EXISTS "
+                "(SELECT 1 FROM customers c WHERE c.external_id = pilot_staging.customer)")).rowcount
         now = utcnow()
         empty = "CAST('{}' AS JSON)" if self.pg else "'{}'"
         out.customers_created = sql(text(
