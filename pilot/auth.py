@@ -197,6 +197,11 @@ def forget(token_hash: str) -> None:
     _seen().pop(token_hash, None)
 
 
+def unauthenticated() -> ApiError:
+    """The 401 of a request without a live token."""
+    return ApiError(401, "A valid API token is required (Authorization: Bearer <token>).")
+
+
 def token_hash() -> str:
     """The hash of this request's token."""
     return g.token_hash
@@ -223,5 +228,5 @@ def _authenticate() -> Principal:
                     seen.clear()
                 seen[g.token_hash] = principal
     if principal is None:
-        raise ApiError(401, "A valid API token is required (Authorization: Bearer <token>).")
+        raise unauthenticated()
     return principal

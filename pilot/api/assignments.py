@@ -9,7 +9,7 @@ from pilot.api.base import Blueprint, Schema
 from pilot.api.customers import CustomerIn
 from pilot.assigning import (Holdout, TokenNotLive, assign_bulk, assign_one, assignment_counts,
                              expected_shares, stage_counts, till)
-from pilot.auth import forget, require_store_scope, token_hash
+from pilot.auth import forget, require_store_scope, token_hash, unauthenticated
 from pilot.customers import customer_row
 from pilot.db import db
 from pilot.errors import ApiError
@@ -77,7 +77,7 @@ def holdout() -> Holdout:
 
 def _revoked() -> ApiError:
     forget(token_hash())
-    return ApiError(401, "A valid API token is required (Authorization: Bearer <token>).")
+    return unauthenticated()
 
 
 def _new_customer(data, t) -> dict | None:
