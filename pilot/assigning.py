@@ -6,13 +6,14 @@ what is stored: two processes assigning the same customer get one row and the sa
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
 
 from sqlalchemy import (BigInteger, Column, ColumnElement, Float, Insert, Integer, MetaData, Select, String, Table,
-                        and_, bindparam, case, cast, exists, func, insert, literal, select)
+                        Text, and_, bindparam, case, cast, exists, func, insert, literal, select)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -93,7 +94,18 @@ class Till:
     stored_variant: str | None
     stored_at: Any
     new_home_id: int | None
-    variants: dict[str, dict[str, Any]]
+    variants: dict[str, tuple[str, str, str | None]]  # key -> (name, mechanic, parameters as JSON text)
+
+    def variant(self, key: str | None) -> dict[str, Any] | None:
+        """One variant with its parameters (only the variant answered is decoded)."""
+        if key not in self.variants:
+            return None
+        name, mechanic, parameters = self.variants[key]
+        return {"key": key, "name": name, "mechanic": mechanic, "parameters": _json(parameters) or {}}
+
+
+def _json(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
 
 
 @cache
@@ -106,9 +118,12 @@ def _till_query() -> Select:
     new_home = bindparam("new_home", type_=String)
     store_code = func.coalesce(bindparam("store", type_=String), hs.c.code, case((c.c.id.is_(None), new_home)),
                                ts.c.code)
-    return (select(ts.c.code, p.c.id, p.c.state, p.c.layer, p.c.salt, p.c.unit, p.c.current_stage, st.c.allocation,
-                   st.c.eligible_groups, c.c.id, store_code, ps.c.id, e.c.id, e.c.arm, a.c.variant, a.c.assigned_at,
-                   nh.c.id, v.c.key, v.c.name, v.c.mechanic, v.c.parameters)
+    # JSON columns come back as text: the stage's on every variant's row would otherwise be decoded
+    # once per row, and only the answered variant's parameters are needed (Till.variant)
+    return (select(ts.c.code, p.c.id, p.c.state, p.c.layer, p.c.salt, p.c.unit, p.c.current_stage,
+                   cast(st.c.allocation, Text), cast(st.c.eligible_groups, Text), c.c.id, store_code, ps.c.id,
+                   e.c.id, e.c.arm, a.c.variant, a.c.assigned_at, nh.c.id, v.c.key, v.c.name, v.c.mechanic,
+                   cast(v.c.parameters, Text))
             .select_from(tok)
             .outerjoin(ts, ts.c.id == tok.c.store_id)  # a store token's store: the default store of the purchase
             .outerjoin(p, p.c.key == bindparam("pilot", type_=String))
@@ -134,9 +149,8 @@ def till(session: Session, token_hash: str, pilot_key: str, customer: str, store
     if not rows:
         return None
     r = rows[0]
-    return Till(params, *r[:7], r[7] or {}, *r[8:12], r[12] is not None, *r[13:17],
-                {x[17]: {"key": x[17], "name": x[18], "mechanic": x[19], "parameters": x[20]}
-                 for x in rows if x[17] is not None})
+    return Till(params, *r[:7], _json(r[7]) or {}, _json(r[8]), *r[9:12], r[12] is not None, *r[13:17],
+                {x[17]: (x[18], x[19], x[20]) for x in rows if x[17] is not None})
 
 
 def assign_one(session: Session, t: Till, holdout: Holdout, create: dict[str, Any] | None = None) -> Decision:

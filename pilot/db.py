@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flask import Flask, current_app, g
+from psycopg.pq import ExecStatus
 from sqlalchemy import JSON, DateTime, Executable, MetaData, TypeDecorator, create_engine, event, text
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError
@@ -98,7 +99,8 @@ class DriverStatement:
         dbapi_conn = conn.connection.driver_connection
         try:
             cursor = dbapi_conn.execute(self.sql, values, prepare=True)
-            rows = cursor.fetchall() if cursor.description is not None else []
+            # (the result's status, not cursor.description: that builds a Column object per column)
+            rows = cursor.fetchall() if cursor.pgresult.status == ExecStatus.TUPLES_OK else []
         except conn.dialect.loaded_dbapi.Error as exc:  # as SQLAlchemy would: a lost connection leaves the pool
             lost = conn.dialect.is_disconnect(exc, dbapi_conn, None)
             if lost:

@@ -55,6 +55,19 @@ def assign(client, headers, customer, **body):
     return client.post("/api/v1/pilots/p1/assignments", json={"customer": customer, **body}, headers=headers)
 
 
+def test_answer_carries_the_programmes_variant(client, running, auth):
+    """Whichever variant a customer gets, the answer carries it as the programme configures it."""
+    feed = auth("feed")
+    configured = {v["key"]: {k: v[k] for k in ("key", "name", "mechanic", "parameters")}
+                  for v in client.get("/api/v1/programmes/loyalty", headers=running).json["variants"]}
+    answered = [assign(client, feed, f"c{i}").json["variant"] for i in range(0, 60, 3)]
+    assert {v["key"] for v in answered} == set(configured)
+    assert any(v["parameters"] for v in answered)
+    for v in answered:
+        assert {k: v[k] for k in ("key", "name", "mechanic", "parameters")} == configured[v["key"]]
+        assert v["description"]
+
+
 def test_assign_is_sticky_and_deterministic(app, client, running, auth):
     feed = auth("feed")
     first = assign(client, feed, "c0").json

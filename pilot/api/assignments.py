@@ -118,7 +118,7 @@ class Assignments(MethodView):
         except TokenNotLive:
             raise _revoked() from None
         db.session.commit()
-        v = t.variants.get(decision.variant)
+        v = t.variant(decision.variant)
         return {"pilot": key, "customer": data["customer"], "assigned": v is not None,
                 "reason": decision.reason, "assigned_at": decision.assigned_at, "new": decision.new,
                 "variant": None if v is None else {**v, "description": describe(v["mechanic"], v["parameters"])}}
