@@ -133,10 +133,17 @@ def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pr
     now_s = epoch_seconds(time_literal(cutoff, dialect), dialect)
     stage_units = and_(a.pilot_id == pilot.id, a.stage == stage.position, a.assigned_at < cutoff)
     spend_before = None
-    if any(v.mechanic == "tiered" for v in pilot.programme.variants):
+    tiered = {v.key: (v.parameters or {}).get("period_days", 90) for v in pilot.programme.variants
+              if v.mechanic == "tiered"}
+    if tiered:
+        # a tier is reached by the spend of the current period (`period_days`, counted from the
+        # customer's exposure): the customer's earlier sales of the same period, refunds included
         window = t.occurred_at >= a.assigned_at
+        period_seconds = case(*[(a.variant == k, days * 86400.0) for k, days in tiered.items()], else_=1e12)
+        period = func.floor((epoch_seconds(t.occurred_at, dialect) - epoch_seconds(a.assigned_at, dialect))
+                            / period_seconds)
         spend_before = func.coalesce(func.sum(case((window, t.amount), else_=0.0)).over(
-            partition_by=t.customer_id, order_by=(t.occurred_at, t.id), rows=(None, -1)), 0.0)
+            partition_by=(t.customer_id, period), order_by=(t.occurred_at, t.id), rows=(None, -1)), 0.0)
     # per transaction: what every sum below reads; on SQLite materialised, so the julianday
     # arithmetic runs once per row, on PostgreSQL inlined into the parallel aggregate
     tx = (select(a.customer_id, a.assigned_at, t.occurred_at, cast(t.amount, Float).label("amount"),

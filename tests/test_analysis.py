@@ -276,3 +276,71 @@ def test_background_run_is_polled(app, client, auth):
             break
         time.sleep(0.1)
     assert shown["status"] == "done" and shown["decision"] == "extend", shown.get("error")
+
+
+COST_VARIANTS = [
+    {"key": "control", "name": "No programme", "mechanic": "control"},
+    {"key": "tiers", "name": "Weekly tiers", "mechanic": "tiered", "parameters": {"period_days": 7, "tiers": [
+        {"name": "silver", "threshold": 0, "discount_rate": 0.01}, {"name": "gold", "threshold": 40, "discount_rate": 0.03},
+        {"name": "platinum", "threshold": 90, "discount_rate": 0.05}]}},
+    {"key": "bands", "name": "Bigger basket, bigger discount", "mechanic": "progressive_discount",
+     "parameters": {"bands": [{"min_spend": 20, "rate": 0.02}, {"min_spend": 50, "rate": 0.06}]}},
+    {"key": "lottery", "name": "Prize draw", "mechanic": "gifts_lottery",
+     "parameters": {"condition": "a basket of 30 or more", "min_spend": 30, "prize_value": 40, "win_probability": 0.02}},
+    {"key": "club", "name": "Club", "mechanic": "club_membership",
+     "parameters": {"benefits": ["free parking"], "discount_rate": 0.04, "fee": 1.5, "cost_per_member_per_period": 4.0,
+                    "period_days": 30}},
+    {"key": "bonus", "name": "Bonus points", "mechanic": "cumulative_bonus",
+     "parameters": {"points_per_unit": 1, "point_value": 0.02, "expiry_days": 365, "breakage": 0.25}}]
+
+
+def test_modelled_cost_equals_the_mechanics_on_the_raw_rows(app):
+    """The programme cost in the cube (SQL) equals pilot.mechanics applied row by row in Python: the
+    feed's cost where sent, else each mechanic's model (tiers by the spend of the current period,
+    refunds included), plus the member-period cost pro rata over the exposure."""
+    from pilot.mechanics import member_period_cost, transaction_cost
+    key = plant(app, "clear_win", key="cost", customers=700, stores=10, effects={}, variants=COST_VARIANTS,
+                allocation={v["key"]: 1 / 6 for v in COST_VARIANTS})
+    add_refunds(app, key)
+    with app.app_context():
+        pilot = get_pilot(db.session, key)
+        # the feed sends its own cost for every seventh sale
+        db.session.execute(text("UPDATE transactions SET discount_cost = 1.25 WHERE id % 7 = 0"))
+        db.session.commit()
+        conn = db.session.connection()
+        a = pd.read_sql(text("SELECT a.customer_id, a.variant, a.assigned_at, c.age_band, c.children, "
+                             "c.household_size FROM assignments a JOIN customers c ON c.id = a.customer_id "
+                             "WHERE a.pilot_id = :p"), conn, params={"p": pilot.id})
+        t = pd.read_sql(text("SELECT id, customer_id, occurred_at, amount, discount_cost FROM transactions"), conn)
+        params = {v.key: (v.mechanic, v.parameters or {}) for v in pilot.programme.variants}
+        cube = customer_cube(db.session, pilot, pilot.stage(1), NOW)
+    a["assigned_at"] = pd.to_datetime(a["assigned_at"], utc=True, format="mixed")
+    t["occurred_at"] = pd.to_datetime(t["occurred_at"], utc=True, format="mixed")
+    t["amount"] = t.amount.astype(float)
+    young = a.age_band.isin(["18-24", "25-34", "35-44"]) & (a.children >= 1)
+    a["grp"] = np.select([young, a.children >= 1, a.age_band == "65+", a.household_size == 1],
+                         ["young_parents", "families", "seniors", "singles"], "other")
+    j = t.merge(a, on="customer_id")
+    j = j[(j.occurred_at >= j.assigned_at) & (j.occurred_at < pd.Timestamp(NOW))].sort_values(["occurred_at", "id"])
+    period_days = params["tiers"][1]["period_days"]
+    j["period"] = (j.occurred_at - j.assigned_at) // pd.Timedelta(days=period_days)
+    j["before"] = j.groupby(["customer_id", "period"]).amount.cumsum() - j.amount
+    assert j[j.variant == "tiers"].period.nunique() >= 4  # the tiers restart several times in the window
+    j["cost"] = [float(fed) if fed == fed and fed is not None else
+                 transaction_cost(*params[v], amount, before if v == "tiers" else 0.0)
+                 for v, amount, before, fed in zip(j.variant, j.amount, j.before, j.discount_cost)]
+    u = a.set_index("customer_id").join(j.groupby("customer_id").cost.sum()).fillna({"cost": 0.0})
+    exposed = (pd.Timestamp(NOW) - u.assigned_at).dt.total_seconds()
+    for k, (mechanic, p) in params.items():
+        if "cost_per_member_per_period" in p:
+            mine = u.variant == k
+            u.loc[mine, "cost"] += member_period_cost(mechanic, p) * exposed[mine] / (p["period_days"] * 86400)
+    # every cost path has rows: the feed's, each model, the tier reached (gold and platinum too), members
+    assert (j.discount_cost.notna()).sum() > 100 and (j.discount_cost.isna()).sum() > 1000
+    tiered = j[(j.variant == "tiers") & j.discount_cost.isna() & (j.amount > 0)]
+    assert (tiered.before >= 90).sum() > 20 and ((tiered.before >= 40) & (tiered.before < 90)).sum() > 20
+    for (variant, grp), sums in cube.by_group.items():
+        part = u[(u.variant == variant) & (u.grp == grp)]
+        assert sums["cost"] == pytest.approx(part.cost.sum(), rel=1e-9, abs=1e-6), (variant, grp)
+        assert sums["cost*cost"] == pytest.approx((part.cost ** 2).sum(), rel=1e-9, abs=1e-6), (variant, grp)
+    assert {v for v, _ in cube.by_group} == set(params)
