@@ -53,6 +53,8 @@ class Cube:
     by_week: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
     full_weeks: dict[tuple[str, int], int] = field(default_factory=dict)
     stores: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)  # store pilots: per store
+    # per arm × allocation period (units by the weights of their time), when the stage's weights changed
+    by_period: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
     cutoff: datetime | None = None
     pre_start: datetime | None = None
 
@@ -116,7 +118,7 @@ def _weeks_observed(session: Session, pilot: Pilot, stage: Stage, cutoff: dateti
 
 
 def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pre_days: int, weeks: int,
-              weekly: str = "spend"):
+              weekly: str = "spend", period_ends: list[datetime] | None = None):
     """One row per assigned customer of the stage: its arm, group, store, metric values and, for each
     week since exposure, its `weekly` value (spend or visits) in that week.
 
@@ -124,6 +126,7 @@ def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pr
     parallel on PostgreSQL) and grouped by customer, every value a conditional sum over the same
     rows. The assignments are then LEFT JOINed to those sums, so a customer who bought nothing is a
     row of zeros. Amounts are summed as floats (PostgreSQL's numeric sums cost twice the time).
+    `period`: the allocation period the unit was assigned in (0 before the first of `period_ends`).
     """
     dialect = session.bind.dialect.name
     pg = dialect == "postgresql"
@@ -193,7 +196,9 @@ def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pr
         return cast(func.coalesce(per.c[name], 0), Float)
 
     visits = value("visits")
-    return (select(a.customer_id, a.variant, group_case(saved_groups(session)).label("grp"),
+    ends = period_ends or []
+    period = case(*[(a.assigned_at < end, i) for i, end in enumerate(ends)], else_=len(ends)) if ends else literal(0)
+    return (select(a.customer_id, a.variant, group_case(saved_groups(session)).label("grp"), period.label("period"),
                    func.coalesce(a.store_id, Customer.home_store_id).label("store_id"),
                    cast(func.floor(exposed / WEEK), Float).label("full_weeks"),
                    value("spend").label("spend"), visits.label("visits"), value("items").label("items"),
@@ -215,16 +220,17 @@ def _sums(unit) -> list[ColumnElement]:  # noqa: ANN001
 
 
 def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pre_days: int = 56,
-                  weekly: str = "spend") -> Cube:
+                  weekly: str = "spend", period_ends: list[datetime] | None = None) -> Cube:
     """Per arm × group, arm × store and arm × week since exposure (of the `weekly` value, spend or
     visits): the unit rows are computed once into a temporary table (one pass over the
-    transactions), then grouped four ways."""
+    transactions), then grouped four ways; with `period_ends` (the times the stage's weights
+    changed before the cut-off), also per arm × allocation period."""
     cube = Cube(cutoff=cutoff, pre_start=pilot.started_at - timedelta(days=pre_days))
     conn = session.connection()
     weeks = _weeks_observed(session, pilot, stage, cutoff)
     Table("pilot_units", MetaData()).drop(conn, checkfirst=True)
-    create = CreateTableAs(unit_rows(session, pilot, stage, cutoff, pre_days, weeks, weekly), "pilot_units",
-                           temporary=True)
+    create = CreateTableAs(unit_rows(session, pilot, stage, cutoff, pre_days, weeks, weekly, period_ends),
+                           "pilot_units", temporary=True)
     unit = create.table
     with hash_joins(conn):
         conn.execute(create)
@@ -246,6 +252,12 @@ def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
                                              .group_by(unit.c.variant, unit.c.full_weeks)):
             cube.full_weeks[(variant, int(full))] = int(n)
         cube.by_week = _weekly(conn, unit, weeks, weekly)
+        if period_ends:
+            for r in conn.execute(select(unit.c.variant, unit.c.period, *_sums(unit))
+                                  .group_by(unit.c.variant, unit.c.period)):
+                m = dict(r._mapping)
+                key = (m.pop("variant"), int(m.pop("period")))
+                cube.by_period[key] = {k: float(v or 0) for k, v in m.items()}
     finally:
         unit.drop(conn)
     return cube

@@ -21,11 +21,12 @@ from experiments.novelty import effect_trend
 from experiments.power import mde_means, mde_proportion, sample_size_means, sample_size_proportions
 from experiments.proportions import two_proportion_z
 from experiments.ratio import ratio_cuped, ratio_delta
-from experiments.results import EffectResult, InferenceConfig
+from experiments.results import EffectResult, InferenceConfig, degenerate
 from experiments.sequential import sequential
 from experiments.srm import srm_test
 from experiments.statistics import (AdjustedRatioStatistic, ClusterSumStatistic, RatioStatistic, RegressionAdjustedStatistic,
                                     SampleMeanStatistic)
+from experiments.stratified import post_stratified
 from pilot.aggregates import Cube, product_key
 from pilot.metrics import CATALOGUE
 
@@ -128,12 +129,41 @@ def compute(pilot_data: dict[str, Any], cube: Cube, days: float, tuning: float =
         return _store_results(pilot_data, cube, days, arms, treatments, config)
     totals = {k: cube.arm(k) for k in arms}
     counts = [int(totals[k].get("n", 0)) for k in arms]
+    periods = sorted({p for (_, p) in cube.by_period})
+
+    def effect_of(metric: str, arm: str) -> tuple[EffectResult, dict[str, Any]]:
+        """Arm against control; post-stratified by allocation period when the weights changed in the
+        stage (experiments.stratified), so that arms whose units joined at different times in
+        different proportions are compared period by period."""
+        if len(periods) < 2:
+            return metric_effect(metric, totals[control], totals[arm], config)
+        strata = []
+        for p in periods:
+            c, t = cube.by_period.get((control, p), {}), cube.by_period.get((arm, p), {})
+            if c.get("n", 0) >= 2 and t.get("n", 0) >= 2:
+                strata.append(metric_effect(metric, c, t, config)[0])
+        if not strata:
+            return degenerate("post_stratified", (int(totals[control].get("n", 0)), int(totals[arm].get("n", 0))),
+                              (math.nan, math.nan), "too_few_units"), {}
+        return post_stratified(strata, config), {"strata": len(strata)}
+
+    def cost_gap(arm: str) -> float:
+        """Programme cost per customer, arm minus control (by period, weighted as effect_of does)."""
+        def gap(c: dict[str, float], t: dict[str, float]) -> float:
+            return t.get("cost", 0.0) / max(t.get("n", 0), 1) - c.get("cost", 0.0) / max(c.get("n", 0), 1)
+        if len(periods) < 2:
+            return gap(totals[control], totals[arm])
+        parts = [(cube.by_period.get((control, p), {}), cube.by_period.get((arm, p), {})) for p in periods]
+        parts = [(c, t) for c, t in parts if c.get("n", 0) >= 2 and t.get("n", 0) >= 2]
+        units = sum(c["n"] + t["n"] for c, t in parts)
+        return sum((c["n"] + t["n"]) / units * gap(c, t) for c, t in parts) if units else math.nan
+
     expected = srm_shares or weights
     srm = srm_test(counts, [expected[k] for k in arms], threshold=SRM_ALPHA)
     rows = []
     for arm in treatments:
         for metric in metrics:
-            effect, extra = metric_effect(metric, totals[control], totals[arm], config)
+            effect, extra = effect_of(metric, arm)
             role = "primary" if metric == primary else "guardrail" if metric in guardrails else "secondary"
             rows.append(_row(effect, arm=arm, metric=metric, kind=CATALOGUE[metric].kind, role=role,
                              good_direction=CATALOGUE[metric].good_direction, **extra, **_seq(effect, alpha, tuning)))
@@ -174,12 +204,10 @@ def compute(pilot_data: dict[str, Any], cube: Cube, days: float, tuning: float =
     econ = {}
     cost_metric = "discount_cost_per_customer"
     for arm in treatments:
-        spend, _ = metric_effect("spend_per_customer", totals[control], totals[arm], config)
-        c_cost = totals[control].get("cost", 0.0) / max(totals[control].get("n", 0), 1)
-        t_cost = totals[arm].get("cost", 0.0) / max(totals[arm].get("n", 0), 1)
+        spend, _ = effect_of("spend_per_customer", arm)
         share = weights[arm] / sum(weights[k] for k in arms)
         projected = int(projected_customers * share) if projected_customers is not None else None
-        e = economics(spend.effect_abs, (spend.ci_low, spend.ci_high), spend.mean_treatment, t_cost - c_cost,
+        e = economics(spend.effect_abs, (spend.ci_low, spend.ci_high), spend.mean_treatment, cost_gap(arm),
                       pilot_data["margin_rate"], projected)
         econ[arm] = {**asdict(e), "cost_metric": cost_metric, "mechanic": pilot_data["mechanics"].get(arm)}
     cluster = {}
@@ -195,6 +223,8 @@ def compute(pilot_data: dict[str, Any], cube: Cube, days: float, tuning: float =
     return _clean({"unit": "customer", "arms": [{"variant": k, "weight": weights[k], "n": int(totals[k].get("n", 0)),
                                                  "role": "control" if k == control else "treatment",
                                                  "mechanic": pilot_data["mechanics"].get(k)} for k in arms],
+                   "allocation_periods": {"post_stratified": len(periods) > 1, "units": {
+                       str(p): {k: int(cube.by_period.get((k, p), {}).get("n", 0)) for k in arms} for p in periods}},
                    "srm": {**asdict(srm), "observed": counts, "variants": arms,
                            "shares": {k: expected[k] for k in arms}, "weights_changed": srm_shares is not None},
                    "metrics": rows, "groups": group_rows, "heterogeneity": heterogeneity, "weeks": week_rows,

@@ -360,6 +360,12 @@ def stage_counts(session: Session, pilot: Pilot) -> dict[int, dict[str, int]]:
     return out
 
 
+def allocation_changes(stage: Stage) -> list[datetime]:
+    """The times at which the running stage's weights changed (stage.allocation_log): the ends of its
+    allocation periods but the last."""
+    return [datetime.fromisoformat(e["until"]) for e in stage.allocation_log or []]
+
+
 def expected_shares(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime | None = None,
                     arms: list[str] | None = None) -> dict[str, float] | None:
     """The share of a stage's units each arm should hold when the running stage's weights changed
@@ -373,7 +379,7 @@ def expected_shares(session: Session, pilot: Pilot, stage: Stage, cutoff: dateti
     if not stage.allocation_log or pilot.unit != "customer":
         return None
     arms = arms if arms is not None else [k for k, w in stage.allocation.items() if w > 0]
-    ends = [datetime.fromisoformat(e["until"]) for e in stage.allocation_log]
+    ends = allocation_changes(stage)
     weights = [e["allocation"] for e in stage.allocation_log] + [stage.allocation]
     period = case(*[(Assignment.assigned_at < end, i) for i, end in enumerate(ends)], else_=len(ends))
     stmt = select(period, func.count()).where(Assignment.pilot_id == pilot.id, Assignment.stage == stage.position,

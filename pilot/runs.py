@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from pilot import analysis, rollout
 from pilot.aggregates import customer_cube, store_cube
-from pilot.assigning import expected_shares
+from pilot.assigning import allocation_changes, expected_shares
 from pilot.audit import record
 from pilot.db import utcnow
 from pilot.errors import ApiError
@@ -78,7 +78,8 @@ def execute(session: Session, run: AnalysisRun) -> AnalysisRun:
         cube = store_cube(session, pilot, stage, run.cutoff)
     else:
         cube = customer_cube(session, pilot, stage, run.cutoff, run.config.get("pre_days", PRE_DAYS),
-                             analysis.weekly_value(run.config["primary_metric"]))
+                             analysis.weekly_value(run.config["primary_metric"]),
+                             [end for end in allocation_changes(stage) if end < run.cutoff])
     timings["aggregate_s"] = round(time.perf_counter() - started, 4)
     t1 = time.perf_counter()
     results = analysis.compute(run.config, cube, days, run.config.get("sequential_tuning", 5000.0),

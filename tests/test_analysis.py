@@ -344,3 +344,74 @@ def test_modelled_cost_equals_the_mechanics_on_the_raw_rows(app):
         assert sums["cost"] == pytest.approx(part.cost.sum(), rel=1e-9, abs=1e-6), (variant, grp)
         assert sums["cost*cost"] == pytest.approx((part.cost ** 2).sum(), rel=1e-9, abs=1e-6), (variant, grp)
     assert {v for v, _ in cube.by_group} == set(params)
+
+
+def test_a_mid_stage_ramp_is_compared_period_by_period(app):
+    """Weights moved from 80/20 to 20/80 ten days into the stage, with no true effect: the early units
+    had longer to spend, so the pooled arms differ a lot; the run compares period by period and the
+    numbers equal CUPED per period (θ within the period) combined by units, computed in pandas."""
+    key = plant(app, "clear_win", key="ramp", customers=3000, stores=12, effects={})
+    rng = np.random.default_rng(7)
+    with app.app_context():
+        pilot = get_pilot(db.session, key)
+        stage, start = pilot.stage(1), pilot.started_at
+        change = start + timedelta(days=10)
+        for row in db.session.query(Assignment).filter_by(pilot_id=pilot.id).order_by(Assignment.customer_id):
+            early = row.customer_id % 2 == 0
+            row.assigned_at = start + timedelta(days=(0 if early else 10) + row.customer_id % 10,
+                                                hours=row.customer_id % 24)
+            row.variant = "control" if rng.random() < (0.8 if early else 0.2) else "bonus"
+        stage.allocation_log = [{"until": change.isoformat(), "allocation": {"control": 0.8, "bonus": 0.2}}]
+        stage.allocation = {"control": 0.2, "bonus": 0.8}
+        db.session.commit()
+        conn = db.session.connection()
+        a = pd.read_sql(text("SELECT customer_id, variant, assigned_at FROM assignments WHERE pilot_id = :p"), conn,
+                        params={"p": pilot.id})
+        t = pd.read_sql(text("SELECT customer_id, occurred_at, amount FROM transactions"), conn)
+    run = analyse(app, key)
+    a["assigned_at"] = pd.to_datetime(a["assigned_at"], utc=True, format="mixed")
+    t["occurred_at"] = pd.to_datetime(t["occurred_at"], utc=True, format="mixed")
+    t["amount"] = t.amount.astype(float)
+    j = t.merge(a, on="customer_id")
+    post = j[(j.occurred_at >= j.assigned_at) & (j.occurred_at < pd.Timestamp(NOW))]
+    pre = j[(j.occurred_at >= pd.Timestamp(start - timedelta(days=56))) & (j.occurred_at < pd.Timestamp(start))]
+    u = a.set_index("customer_id").join(post.groupby("customer_id").amount.sum().rename("spend")) \
+        .join(pre.groupby("customer_id").amount.sum().rename("pre_spend")).fillna({"spend": 0.0, "pre_spend": 0.0})
+    u["period"] = (u.assigned_at >= pd.Timestamp(change)).astype(int)
+    assert run.results["allocation_periods"]["post_stratified"]
+    assert run.results["allocation_periods"]["units"] == {
+        str(p): {v: int(((u.period == p) & (u.variant == v)).sum()) for v in ("control", "bonus")} for p in (0, 1)}
+    assert not run.results["srm"]["mismatch"]  # a ramp is no sample-ratio mismatch
+    # the pooled comparison is badly biased: the control arm is early-heavy
+    pooled = CompareMeans(DescrStatsW(u.spend[u.variant == "bonus"].to_numpy()),
+                          DescrStatsW(u.spend[u.variant == "control"].to_numpy()))
+    assert pooled.ttest_ind(usevar="unequal")[1] < 1e-6
+    effects, ses, weights = [], [], []
+    for _, part in u.groupby("period"):
+        theta = np.cov(part.spend, part.pre_spend)[0, 1] / part.pre_spend.var()
+        adj = part.spend - theta * (part.pre_spend - part.pre_spend.mean())
+        c, tr = adj[part.variant == "control"], adj[part.variant == "bonus"]
+        cm = CompareMeans(DescrStatsW(tr.to_numpy()), DescrStatsW(c.to_numpy()))
+        effects.append(tr.mean() - c.mean())
+        ses.append(cm.std_meandiff_separatevar)
+        weights.append(len(part) / len(u))
+    r = next(r for r in run.results["metrics"] if r["metric"] == "spend_per_customer" and r["arm"] == "bonus")
+    assert r["method"] == "cuped+post_stratified" and r["strata"] == 2
+    assert r["effect_abs"] == pytest.approx(np.dot(weights, effects), rel=1e-7)
+    assert r["se"] == pytest.approx(np.sqrt(np.dot(np.square(weights), np.square(ses))), rel=1e-7)
+    assert r["ci_low"] < 0 < r["ci_high"] and r["p_value"] > 0.05  # no true effect
+    assert all(m["method"].endswith("post_stratified") for m in run.results["metrics"])
+    # economics from the same comparison: the uplift and the programme cost per customer, period by period
+    econ = run.results["economics"]["bonus"]
+    assert econ["incremental_revenue_per_customer"] == pytest.approx(r["effect_abs"], rel=1e-12)
+    with app.app_context():
+        sales = pd.read_sql(text("SELECT customer_id, occurred_at, amount FROM transactions WHERE type = 'sale'"),
+                            db.session.connection())
+    sales["occurred_at"] = pd.to_datetime(sales["occurred_at"], utc=True, format="mixed")
+    sales = sales.merge(a, on="customer_id")
+    sales = sales[(sales.occurred_at >= sales.assigned_at) & (sales.occurred_at < pd.Timestamp(NOW))]
+    u["cost"] = (sales[sales.variant == "bonus"].groupby("customer_id").amount.sum().astype(float) * 0.015) \
+        .reindex(u.index).fillna(0.0)  # bonus: 1 point × 0.02 × (1 − 0.25) per unit spent; control: nothing
+    gaps = [part.cost[part.variant == "bonus"].mean() - part.cost[part.variant == "control"].mean()
+            for _, part in u.groupby("period")]
+    assert econ["cost_per_customer"] == pytest.approx(np.dot(weights, gaps), rel=1e-7)
