@@ -53,8 +53,10 @@ class Cube:
     by_week: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
     full_weeks: dict[tuple[str, int], int] = field(default_factory=dict)
     stores: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)  # store pilots: per store
-    # per arm × allocation period (units by the weights of their time), when the stage's weights changed
+    # per arm × allocation period (units by the weights of their time), when the stage's weights changed,
+    # and per arm × group × period (by_group and by_period are its sums)
     by_period: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
+    by_cell: dict[tuple[str, str, int], dict[str, float]] = field(default_factory=dict)
     cutoff: datetime | None = None
     pre_start: datetime | None = None
 
@@ -63,6 +65,15 @@ class Cube:
         total: dict[str, float] = {}
         for (v, g), sums in self.by_group.items():
             if v == variant and (groups is None or g in groups):
+                for k, x in sums.items():
+                    total[k] = total.get(k, 0.0) + x
+        return total
+
+    def arm_in_period(self, variant: str, period: int, groups: set[str] | None = None) -> dict[str, float]:
+        """The sums of one arm's units assigned in one allocation period, over all (or some) groups."""
+        total: dict[str, float] = {}
+        for (v, g, p), sums in self.by_cell.items():
+            if v == variant and p == period and (groups is None or g in groups):
                 for k, x in sums.items():
                     total[k] = total.get(k, 0.0) + x
         return total
@@ -223,8 +234,9 @@ def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
                   weekly: str = "spend", period_ends: list[datetime] | None = None) -> Cube:
     """Per arm × group, arm × store and arm × week since exposure (of the `weekly` value, spend or
     visits): the unit rows are computed once into a temporary table (one pass over the
-    transactions), then grouped four ways; with `period_ends` (the times the stage's weights
-    changed before the cut-off), also per arm × allocation period."""
+    transactions), then grouped four ways: per arm × group × allocation period (`period_ends`: the
+    times the stage's weights changed before the cut-off; one period without), per arm × store,
+    per arm × full weeks exposed and per arm × week since exposure."""
     cube = Cube(cutoff=cutoff, pre_start=pilot.started_at - timedelta(days=pre_days))
     conn = session.connection()
     weeks = _weeks_observed(session, pilot, stage, cutoff)
@@ -237,10 +249,18 @@ def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
     try:
         if conn.dialect.name == "postgresql":
             conn.execute(text("ANALYZE pilot_units"))
-        for r in conn.execute(select(unit.c.variant, unit.c.grp, *_sums(unit)).group_by(unit.c.variant, unit.c.grp)):
+        for r in conn.execute(select(unit.c.variant, unit.c.grp, unit.c.period, *_sums(unit))
+                              .group_by(unit.c.variant, unit.c.grp, unit.c.period)):
             m = dict(r._mapping)
-            key = (m.pop("variant"), m.pop("grp"))
-            cube.by_group[key] = {k: float(v or 0) for k, v in m.items()}
+            variant, grp, period = m.pop("variant"), m.pop("grp"), int(m.pop("period"))
+            sums = {k: float(v or 0) for k, v in m.items()}
+            cube.by_cell[(variant, grp, period)] = sums
+            for slice_, key in ((cube.by_group, (variant, grp)), (cube.by_period, (variant, period))):
+                into = slice_.setdefault(key, dict.fromkeys(sums, 0.0))
+                for k, x in sums.items():
+                    into[k] += x
+        if not period_ends:
+            cube.by_period.clear()
         store_cols = [func.count().label("n")] + [func.sum(unit.c[v]).label(v) for v in (
             "spend", "visits", "items", "cost", "converted", "retained")]
         for r in conn.execute(select(unit.c.variant, unit.c.store_id, *store_cols)
@@ -252,12 +272,6 @@ def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
                                              .group_by(unit.c.variant, unit.c.full_weeks)):
             cube.full_weeks[(variant, int(full))] = int(n)
         cube.by_week = _weekly(conn, unit, weeks, weekly)
-        if period_ends:
-            for r in conn.execute(select(unit.c.variant, unit.c.period, *_sums(unit))
-                                  .group_by(unit.c.variant, unit.c.period)):
-                m = dict(r._mapping)
-                key = (m.pop("variant"), int(m.pop("period")))
-                cube.by_period[key] = {k: float(v or 0) for k, v in m.items()}
     finally:
         unit.drop(conn)
     return cube

@@ -131,20 +131,22 @@ def compute(pilot_data: dict[str, Any], cube: Cube, days: float, tuning: float =
     counts = [int(totals[k].get("n", 0)) for k in arms]
     periods = sorted({p for (_, p) in cube.by_period})
 
-    def effect_of(metric: str, arm: str) -> tuple[EffectResult, dict[str, Any]]:
-        """Arm against control; post-stratified by allocation period when the weights changed in the
-        stage (experiments.stratified), so that arms whose units joined at different times in
-        different proportions are compared period by period."""
+    def effect_of(metric: str, arm: str, groups: set[str] | None = None) -> tuple[EffectResult, dict[str, Any]]:
+        """Arm against control (in some customer groups); post-stratified by allocation period when
+        the weights changed in the stage (experiments.stratified), so that arms whose units joined at
+        different times in different proportions are compared period by period."""
         if len(periods) < 2:
-            return metric_effect(metric, totals[control], totals[arm], config)
+            if groups is None:
+                return metric_effect(metric, totals[control], totals[arm], config)
+            return metric_effect(metric, cube.arm(control, groups), cube.arm(arm, groups), config)
         strata = []
         for p in periods:
-            c, t = cube.by_period.get((control, p), {}), cube.by_period.get((arm, p), {})
+            c, t = cube.arm_in_period(control, p, groups), cube.arm_in_period(arm, p, groups)
             if c.get("n", 0) >= 2 and t.get("n", 0) >= 2:
                 strata.append(metric_effect(metric, c, t, config)[0])
         if not strata:
-            return degenerate("post_stratified", (int(totals[control].get("n", 0)), int(totals[arm].get("n", 0))),
-                              (math.nan, math.nan), "too_few_units"), {}
+            n = (int(cube.arm(control, groups).get("n", 0)), int(cube.arm(arm, groups).get("n", 0)))
+            return degenerate("post_stratified", n, (math.nan, math.nan), "too_few_units"), {}
         return post_stratified(strata, config), {"strata": len(strata)}
 
     def cost_gap(arm: str) -> float:
@@ -187,8 +189,7 @@ def compute(pilot_data: dict[str, Any], cube: Cube, days: float, tuning: float =
     for arm in treatments:
         per = []
         for g in groups_keys:
-            c, t = cube.arm(control, {g}), cube.arm(arm, {g})
-            effect, _ = metric_effect(primary, c, t, config)
+            effect, _ = effect_of(primary, arm, {g})
             per.append(_row(effect, arm=arm, group=g, metric=primary))
         valid = [r for r in per if r["p_value"] == r["p_value"]]
         for r, p in zip(valid, benjamini_hochberg([r["p_value"] for r in valid])):

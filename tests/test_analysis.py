@@ -401,6 +401,25 @@ def test_a_mid_stage_ramp_is_compared_period_by_period(app):
     assert r["se"] == pytest.approx(np.sqrt(np.dot(np.square(weights), np.square(ses))), rel=1e-7)
     assert r["ci_low"] < 0 < r["ci_high"] and r["p_value"] > 0.05  # no true effect
     assert all(m["method"].endswith("post_stratified") for m in run.results["metrics"])
+    # customer groups too: each group's arms compared period by period
+    with app.app_context():
+        groups = pd.read_sql(text("SELECT id AS customer_id, age_band, children, household_size FROM customers"),
+                             db.session.connection()).set_index("customer_id")
+    g = groups.reindex(u.index)
+    young = g.age_band.isin(["18-24", "25-34", "35-44"]) & (g.children >= 1)
+    u["grp"] = np.select([young, g.children >= 1, g.age_band == "65+", g.household_size == 1],
+                         ["young_parents", "families", "seniors", "singles"], "other")
+    by_group = {r["group"]: r for r in run.results["groups"] if r["arm"] == "bonus"}
+    assert set(by_group) == set(u.grp) and all(r["method"] == "cuped+post_stratified" for r in by_group.values())
+    fam = u[u.grp == "families"]
+    parts = [part for _, part in fam.groupby("period")]
+    deltas = []
+    for part in parts:
+        theta = np.cov(part.spend, part.pre_spend)[0, 1] / part.pre_spend.var()
+        adj = part.spend - theta * (part.pre_spend - part.pre_spend.mean())
+        deltas.append(adj[part.variant == "bonus"].mean() - adj[part.variant == "control"].mean())
+    assert by_group["families"]["effect_abs"] == pytest.approx(
+        np.dot([len(p) / len(fam) for p in parts], deltas), rel=1e-7)
     # economics from the same comparison: the uplift and the programme cost per customer, period by period
     econ = run.results["economics"]["bonus"]
     assert econ["incremental_revenue_per_customer"] == pytest.approx(r["effect_abs"], rel=1e-12)
