@@ -57,6 +57,8 @@ class Cube:
     # and per arm × group × period (by_group and by_period are its sums)
     by_period: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
     by_cell: dict[tuple[str, str, int], dict[str, float]] = field(default_factory=dict)
+    week_cells: dict[tuple[str, int, int], dict[str, float]] = field(default_factory=dict)  # arm × week × period
+    full_week_cells: dict[tuple[str, int, int], int] = field(default_factory=dict)  # arm × full weeks × period
     cutoff: datetime | None = None
     pre_start: datetime | None = None
 
@@ -268,30 +270,37 @@ def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
             m = dict(r._mapping)
             key = (m.pop("variant"), m.pop("store_id"))
             cube.by_store[key] = {k: float(v or 0) for k, v in m.items()}
-        for variant, full, n in conn.execute(select(unit.c.variant, unit.c.full_weeks, func.count())
-                                             .group_by(unit.c.variant, unit.c.full_weeks)):
-            cube.full_weeks[(variant, int(full))] = int(n)
-        cube.by_week = _weekly(conn, unit, weeks, weekly)
+        for variant, full, period, n in conn.execute(
+                select(unit.c.variant, unit.c.full_weeks, unit.c.period, func.count())
+                .group_by(unit.c.variant, unit.c.full_weeks, unit.c.period)):
+            cube.full_week_cells[(variant, int(full), int(period))] = int(n)
+            cube.full_weeks[(variant, int(full))] = cube.full_weeks.get((variant, int(full)), 0) + int(n)
+        cube.week_cells = _weekly(conn, unit, weeks, weekly)
+        for (variant, w, _), sums in cube.week_cells.items():
+            into = cube.by_week.setdefault((variant, w), dict.fromkeys(sums, 0.0))
+            for k, x in sums.items():
+                into[k] += x
     finally:
         unit.drop(conn)
     return cube
 
 
-def _weekly(conn, unit: Table, weeks: int, value: str) -> dict[tuple[str, int], dict[str, float]]:  # noqa: ANN001
-    """Per arm × week since exposure: Σ and Σ² of the value per unit-week, over the units exposed
-    for the whole week (those without purchases that week add zeros)."""
+def _weekly(conn, unit: Table, weeks: int, value: str) -> dict[tuple[str, int, int], dict[str, float]]:  # noqa: ANN001
+    """Per arm × week since exposure × allocation period: Σ and Σ² of the value per unit-week, over
+    the units exposed for the whole week (those without purchases that week add zeros)."""
     if not weeks:
         return {}
     cols = []
     for w in range(weeks):
         whole, x = unit.c.full_weeks > w, unit.c[f"w{w}"]
         cols += [func.sum(case((whole, x))).label(f"{w}"), func.sum(case((whole, x * x))).label(f"{w}^2")]
-    out: dict[tuple[str, int], dict[str, float]] = {}
-    for r in conn.execute(select(unit.c.variant, *cols).group_by(unit.c.variant)):
+    out: dict[tuple[str, int, int], dict[str, float]] = {}
+    for r in conn.execute(select(unit.c.variant, unit.c.period, *cols).group_by(unit.c.variant, unit.c.period)):
         m = dict(r._mapping)
         for w in range(weeks):
             if m[f"{w}"]:
-                out[(m["variant"], w)] = {value: float(m[f"{w}"]), f"{value}*{value}": float(m[f"{w}^2"] or 0)}
+                out[(m["variant"], w, int(m["period"]))] = {value: float(m[f"{w}"]),
+                                                            f"{value}*{value}": float(m[f"{w}^2"] or 0)}
     return out
 
 

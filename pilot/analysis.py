@@ -240,17 +240,31 @@ def weekly_value(primary: str) -> str:
 def _weeks(cube: Cube, control: str, treatments: list[str], primary: str, config: InferenceConfig, alpha: float):
     value = weekly_value(primary)
     weeks = sorted({w for (_, w) in cube.by_week})
+    periods = sorted({p for (_, p) in cube.by_period})
     rows, trends = [], {}
 
-    def stat(arm: str, w: int) -> SampleMeanStatistic:
+    def stat(arm: str, w: int, period: int) -> SampleMeanStatistic:
+        n = sum(c for (v, f, p), c in cube.full_week_cells.items() if v == arm and f >= w + 1 and p == period)
+        s = cube.week_cells.get((arm, w, period), {})
+        return SampleMeanStatistic(n, s.get(value, 0.0), s.get(f"{value}*{value}", 0.0))
+
+    def pooled(arm: str, w: int) -> SampleMeanStatistic:
         n = sum(c for (v, f), c in cube.full_weeks.items() if v == arm and f >= w + 1)
         s = cube.by_week.get((arm, w), {})
         return SampleMeanStatistic(n, s.get(value, 0.0), s.get(f"{value}*{value}", 0.0))
+
+    def effect(arm: str, w: int) -> EffectResult:
+        """Welch per week; after a weight change, per allocation period and post-stratified."""
+        if len(periods) < 2:
+            return welch(pooled(control, w), pooled(arm, w), config)
+        strata = [welch(c, t, config) for c, t in ((stat(control, w, p), stat(arm, w, p)) for p in periods)
+                  if c.n >= 2 and t.n >= 2]
+        return post_stratified(strata, config)
     for arm in treatments:
         per = []
         for w in weeks:
-            effect = welch(stat(control, w), stat(arm, w), config)
-            per.append(_row(effect, arm=arm, week=w + 1, metric=f"{value}_per_customer_week"))
+            effect_w = effect(arm, w)
+            per.append(_row(effect_w, arm=arm, week=w + 1, metric=f"{value}_per_customer_week"))
         rows += per
         ok = [r for r in per if r["se"] == r["se"] and r["se"] > 0]
         trends[arm] = asdict(effect_trend([r["week"] for r in ok], [r["effect_abs"] for r in ok],

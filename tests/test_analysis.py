@@ -346,6 +346,13 @@ def test_modelled_cost_equals_the_mechanics_on_the_raw_rows(app):
     assert {v for v, _ in cube.by_group} == set(params)
 
 
+def stats_welch(part: pd.DataFrame, col: str) -> tuple[float, float]:
+    """Bonus minus control mean of a column and its Welch error, by statsmodels."""
+    cm = CompareMeans(DescrStatsW(part[col][part.variant == "bonus"].to_numpy()),
+                      DescrStatsW(part[col][part.variant == "control"].to_numpy()))
+    return cm.d1.mean - cm.d2.mean, cm.std_meandiff_separatevar
+
+
 def test_a_mid_stage_ramp_is_compared_period_by_period(app):
     """Weights moved from 80/20 to 20/80 ten days into the stage, with no true effect: the early units
     had longer to spend, so the pooled arms differ a lot; the run compares period by period and the
@@ -420,6 +427,20 @@ def test_a_mid_stage_ramp_is_compared_period_by_period(app):
         deltas.append(adj[part.variant == "bonus"].mean() - adj[part.variant == "control"].mean())
     assert by_group["families"]["effect_abs"] == pytest.approx(
         np.dot([len(p) / len(fam) for p in parts], deltas), rel=1e-7)
+    # weeks since exposure: each week's units (exposed the whole week) compared period by period
+    week = pd.Timedelta(days=7)
+    u["full_weeks"] = (pd.Timestamp(NOW) - u.assigned_at) // week
+    first_week = post[(post.occurred_at - post.assigned_at) < week].groupby("customer_id").amount.sum()
+    u["w0"] = first_week.reindex(u.index).fillna(0.0)
+    whole = u[u.full_weeks >= 1]
+    parts = [part for _, part in whole.groupby("period")]
+    deltas = [stats_welch(part, "w0") for part in parts]
+    w1 = next(r for r in run.results["weeks"] if r["arm"] == "bonus" and r["week"] == 1)
+    assert w1["method"] == "welch+post_stratified"
+    assert w1["effect_abs"] == pytest.approx(np.dot([len(p) / len(whole) for p in parts], [d[0] for d in deltas]),
+                                             rel=1e-7)
+    assert w1["se"] == pytest.approx(np.sqrt(np.dot([(len(p) / len(whole)) ** 2 for p in parts],
+                                                    [d[1] ** 2 for d in deltas])), rel=1e-7)
     # economics from the same comparison: the uplift and the programme cost per customer, period by period
     econ = run.results["economics"]["bonus"]
     assert econ["incremental_revenue_per_customer"] == pytest.approx(r["effect_abs"], rel=1e-12)
