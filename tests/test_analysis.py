@@ -353,7 +353,7 @@ def stats_welch(part: pd.DataFrame, col: str) -> tuple[float, float]:
     return cm.d1.mean - cm.d2.mean, cm.std_meandiff_separatevar
 
 
-def test_a_mid_stage_ramp_is_compared_period_by_period(app):
+def test_a_mid_stage_ramp_is_compared_period_by_period(app, client, tokens):
     """Weights moved from 80/20 to 20/80 ten days into the stage, with no true effect: the early units
     had longer to spend, so the pooled arms differ a lot; the run compares period by period and the
     numbers equal CUPED per period (θ within the period) combined by units, computed in pandas."""
@@ -427,6 +427,11 @@ def test_a_mid_stage_ramp_is_compared_period_by_period(app):
         deltas.append(adj[part.variant == "bonus"].mean() - adj[part.variant == "control"].mean())
     assert by_group["families"]["effect_abs"] == pytest.approx(
         np.dot([len(p) / len(fam) for p in parts], deltas), rel=1e-7)
+    # the report says so
+    from tests.test_pages import csrf
+    client.post("/login", data={"token": tokens["analyst"], "csrf_token": csrf(client)})
+    page = client.get(f"/analyses/{run.id}").get_data(as_text=True)
+    assert "within each of the 2 allocation periods" in page and "post-stratified" in page
     # weeks since exposure: each week's units (exposed the whole week) compared period by period
     week = pd.Timedelta(days=7)
     u["full_weeks"] = (pd.Timestamp(NOW) - u.assigned_at) // week
