@@ -52,6 +52,13 @@ def add_refunds(app, key: str) -> int:
         return len(rows)
 
 
+def group_of(c: pd.DataFrame) -> np.ndarray:
+    """The demo's saved customer groups (pilot.segments), first match wins, in pandas."""
+    young = c.age_band.isin(["18-24", "25-34", "35-44"]) & (c.children >= 1)
+    return np.select([young, c.children >= 1, c.age_band == "65+", c.household_size == 1],
+                     ["young_parents", "families", "seniors", "singles"], "other")
+
+
 def raw_units(app, key: str, pre_days: int = 56) -> pd.DataFrame:
     """Per-customer values computed in pandas from the raw rows (the reference for the SQL)."""
     with app.app_context():
@@ -64,9 +71,7 @@ def raw_units(app, key: str, pre_days: int = 56) -> pd.DataFrame:
         t = pd.read_sql(text("SELECT customer_id, occurred_at, amount, items, type, discount_cost FROM transactions"),
                         conn)
     t["occurred_at"] = pd.to_datetime(t["occurred_at"], utc=True, format="mixed")
-    young = a.age_band.isin(["18-24", "25-34", "35-44"]) & (a.children >= 1)
-    a["grp"] = np.select([young, a.children >= 1, a.age_band == "65+", a.household_size == 1],
-                         ["young_parents", "families", "seniors", "singles"], "other")
+    a["grp"] = group_of(a)
     post = t[(t.occurred_at >= pd.Timestamp(start)) & (t.occurred_at < pd.Timestamp(NOW))]
     pre = t[(t.occurred_at >= pd.Timestamp(start - timedelta(days=pre_days))) & (t.occurred_at < pd.Timestamp(start))]
     mid = pd.Timestamp(start + (NOW - start) / 2)
@@ -317,9 +322,7 @@ def test_modelled_cost_equals_the_mechanics_on_the_raw_rows(app):
     a["assigned_at"] = pd.to_datetime(a["assigned_at"], utc=True, format="mixed")
     t["occurred_at"] = pd.to_datetime(t["occurred_at"], utc=True, format="mixed")
     t["amount"] = t.amount.astype(float)
-    young = a.age_band.isin(["18-24", "25-34", "35-44"]) & (a.children >= 1)
-    a["grp"] = np.select([young, a.children >= 1, a.age_band == "65+", a.household_size == 1],
-                         ["young_parents", "families", "seniors", "singles"], "other")
+    a["grp"] = group_of(a)
     j = t.merge(a, on="customer_id")
     j = j[(j.occurred_at >= j.assigned_at) & (j.occurred_at < pd.Timestamp(NOW))].sort_values(["occurred_at", "id"])
     period_days = params["tiers"][1]["period_days"]
@@ -413,9 +416,7 @@ def test_a_mid_stage_ramp_is_compared_period_by_period(app, client, tokens):
         groups = pd.read_sql(text("SELECT id AS customer_id, age_band, children, household_size FROM customers"),
                              db.session.connection()).set_index("customer_id")
     g = groups.reindex(u.index)
-    young = g.age_band.isin(["18-24", "25-34", "35-44"]) & (g.children >= 1)
-    u["grp"] = np.select([young, g.children >= 1, g.age_band == "65+", g.household_size == 1],
-                         ["young_parents", "families", "seniors", "singles"], "other")
+    u["grp"] = group_of(g)
     by_group = {r["group"]: r for r in run.results["groups"] if r["arm"] == "bonus"}
     assert set(by_group) == set(u.grp) and all(r["method"] == "cuped+post_stratified" for r in by_group.values())
     fam = u[u.grp == "families"]
