@@ -246,7 +246,7 @@ def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
     create = CreateTableAs(unit_rows(session, pilot, stage, cutoff, pre_days, weeks, weekly, period_ends),
                            "pilot_units", temporary=True)
     unit = create.table
-    with hash_joins(conn):
+    with hash_joins(conn, sorted_groups=True):
         conn.execute(create)
     try:
         if conn.dialect.name == "postgresql":

@@ -32,7 +32,7 @@ class Config:
         self.HOLDOUT_SHARE = float(env("PILOT_HOLDOUT_SHARE", "0"))
         self.HOLDOUT_SALT = env("PILOT_HOLDOUT_SALT", "global-holdout")
         self.MAX_UPLOAD_BYTES = int(env("PILOT_MAX_UPLOAD_BYTES", str(50 * 1024**3)))
-        self.ANALYSIS_WORK_MEM = env("PILOT_ANALYSIS_WORK_MEM", "256MB")
+        self.ANALYSIS_WORK_MEM = env("PILOT_ANALYSIS_WORK_MEM", "64MB")
         self.ANALYSIS_INTERVAL_MINUTES = float(env("PILOT_ANALYSIS_INTERVAL_MINUTES", "1440"))
         self.BATCH_ROW_LIMIT = int(env("PILOT_BATCH_ROW_LIMIT", "10000"))
         self.SESSION_COOKIE_SECURE = env("PILOT_SECURE_COOKIES", "0") == "1"

@@ -54,23 +54,31 @@ def utcnow() -> datetime:
 
 
 @contextmanager
-def hash_joins(conn: Connection) -> Iterator[None]:
-    """No nested loops on PostgreSQL for the statements inside (the setting is restored after, within
-    the transaction; on an error the transaction rolls back, and the local setting with it).
+def hash_joins(conn: Connection, sorted_groups: bool = False) -> Iterator[None]:
+    """No nested loops on PostgreSQL for the statements inside (the settings are restored after,
+    within the transaction; on an error the transaction rolls back, and the local settings with it).
 
     For set-based passes that read whole tables (bulk assignment, the analysis unit rows), where hash
     joins are the right plan at any size: statistics taken before a large import or assignment
     (autovacuum has not caught up yet) make the planner expect one row and choose nested loops, a
     million index probes in bulk assignment and a re-aggregation per customer in the analysis (a
     minute instead of a tenth of a second for 4,000 customers).
+
+    `sorted_groups`: GROUP BY by sorting, not hashing. For the analysis's per-customer sums, where
+    each parallel worker sees nearly every customer: partial hash aggregates do not shrink, spill and
+    are hashed again (10M transactions of 1M customers: 21.8 s for the statement), while sorted
+    partial aggregates merge in order (14.2 s).
     """
     if conn.dialect.name != "postgresql":
         yield
         return
-    was = conn.scalar(text("SELECT current_setting('enable_nestloop')"))
-    conn.execute(text("SELECT set_config('enable_nestloop', 'off', true)"))
+    settings = {"enable_nestloop": "off", **({"enable_hashagg": "off"} if sorted_groups else {})}
+    was = {name: conn.scalar(text("SELECT current_setting(:name)"), {"name": name}) for name in settings}
+    for name, value in settings.items():
+        conn.execute(text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
     yield
-    conn.execute(text("SELECT set_config('enable_nestloop', :was, true)"), {"was": was})
+    for name, value in was.items():
+        conn.execute(text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
 
 
 class DriverStatement:

@@ -68,9 +68,9 @@ def execute(session: Session, run: AnalysisRun) -> AnalysisRun:
     timings: dict[str, float] = {}
     start = stage.started_at or pilot.started_at
     days = analysis.now_days(start, run.cutoff)
-    work_mem = current_app.config.get("ANALYSIS_WORK_MEM", "256MB")
+    work_mem = current_app.config.get("ANALYSIS_WORK_MEM", "64MB")
     if session.bind.dialect.name == "postgresql":
-        if work_mem:  # the per-unit GROUP BY over millions of rows hashes in memory instead of spilling to disk
+        if work_mem:  # sorts and hashes of the per-unit sums over millions of rows (see db.hash_joins)
             session.execute(text("SELECT set_config('work_mem', :v, true)"), {"v": work_mem})
         # JIT compiles the wide aggregate once per parallel worker: seconds of compiling, no gain
         session.execute(text("SET LOCAL jit = off"))

@@ -128,8 +128,9 @@ def test_weekly_store_and_exposure_aggregates_equal_pandas(app, weekly):
         t = pd.read_sql(text("SELECT customer_id, occurred_at, amount, type FROM transactions"), conn)
         assert (t.type == "refund").sum() > 100
         cube = customer_cube(db.session, pilot, pilot.stage(1), NOW, weekly=weekly)
-        if conn.dialect.name == "postgresql":  # the cube's planner setting does not outlive it
+        if conn.dialect.name == "postgresql":  # the cube's planner settings do not outlive it
             assert conn.scalar(text("SELECT current_setting('enable_nestloop')")) == "on"
+            assert conn.scalar(text("SELECT current_setting('enable_hashagg')")) == "on"
     a["assigned_at"] = pd.to_datetime(a["assigned_at"], utc=True, format="mixed")
     t["occurred_at"] = pd.to_datetime(t["occurred_at"], utc=True, format="mixed")
     week = pd.Timedelta(days=7)
