@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateTableAs
 from sqlalchemy.sql.elements import ColumnElement
 
+from pilot.assigning import allocation_period
 from pilot.db import hash_joins
 from pilot.mechanics import member_period_cost
 from pilot.models import Assignment, Customer, Enrolment, Pilot, Stage, Transaction
@@ -51,7 +52,6 @@ class Cube:
     by_group: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
     by_store: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
     by_week: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
-    full_weeks: dict[tuple[str, int], int] = field(default_factory=dict)
     stores: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)  # store pilots: per store
     # per arm × allocation period (units by the weights of their time), when the stage's weights changed,
     # and per arm × group × period (by_group and by_period are its sums)
@@ -62,13 +62,20 @@ class Cube:
     cutoff: datetime | None = None
     pre_start: datetime | None = None
 
+    @property
+    def full_weeks(self) -> dict[tuple[str, int], int]:
+        """Units per arm × full weeks exposed (all allocation periods)."""
+        out: dict[tuple[str, int], int] = {}
+        for (v, f, _), n in self.full_week_cells.items():
+            out[(v, f)] = out.get((v, f), 0) + n
+        return out
+
     def arm(self, variant: str, groups: set[str] | None = None) -> dict[str, float]:
         """The sums of one arm over all (or some) customer groups."""
         total: dict[str, float] = {}
         for (v, g), sums in self.by_group.items():
             if v == variant and (groups is None or g in groups):
-                for k, x in sums.items():
-                    total[k] = total.get(k, 0.0) + x
+                add_sums(total, sums)
         return total
 
     def arm_in_period(self, variant: str, period: int, groups: set[str] | None = None) -> dict[str, float]:
@@ -76,9 +83,14 @@ class Cube:
         total: dict[str, float] = {}
         for (v, g, p), sums in self.by_cell.items():
             if v == variant and p == period and (groups is None or g in groups):
-                for k, x in sums.items():
-                    total[k] = total.get(k, 0.0) + x
+                add_sums(total, sums)
         return total
+
+
+def add_sums(total: dict[str, float], sums: dict[str, float]) -> None:
+    """Add one slice's sums into `total` (sums of units are additive across slices)."""
+    for k, x in sums.items():
+        total[k] = total.get(k, 0.0) + x
 
 
 def _cost_sql(pilot: Pilot, variant: ColumnElement, spend_before: ColumnElement | None) -> ColumnElement:
@@ -209,8 +221,7 @@ def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pr
         return cast(func.coalesce(per.c[name], 0), Float)
 
     visits = value("visits")
-    ends = period_ends or []
-    period = case(*[(a.assigned_at < end, i) for i, end in enumerate(ends)], else_=len(ends)) if ends else literal(0)
+    period = allocation_period(a.assigned_at, period_ends or [])
     return (select(a.customer_id, a.variant, group_case(saved_groups(session)).label("grp"), period.label("period"),
                    func.coalesce(a.store_id, Customer.home_store_id).label("store_id"),
                    cast(func.floor(exposed / WEEK), Float).label("full_weeks"),
@@ -257,12 +268,9 @@ def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
             variant, grp, period = m.pop("variant"), m.pop("grp"), int(m.pop("period"))
             sums = {k: float(v or 0) for k, v in m.items()}
             cube.by_cell[(variant, grp, period)] = sums
-            for slice_, key in ((cube.by_group, (variant, grp)), (cube.by_period, (variant, period))):
-                into = slice_.setdefault(key, dict.fromkeys(sums, 0.0))
-                for k, x in sums.items():
-                    into[k] += x
-        if not period_ends:
-            cube.by_period.clear()
+            add_sums(cube.by_group.setdefault((variant, grp), {}), sums)
+            if period_ends:
+                add_sums(cube.by_period.setdefault((variant, period), {}), sums)
         store_cols = [func.count().label("n")] + [func.sum(unit.c[v]).label(v) for v in (
             "spend", "visits", "items", "cost", "converted", "retained")]
         for r in conn.execute(select(unit.c.variant, unit.c.store_id, *store_cols)
@@ -274,12 +282,9 @@ def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
                 select(unit.c.variant, unit.c.full_weeks, unit.c.period, func.count())
                 .group_by(unit.c.variant, unit.c.full_weeks, unit.c.period)):
             cube.full_week_cells[(variant, int(full), int(period))] = int(n)
-            cube.full_weeks[(variant, int(full))] = cube.full_weeks.get((variant, int(full)), 0) + int(n)
         cube.week_cells = _weekly(conn, unit, weeks, weekly)
         for (variant, w, _), sums in cube.week_cells.items():
-            into = cube.by_week.setdefault((variant, w), dict.fromkeys(sums, 0.0))
-            for k, x in sums.items():
-                into[k] += x
+            add_sums(cube.by_week.setdefault((variant, w), {}), sums)
     finally:
         unit.drop(conn)
     return cube

@@ -131,6 +131,11 @@ def compute(pilot_data: dict[str, Any], cube: Cube, days: float, tuning: float =
     counts = [int(totals[k].get("n", 0)) for k in arms]
     periods = sorted({p for (_, p) in cube.by_period})
 
+    def compared_periods(arm: str, groups: set[str] | None = None) -> list[tuple[dict, dict]]:
+        """(control, arm) sums of each allocation period in which both arms have units to compare."""
+        pairs = [(cube.arm_in_period(control, p, groups), cube.arm_in_period(arm, p, groups)) for p in periods]
+        return [(c, t) for c, t in pairs if c.get("n", 0) >= 2 and t.get("n", 0) >= 2]
+
     def effect_of(metric: str, arm: str, groups: set[str] | None = None) -> tuple[EffectResult, dict[str, Any]]:
         """Arm against control (in some customer groups); post-stratified by allocation period when
         the weights changed in the stage (experiments.stratified), so that arms whose units joined at
@@ -139,11 +144,7 @@ def compute(pilot_data: dict[str, Any], cube: Cube, days: float, tuning: float =
             if groups is None:
                 return metric_effect(metric, totals[control], totals[arm], config)
             return metric_effect(metric, cube.arm(control, groups), cube.arm(arm, groups), config)
-        strata = []
-        for p in periods:
-            c, t = cube.arm_in_period(control, p, groups), cube.arm_in_period(arm, p, groups)
-            if c.get("n", 0) >= 2 and t.get("n", 0) >= 2:
-                strata.append(metric_effect(metric, c, t, config)[0])
+        strata = [metric_effect(metric, c, t, config)[0] for c, t in compared_periods(arm, groups)]
         if not strata:
             n = (int(cube.arm(control, groups).get("n", 0)), int(cube.arm(arm, groups).get("n", 0)))
             return degenerate("post_stratified", n, (math.nan, math.nan), "too_few_units"), {}
@@ -155,8 +156,7 @@ def compute(pilot_data: dict[str, Any], cube: Cube, days: float, tuning: float =
             return t.get("cost", 0.0) / max(t.get("n", 0), 1) - c.get("cost", 0.0) / max(c.get("n", 0), 1)
         if len(periods) < 2:
             return gap(totals[control], totals[arm])
-        parts = [(cube.by_period.get((control, p), {}), cube.by_period.get((arm, p), {})) for p in periods]
-        parts = [(c, t) for c, t in parts if c.get("n", 0) >= 2 and t.get("n", 0) >= 2]
+        parts = compared_periods(arm)
         units = sum(c["n"] + t["n"] for c, t in parts)
         return sum((c["n"] + t["n"]) / units * gap(c, t) for c, t in parts) if units else math.nan
 
@@ -243,20 +243,17 @@ def _weeks(cube: Cube, control: str, treatments: list[str], primary: str, config
     periods = sorted({p for (_, p) in cube.by_period})
     rows, trends = [], {}
 
-    def stat(arm: str, w: int, period: int) -> SampleMeanStatistic:
-        n = sum(c for (v, f, p), c in cube.full_week_cells.items() if v == arm and f >= w + 1 and p == period)
-        s = cube.week_cells.get((arm, w, period), {})
-        return SampleMeanStatistic(n, s.get(value, 0.0), s.get(f"{value}*{value}", 0.0))
-
-    def pooled(arm: str, w: int) -> SampleMeanStatistic:
-        n = sum(c for (v, f), c in cube.full_weeks.items() if v == arm and f >= w + 1)
-        s = cube.by_week.get((arm, w), {})
+    def stat(arm: str, w: int, period: int | None = None) -> SampleMeanStatistic:
+        """The arm's units exposed the whole week w (of one allocation period, or all)."""
+        n = sum(c for (v, f, p), c in cube.full_week_cells.items()
+                if v == arm and f >= w + 1 and period in (None, p))
+        s = cube.by_week.get((arm, w), {}) if period is None else cube.week_cells.get((arm, w, period), {})
         return SampleMeanStatistic(n, s.get(value, 0.0), s.get(f"{value}*{value}", 0.0))
 
     def effect(arm: str, w: int) -> EffectResult:
         """Welch per week; after a weight change, per allocation period and post-stratified."""
         if len(periods) < 2:
-            return welch(pooled(control, w), pooled(arm, w), config)
+            return welch(stat(control, w), stat(arm, w), config)
         strata = [welch(c, t, config) for c, t in ((stat(control, w, p), stat(arm, w, p)) for p in periods)
                   if c.n >= 2 and t.n >= 2]
         return post_stratified(strata, config)

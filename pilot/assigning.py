@@ -366,6 +366,11 @@ def allocation_changes(stage: Stage) -> list[datetime]:
     return [datetime.fromisoformat(e["until"]) for e in stage.allocation_log or []]
 
 
+def allocation_period(assigned_at: ColumnElement, ends: list[datetime]) -> ColumnElement:
+    """The allocation period a unit was assigned in: 0 before the first of `ends`, and so on."""
+    return case(*[(assigned_at < end, i) for i, end in enumerate(ends)], else_=len(ends)) if ends else literal(0)
+
+
 def expected_shares(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime | None = None,
                     arms: list[str] | None = None) -> dict[str, float] | None:
     """The share of a stage's units each arm should hold when the running stage's weights changed
@@ -381,7 +386,7 @@ def expected_shares(session: Session, pilot: Pilot, stage: Stage, cutoff: dateti
     arms = arms if arms is not None else [k for k, w in stage.allocation.items() if w > 0]
     ends = allocation_changes(stage)
     weights = [e["allocation"] for e in stage.allocation_log] + [stage.allocation]
-    period = case(*[(Assignment.assigned_at < end, i) for i, end in enumerate(ends)], else_=len(ends))
+    period = allocation_period(Assignment.assigned_at, ends)
     stmt = select(period, func.count()).where(Assignment.pilot_id == pilot.id, Assignment.stage == stage.position,
                                               Assignment.variant.in_(arms)).group_by(period)
     units = session.execute(stmt if cutoff is None else stmt.where(Assignment.assigned_at < cutoff)).all()
