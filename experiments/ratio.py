@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from experiments.results import EffectResult, InferenceConfig, build, degenerate, from_estimate
 from experiments.statistics import AdjustedRatioStatistic, RatioStatistic
@@ -63,8 +64,15 @@ def ratio_cuped(control: AdjustedRatioStatistic, treatment: AdjustedRatioStatist
     adj_var = [vp - 2 * theta * c + theta**2 * vx for vp, c, vx in zip(var_post, cov, var_pre)]
     effect = (means[1] - means[0]) - theta * (treatment.pre.ratio - control.pre.ratio)
     se = math.sqrt(max(sum(adj_var), 0.0))
-    base = means[0]
-    rel = effect / base if base else float("nan")
-    se_rel = math.sqrt(adj_var[0] + adj_var[1]) / abs(base) if base else float("nan")
-    se_rel = math.sqrt(se_rel**2 + (effect**2 * adj_var[0] / base**4 if base else 0.0))
-    return from_estimate("ratio_cuped", n, means, effect, se, None, rel, se_rel, config)
+    # relative to the control's ratio R_c, by the delta method: Var(R_c) and Cov(effect, R_c) =
+    # −Var(R_c) + θ Cov(R_c, R_pre,c) (the treatment arm and the other pre-ratio are independent of R_c)
+    base, var_base = means[0], var_post[0]
+    cov_base = -var_post[0] + theta * cov[0]
+    if base:
+        rel = effect / base
+        se_rel = math.sqrt(max(se**2 / base**2 + effect**2 * var_base / base**4 - 2 * effect * cov_base / base**3,
+                               0.0))
+    else:
+        rel = se_rel = float("nan")
+    result = from_estimate("ratio_cuped", n, means, effect, se, None, rel, se_rel, config)
+    return replace(result, var_mean_control=var_base, cov_effect_control=cov_base)

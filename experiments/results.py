@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from scipy import stats
@@ -40,6 +40,10 @@ class EffectResult:
     ci_rel_low: float
     ci_rel_high: float
     message: str | None = None
+    # the variance of the control mean and its covariance with the effect, where the method knows
+    # them (NaN otherwise): what a combination of results needs for its relative effect's error
+    var_mean_control: float = NAN
+    cov_effect_control: float = NAN
 
     @property
     def ok(self) -> bool:
@@ -85,7 +89,8 @@ def build(method: str, n: tuple[int, int], means: tuple[float, float], var_means
     """Effect result from the two arms' means, the variances of those means and their covariance."""
     se = math.sqrt(max(var_means[0] + var_means[1] - 2 * cov_means, 0.0))
     rel, se_rel = relative(means[0], var_means[0], means[1], var_means[1], cov_means)
-    return from_estimate(method, n, means, means[1] - means[0], se, df, rel, se_rel, config)
+    result = from_estimate(method, n, means, means[1] - means[0], se, df, rel, se_rel, config)
+    return replace(result, var_mean_control=var_means[0], cov_effect_control=cov_means - var_means[0])
 
 
 def from_estimate(method: str, n: tuple[int, int], means: tuple[float, float], effect: float, se: float,

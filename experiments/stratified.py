@@ -12,6 +12,7 @@ regression's HC2 error.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from collections.abc import Sequence
 
 from experiments.results import EffectResult, InferenceConfig, degenerate, from_estimate
@@ -23,8 +24,10 @@ def post_stratified(strata: Sequence[EffectResult], config: InferenceConfig = In
     Strata without a usable contrast (an arm with no or too few units in that period, no variance)
     are left out and the weights renormalised over the rest: the effect is then the one of the
     periods in which both arms were assigned. Means are the arms' standardised means Σ w_p mean_p;
-    the relative effect is the effect over the standardised control mean, its error the effect's
-    error over that mean (the control mean's own error is not propagated)."""
+    the relative effect is the effect over the standardised control mean m, its error by the delta
+    method from Var(m) = Σ w_p² Var(m_p) and Cov(effect, m) = Σ w_p² Cov(Δ_p, m_p) (the ratio of
+    the interacted regression's treatment coefficient to its intercept). Strata from a method that
+    does not report those two leave the control mean's error out (the effect's error over m)."""
     usable = [s for s in strata if s.ok and math.isfinite(s.se)]
     n = (sum(s.n_control for s in strata), sum(s.n_treatment for s in strata))
     method = f"{strata[0].method}+post_stratified" if strata else "post_stratified"
@@ -37,4 +40,10 @@ def post_stratified(strata: Sequence[EffectResult], config: InferenceConfig = In
     means = (sum(w * s.mean_control for w, s in zip(weights, usable)),
              sum(w * s.mean_treatment for w, s in zip(weights, usable)))
     rel, se_rel = (effect / means[0], se / abs(means[0])) if means[0] else (math.nan, math.nan)
-    return from_estimate(method, n, means, effect, se, None, rel, se_rel, config)
+    var_c = sum(w * w * s.var_mean_control for w, s in zip(weights, usable))
+    cov = sum(w * w * s.cov_effect_control for w, s in zip(weights, usable))
+    if means[0] and math.isfinite(var_c) and math.isfinite(cov):
+        m = means[0]
+        se_rel = math.sqrt(max(se * se / m**2 + effect**2 * var_c / m**4 - 2 * effect * cov / m**3, 0.0))
+    result = from_estimate(method, n, means, effect, se, None, rel, se_rel, config)
+    return replace(result, var_mean_control=var_c, cov_effect_control=cov)

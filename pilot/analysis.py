@@ -93,6 +93,8 @@ def metric_effect(metric: str, control: dict[str, float], treatment: dict[str, f
 
 def _row(effect: EffectResult, **extra: Any) -> dict[str, Any]:
     data = asdict(effect)
+    for internal in ("var_mean_control", "cov_effect_control"):  # what combinations of results need
+        del data[internal]
     data.update(extra)
     return data
 
@@ -219,7 +221,7 @@ def compute(pilot_data: dict[str, Any], cube: Cube, days: float, tuning: float =
                                             cube.by_store.get((control, s), {}).get(value, 0.0)),
                         ClusterSumStatistic(int(cube.by_store.get((arm, s), {}).get("n", 0)),
                                             cube.by_store.get((arm, s), {}).get(value, 0.0))) for s in stores}
-        cluster[arm] = asdict(cluster_robust(clusters, config))
+        cluster[arm] = _row(cluster_robust(clusters, config))
     power = _power(pilot_data, totals, control, treatments, primary, days, daily_new_units)
     return _clean({"unit": "customer", "arms": [{"variant": k, "weight": weights[k], "n": int(totals[k].get("n", 0)),
                                                  "role": "control" if k == control else "treatment",

@@ -188,6 +188,13 @@ def test_results_equal_statsmodels_on_the_raw_rows(app):
     rs = rows["spend_per_visit"]
     assert rs["method"] == "ratio_cuped"
     assert rs["effect_abs"] == pytest.approx(effect, rel=1e-6) and rs["se"] == pytest.approx(se, rel=1e-6)
+    # relative to the control's ratio, delta method on the linearised rows: Var(R_c), Cov(effect, R_c)
+    base = c.spend.sum() / c.visits.sum()
+    var_base = uc.var() / len(c)
+    cov_base = -var_base + th * np.cov(uc, vc)[0, 1] / len(c)
+    se_rel = np.sqrt(se**2 / base**2 + effect**2 * var_base / base**4 - 2 * effect * cov_base / base**3)
+    assert rs["effect_rel"] == pytest.approx(effect / base, rel=1e-6)
+    assert rs["se_rel"] == pytest.approx(se_rel, rel=1e-6)
     # economics from the same numbers
     econ = run.results["economics"]["bonus"]
     with app.app_context():

@@ -44,7 +44,15 @@ def test_post_stratified_equals_the_interacted_regression_with_hc2():
     pooled = welch(mean_stat(rows.y[rows.treated == 0].to_numpy()), mean_stat(rows.y[rows.treated == 1].to_numpy()))
     assert pooled.effect_abs < -5 and pooled.p_value < 1e-6
     assert res.ci_low < 3.0 < res.ci_high
-    assert res.effect_rel == pytest.approx(res.effect_abs / res.mean_control, rel=1e-12)
+    # relative effect: treated coefficient over the intercept (the standardised control mean), its
+    # error by the delta method on the same HC2 covariance, the intercept's error included
+    a, b = fit.params["Intercept"], fit.params["treated"]
+    assert res.mean_control == pytest.approx(a, rel=1e-9)
+    assert res.effect_rel == pytest.approx(b / a, rel=1e-9)
+    cov = fit.cov_params().loc[["Intercept", "treated"], ["Intercept", "treated"]].to_numpy()
+    grad = np.array([-b / a**2, 1 / a])
+    assert res.se_rel == pytest.approx(np.sqrt(grad @ cov @ grad), rel=1e-9)
+    assert res.se_rel > res.se / abs(a)  # the control mean's error widens it
 
 
 def test_a_period_without_a_contrast_is_left_out():
