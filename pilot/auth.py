@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from functools import cache
 
 from flask import Flask, current_app, g, request
-from sqlalchemy import Select, String, bindparam, select
+from sqlalchemy import Select, String, bindparam, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from pilot.db import db
+from pilot.db import db, utcnow
 from pilot.errors import ApiError
 from pilot.models import ApiToken, Store
 from pilot.models.tokens import ROLES
@@ -229,4 +230,24 @@ def _authenticate() -> Principal:
                 seen[g.token_hash] = principal
     if principal is None:
         raise unauthenticated()
+    _touch(principal.token_id, conn)
     return principal
+
+
+TOUCH_SECONDS = 60
+
+
+def _touch(token_id: int, conn: Connection | None) -> None:
+    """Record when a token was last used, at most once a minute per token and process (one small
+    UPDATE on its own autocommit statement, so a busy till path does not write on every request)."""
+    touched = current_app.extensions.setdefault("pilot.tokens_touched", {})
+    now = time.monotonic()
+    if now - touched.get(token_id, -TOUCH_SECONDS) < TOUCH_SECONDS:
+        return
+    touched[token_id] = now
+    stmt = update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow())
+    if conn is not None:
+        conn.execute(stmt)
+    else:
+        with db.session.bind.connect() as own:
+            own.execution_options(isolation_level="AUTOCOMMIT").execute(stmt)

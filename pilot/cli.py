@@ -56,7 +56,8 @@ def tokens_list() -> None:
     """List tokens (never their secrets)."""
     for t in db.session.scalars(select(ApiToken).order_by(ApiToken.id)):
         state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
-        click.echo(f"{t.id}\t{t.prefix}…\t{t.role}\t{t.store.code if t.store else '-'}\t{state}\t{t.name}")
+        used = f"last used {t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never used"
+        click.echo(f"{t.id}\t{t.prefix}…\t{t.role}\t{t.store.code if t.store else '-'}\t{state}\t{t.name}\t{used}")
 
 
 @tokens_group.command("revoke")

@@ -56,3 +56,28 @@ def test_audit_time_filters(client, admin):
     assert client.get("/api/v1/audit?since=2000-01-01T00:00:00Z", headers=admin).json["items"]
     assert client.get("/api/v1/audit?until=2000-01-01T00:00:00Z", headers=admin).json["items"] == []
     assert client.get("/api/v1/audit?since=yesterday", headers=admin).status_code == 422
+
+
+def test_last_use_is_recorded_at_most_once_a_minute(app, client, admin, monkeypatch):
+    made = client.post("/api/v1/tokens", json={"name": "till", "role": "analyst"}, headers=admin).json
+    assert made["last_used_at"] is None
+    analyst = {"Authorization": f"Bearer {made['token']}"}
+    assert client.get("/api/v1/me", headers=analyst).status_code == 200
+
+    def stored():
+        with app.app_context():
+            return db.session.get(ApiToken, made["id"]).last_used_at
+    first = stored()
+    assert first is not None
+    shown = client.get(f"/api/v1/tokens/{made['id']}", headers=admin).json["last_used_at"]
+    assert shown.startswith(first.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert client.get("/api/v1/me", headers=analyst).status_code == 200
+    assert stored() == first  # within the minute: no second write
+    monkeypatch.setattr("pilot.auth.TOUCH_SECONDS", 0)
+    assert client.get("/api/v1/me", headers=analyst).status_code == 200
+    assert stored() > first
+    # a refused token records nothing
+    client.delete(f"/api/v1/tokens/{made['id']}", headers=admin)
+    before = stored()
+    assert client.get("/api/v1/me", headers=analyst).status_code == 401
+    assert stored() == before

@@ -29,6 +29,8 @@ class TokenSchema(Schema):
     prefix = ma.fields.String()
     created_at = ma.fields.DateTime()
     revoked_at = ma.fields.DateTime(allow_none=True)
+    last_used_at = ma.fields.DateTime(allow_none=True, metadata={
+        "description": "When the token last authenticated an API request (recorded at most once a minute)."})
 
 
 class NewTokenSchema(TokenSchema):
