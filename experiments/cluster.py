@@ -10,6 +10,7 @@ from experiments.results import EffectResult, InferenceConfig, build, degenerate
 from experiments.statistics import ClusterSumStatistic, RegressionAdjustedStatistic, SampleMeanStatistic
 
 Clusters = Mapping[object, tuple[ClusterSumStatistic, ClusterSumStatistic]]
+PeriodClusters = Mapping[tuple[object, object], tuple[ClusterSumStatistic, ClusterSumStatistic]]
 
 
 def cluster_robust(clusters: Clusters, config: InferenceConfig = InferenceConfig()) -> EffectResult:
@@ -18,19 +19,48 @@ def cluster_robust(clusters: Clusters, config: InferenceConfig = InferenceConfig
     `clusters` maps each store to its (control, treatment) n and Σy; a store may hold one arm or both.
     The small-sample factor is G/(G−1)·(N−1)/(N−2) and inference uses t with G−1 degrees of freedom.
     """
-    parts = list(clusters.values())
-    n = (sum(c.n for c, _ in parts), sum(t.n for _, t in parts))
-    sums = (sum(c.sum for c, _ in parts), sum(t.sum for _, t in parts))
-    means = (sums[0] / n[0] if n[0] else float("nan"), sums[1] / n[1] if n[1] else float("nan"))
-    groups = len(parts)
-    if min(n) < 1 or groups < 2:
-        return degenerate("cluster_robust", n, means, "too_few_clusters" if groups < 2 else "too_few_units")
-    # per-cluster residual sums of each arm, scaled by that arm's size: the OLS score of the arm's mean
-    scores = np.array([[(c.sum - c.n * means[0]) / n[0], (t.sum - t.n * means[1]) / n[1]] for c, t in parts])
-    total = n[0] + n[1]
-    factor = groups / (groups - 1) * (total - 1) / (total - 2)
-    meat = factor * scores.T @ scores
-    return build("cluster_robust", n, means, (meat[0, 0], meat[1, 1]), groups - 1, config, cov_means=meat[0, 1])
+    return cluster_robust_by_period({(store, 0): pair for store, pair in clusters.items()}, config)
+
+
+def cluster_robust_by_period(cells: PeriodClusters, config: InferenceConfig = InferenceConfig()) -> EffectResult:
+    """`cluster_robust` when the arms' weights changed while the stage ran: `cells` maps (store,
+    allocation period) to the (control, treatment) n and Σy. The effect is post-stratified (each
+    period's difference weighted by its share of the units), which is the treatment coefficient of
+    the regression fully interacted with centred period indicators (Lin 2013); its error is that
+    regression's clustered by store, so a store's units in different periods are not taken as
+    independent. Factor G/(G−1)·(N−1)/(N−K), K = 2 × periods; t with G−1 degrees of freedom.
+    Periods in which an arm has no units are left out. One period is plain `cluster_robust`.
+    """
+    arms: dict[object, list[list[float]]] = {}  # period -> [[n_c, Σ_c], [n_t, Σ_t]]
+    for (_, period), (c, t) in cells.items():
+        tot = arms.setdefault(period, [[0, 0.0], [0, 0.0]])
+        for side, stat in zip(tot, (c, t)):
+            side[0] += stat.n
+            side[1] += stat.sum
+    n = tuple(sum(tot[i][0] for tot in arms.values()) for i in (0, 1))
+    usable = {p: tot for p, tot in arms.items() if tot[0][0] > 0 and tot[1][0] > 0}
+    method = "cluster_robust" if len(arms) <= 1 else "cluster_robust+post_stratified"
+    units = sum(tot[0][0] + tot[1][0] for tot in usable.values())
+    weights = {p: (tot[0][0] + tot[1][0]) / units for p, tot in usable.items()} if units else {}
+    period_means = {p: (tot[0][1] / tot[0][0], tot[1][1] / tot[1][0]) for p, tot in usable.items()}
+    stores = {store for (store, period) in cells if period in usable or not usable}
+    groups = len(stores)
+    if not usable or groups < 2 or units <= 2 * len(usable):
+        pooled = tuple(sum(tot[i][1] for tot in arms.values()) / n[i] if n[i] else float("nan") for i in (0, 1))
+        return degenerate(method, n, pooled, "too_few_clusters" if groups < 2 else "too_few_units")
+    means = tuple(sum(weights[p] * period_means[p][i] for p in usable) for i in (0, 1))
+    # per store: the score of each arm's standardised mean, Σ_p w_p (Σy − n·mean_p) / n_p of the arm
+    scores: dict[object, np.ndarray] = {}
+    for (store, period), (c, t) in cells.items():
+        if period not in usable:
+            continue
+        row = scores.setdefault(store, np.zeros(2))
+        for i, stat in enumerate((c, t)):
+            row[i] += weights[period] * (stat.sum - stat.n * period_means[period][i]) / usable[period][i][0]
+    matrix = np.array(list(scores.values()))
+    factor = groups / (groups - 1) * (units - 1) / (units - 2 * len(usable))
+    meat = factor * matrix.T @ matrix
+    return build(method, n, means, (meat[0, 0], meat[1, 1]), groups - 1, config, cov_means=meat[0, 1])
 
 
 def difference_in_differences(control: RegressionAdjustedStatistic, treatment: RegressionAdjustedStatistic,

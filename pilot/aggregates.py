@@ -51,6 +51,7 @@ class Cube:
 
     by_group: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
     by_store: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
+    store_cells: dict[tuple[str, int, int], dict[str, float]] = field(default_factory=dict)  # arm × store × period
     by_week: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
     stores: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)  # store pilots: per store
     # per arm × allocation period (units by the weights of their time), when the stage's weights changed,
@@ -248,7 +249,7 @@ def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
     """Per arm × group, arm × store and arm × week since exposure (of the `weekly` value, spend or
     visits): the unit rows are computed once into a temporary table (one pass over the
     transactions), then grouped four ways: per arm × group × allocation period (`period_ends`: the
-    times the stage's weights changed before the cut-off; one period without), per arm × store,
+    times the stage's weights changed before the cut-off; one period without), per arm × store × period,
     per arm × full weeks exposed and per arm × week since exposure."""
     cube = Cube(cutoff=cutoff, pre_start=pilot.started_at - timedelta(days=pre_days))
     conn = session.connection()
@@ -273,11 +274,13 @@ def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
                 add_sums(cube.by_period.setdefault((variant, period), {}), sums)
         store_cols = [func.count().label("n")] + [func.sum(unit.c[v]).label(v) for v in (
             "spend", "visits", "items", "cost", "converted", "retained")]
-        for r in conn.execute(select(unit.c.variant, unit.c.store_id, *store_cols)
-                              .group_by(unit.c.variant, unit.c.store_id)):
+        for r in conn.execute(select(unit.c.variant, unit.c.store_id, unit.c.period, *store_cols)
+                              .group_by(unit.c.variant, unit.c.store_id, unit.c.period)):
             m = dict(r._mapping)
-            key = (m.pop("variant"), m.pop("store_id"))
-            cube.by_store[key] = {k: float(v or 0) for k, v in m.items()}
+            variant, store, period = m.pop("variant"), m.pop("store_id"), int(m.pop("period"))
+            sums = {k: float(v or 0) for k, v in m.items()}
+            cube.store_cells[(variant, store, period)] = sums
+            add_sums(cube.by_store.setdefault((variant, store), {}), sums)
         for variant, full, period, n in conn.execute(
                 select(unit.c.variant, unit.c.full_weeks, unit.c.period, func.count())
                 .group_by(unit.c.variant, unit.c.full_weeks, unit.c.period)):

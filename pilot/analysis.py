@@ -11,7 +11,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from experiments.cluster import ancova, cluster_robust, difference_in_differences
+from experiments.cluster import ancova, cluster_robust_by_period, difference_in_differences
 from experiments.cuped import cuped
 from experiments.economics import economics
 from experiments.heterogeneity import cochran_q
@@ -215,13 +215,15 @@ def compute(pilot_data: dict[str, Any], cube: Cube, days: float, tuning: float =
         econ[arm] = {**asdict(e), "cost_metric": cost_metric, "mechanic": pilot_data["mechanics"].get(arm)}
     cluster = {}
     for arm in treatments:
-        stores = {s for (v, s) in cube.by_store if v in (control, arm)}
+        # by store × allocation period: after a weight change, post-stratified like the main effects
+        cells = {(s, p) for (v, s, p) in cube.store_cells if v in (control, arm)}
         value = SOURCES[primary][0] if CATALOGUE[primary].kind != "ratio" else "spend"
-        clusters = {s: (ClusterSumStatistic(int(cube.by_store.get((control, s), {}).get("n", 0)),
-                                            cube.by_store.get((control, s), {}).get(value, 0.0)),
-                        ClusterSumStatistic(int(cube.by_store.get((arm, s), {}).get("n", 0)),
-                                            cube.by_store.get((arm, s), {}).get(value, 0.0))) for s in stores}
-        cluster[arm] = _row(cluster_robust(clusters, config))
+
+        def sums(v: str, s: int, p: int) -> ClusterSumStatistic:
+            c = cube.store_cells.get((v, s, p), {})
+            return ClusterSumStatistic(int(c.get("n", 0)), c.get(value, 0.0))
+        cluster[arm] = _row(cluster_robust_by_period({(s, p): (sums(control, s, p), sums(arm, s, p))
+                                                      for s, p in cells}, config))
     power = _power(pilot_data, totals, control, treatments, primary, days, daily_new_units)
     return _clean({"unit": "customer", "arms": [{"variant": k, "weight": weights[k], "n": int(totals[k].get("n", 0)),
                                                  "role": "control" if k == control else "treatment",

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import text
+import statsmodels.formula.api as smf
 from statsmodels.stats.proportion import proportions_ztest
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
@@ -469,3 +470,17 @@ def test_a_mid_stage_ramp_is_compared_period_by_period(app, client, tokens):
     gaps = [part.cost[part.variant == "bonus"].mean() - part.cost[part.variant == "control"].mean()
             for _, part in u.groupby("period")]
     assert econ["cost_per_customer"] == pytest.approx(np.dot(weights, gaps), rel=1e-7)
+    # the store-clustered check: the interacted regression on centred period indicators, clustered by store
+    with app.app_context():
+        stores = pd.read_sql(text("SELECT a.customer_id, COALESCE(a.store_id, c.home_store_id) AS store FROM "
+                                  "assignments a JOIN customers c ON c.id = a.customer_id WHERE a.pilot_id = :p"),
+                             db.session.connection(), params={"p": pilot.id}).set_index("customer_id")
+    u["store"] = stores.store.reindex(u.index)
+    u["treated"] = (u.variant == "bonus").astype(float)
+    u["d1"] = u.period - u.period.mean()
+    fit = smf.ols("spend ~ treated * d1", u).fit(cov_type="cluster", cov_kwds={"groups": u.store}, use_t=True)
+    check = run.results["cluster_robust"]["bonus"]
+    assert check["method"] == "cluster_robust+post_stratified"
+    assert check["effect_abs"] == pytest.approx(fit.params["treated"], rel=1e-7)
+    assert check["se"] == pytest.approx(fit.bse["treated"], rel=1e-7)
+    assert check["p_value"] == pytest.approx(fit.pvalues["treated"], rel=1e-6)

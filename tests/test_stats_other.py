@@ -12,7 +12,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
-from experiments.cluster import ancova, cluster_robust, difference_in_differences
+from experiments.cluster import ancova, cluster_robust, cluster_robust_by_period, difference_in_differences
 from experiments.economics import economics
 from experiments.heterogeneity import cochran_q
 from experiments.multiple import benjamini_hochberg, holm
@@ -52,6 +52,46 @@ def test_cluster_robust_matches_statsmodels(mixed):
     assert res.df == df.store.nunique() - 1 == fit.df_resid_inference
     low, high = fit.conf_int().loc["arm"]
     assert (res.ci_low, res.ci_high) == (pytest.approx(low, rel=1e-9), pytest.approx(high, rel=1e-9))
+
+
+def test_cluster_robust_by_period_is_the_interacted_regression_clustered_by_store():
+    """A ramp (control share 80% → 50% → 20%) in 40 stores with store effects and outcomes that drift
+    by period; a fourth period has control units only and is left out, as the regression must."""
+    frames = []
+    for period, share_t, level in ((0, 0.2, 60.0), (1, 0.5, 45.0), (2, 0.8, 30.0), (3, 0.0, 20.0)):
+        for store in range(40):
+            size = int(rng.integers(5, 40))
+            arm = (rng.random(size) < share_t).astype(float)
+            y = level + 2 * (store % 7) + 3 * arm + rng.normal(0, 15, size)
+            frames.append(pd.DataFrame({"store": store, "period": period, "arm": arm, "y": y}))
+    df = pd.concat(frames, ignore_index=True)
+    sums = df.groupby(["store", "period", "arm"])["y"].agg(["count", "sum"])
+    cells = {(s, p): tuple(ClusterSumStatistic(*(sums.loc[(s, p, a)] if (s, p, a) in sums.index else (0, 0.0)))
+                           for a in (0.0, 1.0)) for s, p in df[["store", "period"]].drop_duplicates().itertuples(index=False)}
+    res = cluster_robust_by_period(cells)
+    used = df[df.period < 3].copy()
+    for p in (1, 2):
+        used[f"d{p}"] = (used.period == p).astype(float)
+        used[f"d{p}"] -= used[f"d{p}"].mean()
+    fit = smf.ols("y ~ arm * (d1 + d2)", used).fit(cov_type="cluster", cov_kwds={"groups": used.store}, use_t=True)
+    assert res.method == "cluster_robust+post_stratified"
+    assert res.effect_abs == pytest.approx(fit.params["arm"], rel=1e-9)
+    assert res.se == pytest.approx(fit.bse["arm"], rel=1e-9)
+    assert res.p_value == pytest.approx(fit.pvalues["arm"], rel=1e-8)
+    assert res.df == fit.df_resid_inference == 39
+    low, high = fit.conf_int().loc["arm"]
+    assert (res.ci_low, res.ci_high) == (pytest.approx(low, rel=1e-9), pytest.approx(high, rel=1e-9))
+    a, b = fit.params["Intercept"], fit.params["arm"]
+    cov = fit.cov_params().loc[["Intercept", "arm"], ["Intercept", "arm"]].to_numpy()
+    grad = np.array([-b / a**2, 1 / a])
+    assert res.effect_rel == pytest.approx(b / a, rel=1e-9)
+    assert res.se_rel == pytest.approx(math.sqrt(grad @ cov @ grad), rel=1e-9)
+    assert res.n_control == int((df.arm == 0).sum())  # all units counted, the control-only period too
+    # pooling the periods is the biased comparison here: the control arm is early-heavy
+    by_arm = used.groupby(["store", "arm"])["y"].agg(["count", "sum"])
+    pooled = cluster_robust({s: (ClusterSumStatistic(*by_arm.loc[(s, 0.0)]), ClusterSumStatistic(*by_arm.loc[(s, 1.0)]))
+                             for s in range(40)})
+    assert pooled.effect_abs < -5 and res.ci_low < 3 < res.ci_high
 
 
 def store_panel():
