@@ -25,7 +25,7 @@ from sqlalchemy.schema import CreateTableAs
 from sqlalchemy.sql.elements import ColumnElement
 
 from pilot.assigning import allocation_period
-from pilot.db import hash_joins
+from pilot.db import set_based_plan
 from pilot.mechanics import member_period_cost
 from pilot.models import Assignment, Customer, Enrolment, Pilot, Stage, Transaction
 from pilot.segments import group_case, saved_groups
@@ -62,6 +62,7 @@ class Cube:
     full_week_cells: dict[tuple[str, int, int], int] = field(default_factory=dict)  # arm × full weeks × period
     cutoff: datetime | None = None
     pre_start: datetime | None = None
+    joins: str = "hash"  # how the unit rows joined the transactions to the units on PostgreSQL: hash or merge
 
     @property
     def full_weeks(self) -> dict[tuple[str, int], int]:
@@ -135,12 +136,25 @@ def _period_costs(pilot: Pilot) -> list[tuple[str, float, int]]:
     return out
 
 
-def _weeks_observed(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime) -> int:
-    """Full weeks since the earliest exposure of the stage: the weekly columns the unit rows need."""
+def _stage_units(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime) -> tuple[int, int]:
+    """The stage's units before the cut-off, and the full weeks since its earliest exposure (the
+    weekly columns the unit rows need)."""
     a = Assignment
-    first = session.scalar(select(func.min(a.assigned_at)).where(a.pilot_id == pilot.id, a.stage == stage.position,
-                                                                  a.assigned_at < cutoff))
-    return int((cutoff - first).total_seconds() // WEEK) if first is not None else 0
+    first, units = session.execute(select(func.min(a.assigned_at), func.count()).where(
+        a.pilot_id == pilot.id, a.stage == stage.position, a.assigned_at < cutoff)).one()
+    return units, int((cutoff - first).total_seconds() // WEEK) if first is not None else 0
+
+
+MERGE_SHARE = 0.5  # units of the stage / customers from which the unit rows merge-join (db.set_based_plan)
+
+
+def _most_customers(conn, units: int) -> bool:  # noqa: ANN001
+    """Whether the stage's units are at least MERGE_SHARE of the customers (PostgreSQL's estimate of
+    the table's rows, kept by ANALYZE and autovacuum; never analysed: no)."""
+    if conn.dialect.name != "postgresql":
+        return False
+    rows = conn.scalar(text("SELECT reltuples FROM pg_class WHERE oid = CAST('customers' AS regclass)"))
+    return rows is not None and rows > 0 and units >= MERGE_SHARE * rows
 
 
 def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pre_days: int, weeks: int,
@@ -253,12 +267,14 @@ def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
     per arm × full weeks exposed and per arm × week since exposure."""
     cube = Cube(cutoff=cutoff, pre_start=pilot.started_at - timedelta(days=pre_days))
     conn = session.connection()
-    weeks = _weeks_observed(session, pilot, stage, cutoff)
+    units, weeks = _stage_units(session, pilot, stage, cutoff)
     Table("pilot_units", MetaData()).drop(conn, checkfirst=True)
     create = CreateTableAs(unit_rows(session, pilot, stage, cutoff, pre_days, weeks, weekly, period_ends),
                            "pilot_units", temporary=True)
     unit = create.table
-    with hash_joins(conn, sorted_groups=True):
+    if _most_customers(conn, units):
+        cube.joins = "merge"
+    with set_based_plan(conn, sorted_groups=True, merge_joins=cube.joins == "merge"):
         conn.execute(create)
     try:
         if conn.dialect.name == "postgresql":

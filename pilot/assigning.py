@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from pilot.assignment import bucket, edges, variant_for
 from pilot.customers import ROW_COLUMNS
-from pilot.db import fast_rows, hash_joins, utcnow
+from pilot.db import fast_rows, set_based_plan, utcnow
 from pilot.models import ApiToken, Assignment, Customer, Enrolment, LayerMembership, Pilot, Stage, Store, Variant
 from pilot.segments import group_case, saved_groups
 
@@ -295,7 +295,7 @@ def assign_bulk(session: Session, pilot: Pilot, holdout: Holdout) -> dict[str, A
                   .join(Enrolment, _enrolled_join()).where(Enrolment.pilot_id == pilot.id)
                   .where(~c["assigned"], ~c["held"], c["eligible"], ~c["other"]))
     conn = session.connection()
-    with hash_joins(conn):  # right after a large import stale statistics favour a million index probes
+    with set_based_plan(conn):  # right after a large import stale statistics favour a million index probes
         bulk = Table("pilot_bulk", MetaData(), Column("customer_id", Integer), Column("store_id", Integer),
                      Column("variant", String(64)), prefixes=["TEMPORARY"])
         bulk.drop(conn, checkfirst=True)

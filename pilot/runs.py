@@ -70,7 +70,7 @@ def execute(session: Session, run: AnalysisRun) -> AnalysisRun:
     days = analysis.now_days(start, run.cutoff)
     work_mem = current_app.config.get("ANALYSIS_WORK_MEM", "64MB")
     if session.bind.dialect.name == "postgresql":
-        if work_mem:  # sorts and hashes of the per-unit sums over millions of rows (see db.hash_joins)
+        if work_mem:  # sorts and hashes of the per-unit sums over millions of rows (see db.set_based_plan)
             session.execute(text("SELECT set_config('work_mem', :v, true)"), {"v": work_mem})
         # JIT compiles the wide aggregate once per parallel worker: seconds of compiling, no gain
         session.execute(text("SET LOCAL jit = off"))

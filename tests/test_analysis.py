@@ -111,8 +111,9 @@ def test_aggregates_equal_pandas_on_the_raw_rows(app):
     assert sum(s["n"] for s in cube.by_group.values()) == len(u) and (u.spend == 0).any()
 
 
-@pytest.mark.parametrize("weekly", ["spend", "visits"])
-def test_weekly_store_and_exposure_aggregates_equal_pandas(app, weekly):
+@pytest.mark.parametrize("weekly,merge", [("spend", False), ("visits", True)])
+def test_weekly_store_and_exposure_aggregates_equal_pandas(app, weekly, merge, monkeypatch):
+    """`merge`: on PostgreSQL the unit rows merge-join (as when the units are most of the customers)."""
     key = plant(app, "clear_win", customers=600, stores=10, key=f"wk{weekly}")
     add_refunds(app, key)
     with app.app_context():
@@ -128,10 +129,15 @@ def test_weekly_store_and_exposure_aggregates_equal_pandas(app, weekly):
                              "WHERE a.pilot_id = :p"), conn, params={"p": pilot.id})
         t = pd.read_sql(text("SELECT customer_id, occurred_at, amount, type FROM transactions"), conn)
         assert (t.type == "refund").sum() > 100
+        pg = conn.dialect.name == "postgresql"
+        if pg:
+            conn.execute(text("ANALYZE customers"))  # the estimate of the customers the choice reads
+            monkeypatch.setattr("pilot.aggregates.MERGE_SHARE", 0.0 if merge else 1e9)
         cube = customer_cube(db.session, pilot, pilot.stage(1), NOW, weekly=weekly)
-        if conn.dialect.name == "postgresql":  # the cube's planner settings do not outlive it
-            assert conn.scalar(text("SELECT current_setting('enable_nestloop')")) == "on"
-            assert conn.scalar(text("SELECT current_setting('enable_hashagg')")) == "on"
+        assert cube.joins == ("merge" if merge and pg else "hash")
+        if pg:  # the cube's planner settings do not outlive it
+            for setting in ("enable_nestloop", "enable_hashagg", "enable_hashjoin"):
+                assert conn.scalar(text(f"SELECT current_setting('{setting}')")) == "on"
     a["assigned_at"] = pd.to_datetime(a["assigned_at"], utc=True, format="mixed")
     t["occurred_at"] = pd.to_datetime(t["occurred_at"], utc=True, format="mixed")
     week = pd.Timedelta(days=7)
