@@ -214,15 +214,15 @@ def compute(pilot_data: dict[str, Any], cube: Cube, days: float, tuning: float =
                       pilot_data["margin_rate"], projected)
         econ[arm] = {**asdict(e), "cost_metric": cost_metric, "mechanic": pilot_data["mechanics"].get(arm)}
     cluster = {}
+    value = SOURCES[primary][0] if CATALOGUE[primary].kind != "ratio" else "spend"
+
+    def store_sums(v: str, s: int, p: int) -> ClusterSumStatistic:
+        c = cube.store_cells.get((v, s, p), {})
+        return ClusterSumStatistic(int(c.get("n", 0)), c.get(value, 0.0))
     for arm in treatments:
         # by store × allocation period: after a weight change, post-stratified like the main effects
         cells = {(s, p) for (v, s, p) in cube.store_cells if v in (control, arm)}
-        value = SOURCES[primary][0] if CATALOGUE[primary].kind != "ratio" else "spend"
-
-        def sums(v: str, s: int, p: int) -> ClusterSumStatistic:
-            c = cube.store_cells.get((v, s, p), {})
-            return ClusterSumStatistic(int(c.get("n", 0)), c.get(value, 0.0))
-        cluster[arm] = _row(cluster_robust_by_period({(s, p): (sums(control, s, p), sums(arm, s, p))
+        cluster[arm] = _row(cluster_robust_by_period({(s, p): (store_sums(control, s, p), store_sums(arm, s, p))
                                                       for s, p in cells}, config))
     power = _power(pilot_data, totals, control, treatments, primary, days, daily_new_units)
     return _clean({"unit": "customer", "arms": [{"variant": k, "weight": weights[k], "n": int(totals[k].get("n", 0)),
