@@ -10,17 +10,30 @@ from tests.stats_helpers import mean_stat
 
 
 def gb_half_width(se, n, alpha, tuning):
-    """Eq. 9 of Waudby-Smith et al. with rho from eq. 161, written out independently."""
+    """Eq. 9 of Waudby-Smith et al. with rho from eq. 161, as gbstats writes it: the mixture on the
+    standardised scale, sqrt(s2) outside, s2 = se^2 * n the per-unit variance. Written out independently."""
     rho = math.sqrt((-2 * math.log(alpha) + math.log(-2 * math.log(alpha) + 1)) / tuning)
     s2 = se * se * n
-    return math.sqrt(2 * (n * s2 * rho * rho + 1) * math.log(math.sqrt(n * s2 * rho * rho + 1) / alpha)) / (n * rho)
+    return math.sqrt(s2) * math.sqrt(2 * (n * rho * rho + 1) * math.log(math.sqrt(n * rho * rho + 1) / alpha)
+                                     / (n * rho) ** 2)
+
+
+def gb_p_value(effect, se, n, alpha, tuning):
+    """Eq. 155: 1 / e-value of the same mixture, rho from alpha."""
+    rho = math.sqrt((-2 * math.log(alpha) + math.log(-2 * math.log(alpha) + 1)) / tuning)
+    t2 = effect * effect * n / (se * se)
+    evalue = math.exp(rho * rho * t2 / (2 * (n * rho * rho + 1))) / math.sqrt(n * rho * rho + 1)
+    return min(1 / evalue, 1.0)
 
 
 @pytest.mark.parametrize("se, n, alpha, tuning", [(0.5, 2000, 0.05, 5000), (0.05, 90_000, 0.01, 5000),
-                                                  (2.0, 150, 0.1, 1000)])
-def test_half_width_formula(se, n, alpha, tuning):
+                                                  (2.0, 150, 0.1, 1000), (40.0, 8000, 0.05, 5000)])
+def test_half_width_and_p_formulas(se, n, alpha, tuning):
     assert half_width(se, n, alpha, tuning) == pytest.approx(gb_half_width(se, n, alpha, tuning), rel=1e-12)
     assert mixture_rho(alpha, tuning) > 0
+    for effect in (0.1 * se, 3 * se, 6 * se):
+        assert always_valid_p(effect, se, n, alpha, tuning) == pytest.approx(gb_p_value(effect, se, n, alpha, tuning),
+                                                                             rel=1e-9)
 
 
 def test_sequence_is_wider_than_fixed_interval_and_p_is_consistent():
@@ -30,9 +43,23 @@ def test_sequence_is_wider_than_fixed_interval_and_p_is_consistent():
     seq = sequential(fixed.effect_abs, fixed.se, 6000)
     assert seq.ci_low < fixed.ci_low and seq.ci_high > fixed.ci_high
     assert seq.p_value > fixed.p_value
-    # at alpha = p the sequence's edge touches zero
-    assert half_width(fixed.se, 6000, seq.p_value) == pytest.approx(abs(fixed.effect_abs), rel=1e-8)
     assert (seq.ci_low > 0) == (seq.p_value < 0.05)
+    # p < alpha exactly when the level-alpha sequence excludes zero: the edge touches zero where
+    # the effect equals the half-width
+    edge = half_width(fixed.se, 6000, 0.05)
+    assert always_valid_p(edge, fixed.se, 6000) == pytest.approx(0.05, rel=1e-9)
+    assert always_valid_p(edge * 1.001, fixed.se, 6000) < 0.05 < always_valid_p(edge * 0.999, fixed.se, 6000)
+
+
+def test_the_sequence_does_not_depend_on_the_unit_of_the_metric():
+    """Spend in cents is spend in euros x 100: the same interval x 100 and the same p. (Mixing the
+    per-unit variance into the mixture made the interval of a high-variance metric such as spend
+    far wider than its tuning promised.)"""
+    euros = sequential(0.8, 0.3, 4000)
+    cents = sequential(80.0, 30.0, 4000)
+    assert (cents.ci_low, cents.ci_high) == (pytest.approx(100 * euros.ci_low, rel=1e-12),
+                                             pytest.approx(100 * euros.ci_high, rel=1e-12))
+    assert cents.p_value == pytest.approx(euros.p_value, rel=1e-12)
 
 
 def test_half_width_shrinks_as_alpha_grows():
@@ -43,6 +70,7 @@ def test_half_width_shrinks_as_alpha_grows():
 def test_p_value_edges():
     assert always_valid_p(0.0, 1.0, 1000) == 1.0
     assert always_valid_p(100.0, 0.1, 1000) < 1e-100
+    assert always_valid_p(1e6, 0.1, 1000) == 0.0  # underflows to zero, no overflow on the way
     assert math.isnan(always_valid_p(1.0, 0.0, 1000))
 
 
