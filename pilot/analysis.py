@@ -100,11 +100,11 @@ def _row(effect: EffectResult, **extra: Any) -> dict[str, Any]:
 
 
 def _seq(effect: EffectResult, alpha: float, tuning: float) -> dict[str, Any]:
-    seq = sequential(effect.effect_abs, effect.se, effect.n_control + effect.n_treatment, alpha, tuning)
-    base = abs(effect.mean_control) if effect.mean_control else float("nan")
+    n = effect.n_control + effect.n_treatment
+    seq = sequential(effect.effect_abs, effect.se, n, alpha, tuning)
+    rel = sequential(effect.effect_rel, effect.se_rel, n, alpha, tuning)  # the relative effect's own error
     return {"seq_ci_low": seq.ci_low, "seq_ci_high": seq.ci_high, "seq_p_value": seq.p_value,
-            "seq_ci_rel_low": seq.ci_low / base if base == base and base else float("nan"),
-            "seq_ci_rel_high": seq.ci_high / base if base == base and base else float("nan")}
+            "seq_ci_rel_low": rel.ci_low, "seq_ci_rel_high": rel.ci_high}
 
 
 def _good(metric: str, value: float) -> float:

@@ -18,6 +18,7 @@ from pilot.db import db
 from pilot.models import AnalysisRun, Assignment, AuditEvent, Transaction
 from pilot.rollout import get_pilot
 from pilot.simulate import preset, simulate
+from tests.stats_helpers import gb_half_width, gb_p_value
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 
@@ -202,6 +203,12 @@ def test_results_equal_statsmodels_on_the_raw_rows(app):
     se_rel = np.sqrt(se**2 / base**2 + effect**2 * var_base / base**4 - 2 * effect * cov_base / base**3)
     assert rs["effect_rel"] == pytest.approx(effect / base, rel=1e-6)
     assert rs["se_rel"] == pytest.approx(se_rel, rel=1e-6)
+    # always-valid intervals (tuning 5,000 units): of the effect with its error, and of the relative
+    # effect with the relative effect's own (delta-method) error
+    n = len(c) + len(t)
+    assert rs["seq_ci_low"] == pytest.approx(effect - gb_half_width(se, n, 0.05, 5000), rel=1e-6)
+    assert rs["seq_ci_rel_high"] == pytest.approx(effect / base + gb_half_width(se_rel, n, 0.05, 5000), rel=1e-6)
+    assert rs["seq_p_value"] == pytest.approx(gb_p_value(effect, se, n, 0.05, 5000), rel=1e-5)
     # economics from the same numbers
     econ = run.results["economics"]["bonus"]
     with app.app_context():

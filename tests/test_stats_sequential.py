@@ -6,24 +6,7 @@ import pytest
 
 from experiments.means import welch
 from experiments.sequential import always_valid_p, half_width, mixture_rho, sequential
-from tests.stats_helpers import mean_stat
-
-
-def gb_half_width(se, n, alpha, tuning):
-    """Eq. 9 of Waudby-Smith et al. with rho from eq. 161, as gbstats writes it: the mixture on the
-    standardised scale, sqrt(s2) outside, s2 = se^2 * n the per-unit variance. Written out independently."""
-    rho = math.sqrt((-2 * math.log(alpha) + math.log(-2 * math.log(alpha) + 1)) / tuning)
-    s2 = se * se * n
-    return math.sqrt(s2) * math.sqrt(2 * (n * rho * rho + 1) * math.log(math.sqrt(n * rho * rho + 1) / alpha)
-                                     / (n * rho) ** 2)
-
-
-def gb_p_value(effect, se, n, alpha, tuning):
-    """Eq. 155: 1 / e-value of the same mixture, rho from alpha."""
-    rho = math.sqrt((-2 * math.log(alpha) + math.log(-2 * math.log(alpha) + 1)) / tuning)
-    t2 = effect * effect * n / (se * se)
-    evalue = math.exp(rho * rho * t2 / (2 * (n * rho * rho + 1))) / math.sqrt(n * rho * rho + 1)
-    return min(1 / evalue, 1.0)
+from tests.stats_helpers import gb_half_width, gb_p_value, mean_stat
 
 
 @pytest.mark.parametrize("se, n, alpha, tuning", [(0.5, 2000, 0.05, 5000), (0.05, 90_000, 0.01, 5000),
