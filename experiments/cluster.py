@@ -1,7 +1,9 @@
 """Units clustered in stores: cluster-robust errors, and store-level difference-in-differences and ANCOVA."""
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
@@ -71,11 +73,22 @@ def difference_in_differences(control: RegressionAdjustedStatistic, treatment: R
                                    s.y_sum_squares + s.x_sum_squares - 2 * s.xy_sum_of_products)
 
     result = welch(change(control), change(treatment), config)
-    rel_base = control.post.mean
-    rel, se_rel = (result.effect_abs / rel_base, result.se / abs(rel_base)) if rel_base else (float("nan"),) * 2
-    return from_estimate("difference_in_differences", (control.n, treatment.n),
-                         (control.post.mean, treatment.post.mean), result.effect_abs, result.se, result.df,
-                         rel, se_rel, config) if result.ok else result
+    if not result.ok:
+        return result
+    # relative to the control stores' post-period mean b, by the delta method: Var(b) = var(post)/n and
+    # Cov(effect, b) = −Cov(mean change, mean post) = −(var(post) − cov(post, pre))/n of the control stores
+    base, effect = control.post.mean, result.effect_abs
+    var_base = control.post.variance / control.n
+    cov_base = -(control.post.variance - control.covariance) / control.n
+    if base:
+        rel = effect / base
+        se_rel = math.sqrt(max(result.se**2 / base**2 + effect**2 * var_base / base**4
+                               - 2 * effect * cov_base / base**3, 0.0))
+    else:
+        rel = se_rel = float("nan")
+    out = from_estimate("difference_in_differences", (control.n, treatment.n), (control.post.mean, treatment.post.mean),
+                        effect, result.se, result.df, rel, se_rel, config)
+    return replace(out, var_mean_control=var_base, cov_effect_control=cov_base)
 
 
 def ancova(control: RegressionAdjustedStatistic, treatment: RegressionAdjustedStatistic,

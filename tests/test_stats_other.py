@@ -108,6 +108,16 @@ def test_difference_in_differences_is_welch_on_changes():
     ref = stats.ttest_ind(t.post - t.pre, c.post - c.pre, equal_var=False)
     assert res.p_value == pytest.approx(ref.pvalue, rel=1e-9)
     assert res.effect_abs == pytest.approx((t.post - t.pre).mean() - (c.post - c.pre).mean(), rel=1e-9)
+    # relative to the control stores' post mean: delta method on the joint covariance of the two arms'
+    # mean changes and the control's mean post value, from the raw rows
+    dc, dt = c.post - c.pre, t.post - t.pre
+    cov = np.zeros((3, 3))  # (mean change t, mean change c, mean post c)
+    cov[0, 0] = dt.var() / len(t)
+    cov[1:, 1:] = np.cov(np.vstack([dc, c.post])) / len(c)
+    effect, base = dt.mean() - dc.mean(), c.post.mean()
+    grad = np.array([1 / base, -1 / base, -effect / base**2])
+    assert res.effect_rel == pytest.approx(effect / base, rel=1e-9)
+    assert res.se_rel == pytest.approx(math.sqrt(grad @ cov @ grad), rel=1e-9)
 
 
 def test_ancova_matches_statsmodels_ols():
