@@ -12,8 +12,8 @@ regression's HC2 error.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 
 from experiments.results import EffectResult, InferenceConfig, degenerate, from_estimate
 
