@@ -33,8 +33,8 @@ def half_width(se: float, n_total: int, alpha: float, tuning: float = DEFAULT_TU
     return se * math.sqrt(n_total) * math.sqrt(2 * a * math.log(math.sqrt(a) / alpha)) / (n_total * rho)
 
 
-def always_valid_p(effect: float, se: float, n_total: int, alpha: float = 0.05,
-                   tuning: float = DEFAULT_TUNING) -> float:
+def always_valid_p(effect: float, se: float, n_total: int, tuning: float = DEFAULT_TUNING, *,
+                   alpha: float = 0.05) -> float:
     """The always-valid p-value, 1 / e-value of the same mixture (eq. 155, ρ from `alpha`):
     min(1, √(nρ² + 1) · exp(−ρ² t² / (2(nρ² + 1)))) with t² = effect² · n / se². It is below α
     exactly when the level-α sequence excludes zero."""
@@ -52,4 +52,4 @@ def sequential(effect: float, se: float, n_total: int, alpha: float = 0.05,
     if not (math.isfinite(se) and se > 0 and n_total > 0):
         return SequentialResult(float("nan"), float("nan"), float("nan"))
     h = half_width(se, n_total, alpha, tuning)
-    return SequentialResult(effect - h, effect + h, always_valid_p(effect, se, n_total, alpha, tuning))
+    return SequentialResult(effect - h, effect + h, always_valid_p(effect, se, n_total, tuning, alpha=alpha))

@@ -15,7 +15,7 @@ def test_half_width_and_p_formulas(se, n, alpha, tuning):
     assert half_width(se, n, alpha, tuning) == pytest.approx(gb_half_width(se, n, alpha, tuning), rel=1e-12)
     assert mixture_rho(alpha, tuning) > 0
     for effect in (0.1 * se, 3 * se, 6 * se):
-        assert always_valid_p(effect, se, n, alpha, tuning) == pytest.approx(gb_p_value(effect, se, n, alpha, tuning),
+        assert always_valid_p(effect, se, n, tuning, alpha=alpha) == pytest.approx(gb_p_value(effect, se, n, alpha, tuning),
                                                                              rel=1e-9)
 
 
