@@ -224,7 +224,8 @@ def compute(pilot_data: dict[str, Any], cube: Cube, days: float, tuning: float =
         cells = {(s, p) for (v, s, p) in cube.store_cells if v in (control, arm)}
         cluster[arm] = _row(cluster_robust_by_period({(s, p): (store_sums(control, s, p), store_sums(arm, s, p))
                                                       for s, p in cells}, config))
-    power = _power(pilot_data, totals, control, treatments, primary, days, daily_new_units)
+    reductions = {r["arm"]: r.get("variance_reduction") for r in rows if r["metric"] == primary}
+    power = _power(pilot_data, totals, control, treatments, primary, days, daily_new_units, reductions)
     return _clean({"unit": "customer", "arms": [{"variant": k, "weight": weights[k], "n": int(totals[k].get("n", 0)),
                                                  "role": "control" if k == control else "treatment",
                                                  "mechanic": pilot_data["mechanics"].get(k)} for k in arms],
@@ -274,7 +275,10 @@ def _weeks(cube: Cube, control: str, treatments: list[str], primary: str, config
 
 
 def _power(pilot_data: dict, totals: dict, control: str, treatments: list[str], primary: str, days: float,
-           daily_new_units: float | None) -> dict[str, Any]:
+           daily_new_units: float | None, reductions: dict[str, float | None] | None = None) -> dict[str, Any]:
+    """The effect detectable now and the units still needed for the target MDE, per arm. A mean
+    metric tested with CUPED is planned with the standard deviation CUPED leaves (sd·√(1 − variance
+    reduction) of that arm's comparison): the test that will be run, not the unadjusted one."""
     out = {}
     kind = CATALOGUE[primary].kind
     c = totals[control]
@@ -286,6 +290,7 @@ def _power(pilot_data: dict, totals: dict, control: str, treatments: list[str], 
         if n_c < 3 or n_t < 3:
             out[arm] = {"mde_rel_now": None, "target_mde_rel": target, "units_needed": None, "message": "too_few_units"}
             continue
+        reduction = None
         if kind == "proportion":
             p = c.get(value, 0.0) / n_c
             mde_abs = mde_proportion(p, n_c, n_t, power, alpha) if 0 < p < 1 else math.inf
@@ -296,6 +301,9 @@ def _power(pilot_data: dict, totals: dict, control: str, treatments: list[str], 
             num = value if kind == "mean" else "spend"
             mean = c.get(num, 0.0) / n_c
             sd = math.sqrt(max(_sq(c, num, num) / n_c - mean**2, 0) * n_c / (n_c - 1))
+            reduction = (reductions or {}).get(arm) if kind == "mean" else None
+            if reduction is not None and 0 < reduction < 1:
+                sd *= math.sqrt(1 - reduction)
             mde_abs = mde_means(sd, n_c, n_t, power, alpha) if sd > 0 else math.inf
             base = mean
             need = sample_size_means(target * mean, sd, power, alpha, n_t / n_c).n_total if sd > 0 and mean else None
@@ -305,6 +313,7 @@ def _power(pilot_data: dict, totals: dict, control: str, treatments: list[str], 
         out[arm] = {"mde_rel_now": mde_abs / abs(base) if base else None, "mde_abs_now": mde_abs,
                     "target_mde_rel": target, "units_now": int(have), "units_needed": need,
                     "more_units_needed": more, "days_needed": days_needed,
+                    "variance_reduction": reduction,
                     "powered": bool(need is not None and have >= need)}
     return out
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import text
 import statsmodels.formula.api as smf
+from statsmodels.stats.power import TTestIndPower
 from statsmodels.stats.proportion import proportions_ztest
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
@@ -180,6 +181,15 @@ def test_results_equal_statsmodels_on_the_raw_rows(app):
     assert r["effect_abs"] == pytest.approx(adj(t).mean() - adj(c).mean(), rel=1e-7)
     assert r["p_value"] == pytest.approx(p, rel=1e-6)
     assert (r["ci_low"], r["ci_high"]) == pytest.approx(cm.tconfint_diff(usevar="unequal"), rel=1e-6)
+    # power is planned for the CUPED test: the control's sd times √(1 − the variance reduction), into
+    # statsmodels' t-test power for the arms' sizes
+    reduction = 1 - (adj(c).var() / len(c) + adj(t).var() / len(t)) / (c.spend.var() / len(c) + t.spend.var() / len(t))
+    assert 0.1 < reduction < 1
+    d = TTestIndPower().solve_power(nobs1=len(c), ratio=len(t) / len(c), alpha=run.config["alpha"],
+                                    power=run.config["power"])
+    power = run.results["power"]["bonus"]
+    assert power["variance_reduction"] == pytest.approx(reduction, rel=1e-7)
+    assert power["mde_abs_now"] == pytest.approx(d * c.spend.std() * np.sqrt(1 - reduction), rel=1e-5)
     # conversion: pooled z-test p-value
     z, pz = proportions_ztest([t.converted.sum(), c.converted.sum()], [len(t), len(c)])
     assert rows["conversion"]["p_value"] == pytest.approx(pz, rel=1e-6)
