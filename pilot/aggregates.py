@@ -50,7 +50,6 @@ class Cube:
     """The sufficient statistics of one stage: plain numbers keyed by arm and slice."""
 
     by_group: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
-    by_store: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
     store_cells: dict[tuple[str, int, int], dict[str, float]] = field(default_factory=dict)  # arm × store × period
     by_week: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
     stores: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)  # store pilots: per store
@@ -63,6 +62,14 @@ class Cube:
     cutoff: datetime | None = None
     pre_start: datetime | None = None
     joins: str = "hash"  # how the unit rows joined the transactions to the units on PostgreSQL: hash or merge
+
+    @property
+    def by_store(self) -> dict[tuple[str, int], dict[str, float]]:
+        """The sums per arm × store (all allocation periods)."""
+        out: dict[tuple[str, int], dict[str, float]] = {}
+        for (v, s, _), sums in self.store_cells.items():
+            add_sums(out.setdefault((v, s), {}), sums)
+        return out
 
     @property
     def full_weeks(self) -> dict[tuple[str, int], int]:
@@ -294,9 +301,7 @@ def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
                               .group_by(unit.c.variant, unit.c.store_id, unit.c.period)):
             m = dict(r._mapping)
             variant, store, period = m.pop("variant"), m.pop("store_id"), int(m.pop("period"))
-            sums = {k: float(v or 0) for k, v in m.items()}
-            cube.store_cells[(variant, store, period)] = sums
-            add_sums(cube.by_store.setdefault((variant, store), {}), sums)
+            cube.store_cells[(variant, store, period)] = {k: float(v or 0) for k, v in m.items()}
         for variant, full, period, n in conn.execute(
                 select(unit.c.variant, unit.c.full_weeks, unit.c.period, func.count())
                 .group_by(unit.c.variant, unit.c.full_weeks, unit.c.period)):
