@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from time import perf_counter
 from typing import Any
 
 from sqlalchemy import select, text
@@ -179,6 +180,9 @@ class Outcome:
     customers_created: int = 0
     conflict_rows: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    # wall seconds: reading, validating and staging the rows; then the set-based statements
+    # that create customers, insert and compare (where an ingestion's time goes)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -207,6 +211,7 @@ class Ingest:
         self.rows = 0
         self.staged = 0  # rows in the staging table
         self.pending: list[tuple] = []
+        self.started = perf_counter()
         self._create_staging()
 
     # -- staging ------------------------------------------------------------------------------
@@ -263,6 +268,8 @@ class Ingest:
         out = Outcome(batch_id=self.batch.id, rows=self.rows)
         if self.errors.count and self.on_error == "reject_batch":
             self._raise_rejected(out)
+        self.staged_at = perf_counter()
+        out.timings["stage_seconds"] = round(self.staged_at - self.started, 3)
         sql = self.session.execute
         if self.pg:
             sql(text("ANALYZE pilot_staging"))
@@ -314,6 +321,7 @@ class Ingest:
         return self._accepted(out)
 
     def _accepted(self, out: Outcome) -> Outcome:
+        out.timings["write_seconds"] = round(perf_counter() - self.staged_at, 3)
         out.rejected = self._rejected_rows()
         out.errors = self.errors.rows[:SAMPLE]
         self._close("accepted", out)

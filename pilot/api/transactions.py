@@ -77,6 +77,9 @@ class OutcomeSchema(Schema):
     customers_created = ma.fields.Integer()
     conflict_rows = ma.fields.List(ma.fields.Nested(ConflictSchema))
     errors = ma.fields.List(ma.fields.Nested(RowIssueSchema))
+    timings = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Float(), metadata={
+        "description": "Wall seconds: stage_seconds (reading, validating and staging the rows), write_seconds "
+                       "(creating customers, inserting, comparing duplicates)"})
 
 
 class TransactionSchema(Schema):
