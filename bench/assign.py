@@ -2,7 +2,9 @@
 
 Prints one JSON line with bucket_decisions_per_s, http_assign_per_s, http_assign_p50_ms,
 http_assign_p99_ms, http_trivial_per_s, ratio_vs_trivial, bulk_1m_sqlite_s, bulk_1m_postgres_s
-(plus the same HTTP figures for repeat customers). Targets (2 cores): HTTP >= 1,000 assignments/s,
+(plus the same HTTP figures for repeat customers; the floor, a bench-only route of the same app
+that stores one row and nothing else, bench/floor_wsgi.py; and the CPU milliseconds per request of
+the app's workers and of PostgreSQL for each load). Targets (2 cores): HTTP >= 1,000 assignments/s,
 p99 <= 25 ms, ratio >= 0.3, bulk 1M <= 20 s on PostgreSQL.
 
 Needs wrk (Debian package) for the HTTP load and a PostgreSQL server (PILOT_BENCH_POSTGRES_URL,
@@ -93,32 +95,75 @@ def wrk(port: int, secret: str, script: str | None, path: str, seconds: int = 10
             "p99_ms": ms("99%")}
 
 
+def cpu_seconds(pattern: str) -> float:
+    """User + system CPU seconds so far of the processes whose command line matches."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if re.search(pattern, command):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def measured(port: int, secret: str, script: str | None, path: str) -> dict:
+    """wrk's figures plus the CPU milliseconds per request of the gunicorn processes and of PostgreSQL."""
+    app0, pg0 = cpu_seconds(r"gunicorn"), cpu_seconds(r"^postgres: ")
+    figures = wrk(port, secret, script, path)
+    requests = figures["per_s"] * 10
+    figures["app_cpu_ms"] = round((cpu_seconds(r"gunicorn") - app0) / requests * 1000, 3)
+    figures["pg_cpu_ms"] = round((cpu_seconds(r"^postgres: ") - pg0) / requests * 1000, 3)
+    return figures
+
+
+def serve(url: str, port: int, module: str) -> subprocess.Popen:
+    env = {**os.environ, "PILOT_DATABASE_URL": url, "PILOT_AUTO_MIGRATE": "0", "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}",
+                               module], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/healthz"], check=True, capture_output=True)
+            break
+        except subprocess.CalledProcessError:
+            time.sleep(0.2)
+    return server
+
+
 def http(url: str) -> dict:
     app, feed = prepared(url)
     with app.app_context():
         db.engine.dispose()
     port = 8765
-    env = {**os.environ, "PILOT_DATABASE_URL": url, "PILOT_AUTO_MIGRATE": "0", "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}",
-                               "wsgi:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = serve(url, port, "wsgi:app")
     try:
-        for _ in range(100):
-            try:
-                subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/healthz"], check=True, capture_output=True)
-                break
-            except subprocess.CalledProcessError:
-                time.sleep(0.2)
         # each run its own customer ids: a warm-up's customers would come back as repeats
         wrk(port, feed, LUA_NEW.replace("RUN", "warm"), "/", 3)  # warm up both workers
-        new = wrk(port, feed, LUA_NEW.replace("RUN", "measured"), "/")
-        repeat = wrk(port, feed, LUA_REPEAT, "/")
+        new = measured(port, feed, LUA_NEW.replace("RUN", "measured"), "/")
         wrk(port, feed, LUA_REPEAT, "/")
-        repeat = wrk(port, feed, LUA_REPEAT, "/")
-        trivial = wrk(port, feed, None, "/healthz")
+        wrk(port, feed, LUA_REPEAT, "/")
+        repeat = measured(port, feed, LUA_REPEAT, "/")
+        trivial = measured(port, feed, None, "/healthz")
     finally:
         server.terminate()
         server.wait()
-    return {"new": new, "repeat": repeat, "trivial": trivial}
+    # The floor: the same app, server and load, on a bench-only route that stores one row and does
+    # nothing else (bench/floor_wsgi.py) -- what any assignment costs at least on this stack
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE bench_floor (id BIGSERIAL PRIMARY KEY, customer TEXT UNIQUE)"))
+    engine.dispose()
+    server = serve(url, port, "bench.floor_wsgi:app")
+    floor_lua = LUA_NEW.replace("/api/v1/pilots/card-pilot/assignments", "/bench/floor")
+    try:
+        wrk(port, feed, floor_lua.replace("RUN", "warm"), "/", 3)
+        floor = measured(port, feed, floor_lua.replace("RUN", "measured"), "/")
+    finally:
+        server.terminate()
+        server.wait()
+    return {"new": new, "repeat": repeat, "trivial": trivial, "floor": floor}
 
 
 def bulk(url: str) -> float:
@@ -161,7 +206,11 @@ def main() -> None:
                                http_assign_p99_ms=h["new"]["p99_ms"], http_repeat_per_s=h["repeat"]["per_s"],
                                http_repeat_p50_ms=h["repeat"]["p50_ms"], http_repeat_p99_ms=h["repeat"]["p99_ms"],
                                http_trivial_per_s=h["trivial"]["per_s"],
-                               ratio_vs_trivial=round(h["new"]["per_s"] / h["trivial"]["per_s"], 3))
+                               ratio_vs_trivial=round(h["new"]["per_s"] / h["trivial"]["per_s"], 3),
+                               http_floor_per_s=h["floor"]["per_s"],
+                               floor_ratio_vs_trivial=round(h["floor"]["per_s"] / h["trivial"]["per_s"], 3),
+                               **{f"{part}_cpu_ms_{kind}": h[kind][f"{part}_cpu_ms"] for kind in
+                                  ("new", "repeat", "trivial", "floor") for part in ("app", "pg")})
             else:
                 figures["bulk_1m_postgres_s"] = round(bulk(PG_URL), 2)
         figures["bulk_1m_sqlite_s"] = round(bulk(f"sqlite:///{tmp}/bulk.db"), 2)
