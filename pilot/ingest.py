@@ -269,7 +269,7 @@ class Ingest:
         if self.errors.count and self.on_error == "reject_batch":
             self._raise_rejected(out)
         self.staged_at = perf_counter()
-        out.timings["stage_seconds"] = round(self.staged_at - self.started, 3)
+        out.timings["stage_seconds"] = round(self.staged_at - self.started, 6)
         sql = self.session.execute
         if self.pg:
             sql(text("ANALYZE pilot_staging"))
@@ -321,7 +321,7 @@ class Ingest:
         return self._accepted(out)
 
     def _accepted(self, out: Outcome) -> Outcome:
-        out.timings["write_seconds"] = round(perf_counter() - self.staged_at, 3)
+        out.timings["write_seconds"] = round(perf_counter() - self.staged_at, 6)
         out.rejected = self._rejected_rows()
         out.errors = self.errors.rows[:SAMPLE]
         self._close("accepted", out)
