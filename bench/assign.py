@@ -109,11 +109,11 @@ def cpu_seconds(pattern: str) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def measured(port: int, secret: str, script: str | None, path: str) -> dict:
+def measured(port: int, secret: str, script: str | None, path: str, seconds: int = 10) -> dict:
     """wrk's figures plus the CPU milliseconds per request of the gunicorn processes and of PostgreSQL."""
     app0, pg0 = cpu_seconds(r"gunicorn"), cpu_seconds(r"^postgres: ")
-    figures = wrk(port, secret, script, path)
-    requests = figures["per_s"] * 10
+    figures = wrk(port, secret, script, path, seconds)
+    requests = figures["per_s"] * seconds
     figures["app_cpu_ms"] = round((cpu_seconds(r"gunicorn") - app0) / requests * 1000, 3)
     figures["pg_cpu_ms"] = round((cpu_seconds(r"^postgres: ") - pg0) / requests * 1000, 3)
     return figures
