@@ -1,14 +1,13 @@
 """Units clustered in stores: cluster-robust errors, and store-level difference-in-differences and ANCOVA."""
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import replace
 
 import numpy as np
 
 from experiments.means import welch
-from experiments.results import EffectResult, InferenceConfig, build, degenerate, from_estimate, relative
+from experiments.results import EffectResult, InferenceConfig, build, degenerate, from_estimate, relative, relative_to
 from experiments.statistics import ClusterSumStatistic, RegressionAdjustedStatistic, SampleMeanStatistic
 
 Clusters = Mapping[object, tuple[ClusterSumStatistic, ClusterSumStatistic]]
@@ -80,12 +79,7 @@ def difference_in_differences(control: RegressionAdjustedStatistic, treatment: R
     base, effect = control.post.mean, result.effect_abs
     var_base = control.post.variance / control.n
     cov_base = -(control.post.variance - control.covariance) / control.n
-    if base:
-        rel = effect / base
-        se_rel = math.sqrt(max(result.se**2 / base**2 + effect**2 * var_base / base**4
-                               - 2 * effect * cov_base / base**3, 0.0))
-    else:
-        rel = se_rel = float("nan")
+    rel, se_rel = relative_to(effect, result.se, base, var_base, cov_base)
     out = from_estimate("difference_in_differences", (control.n, treatment.n), (control.post.mean, treatment.post.mean),
                         effect, result.se, result.df, rel, se_rel, config)
     return replace(out, var_mean_control=var_base, cov_effect_control=cov_base)

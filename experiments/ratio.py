@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from experiments.results import EffectResult, InferenceConfig, build, degenerate, from_estimate
+from experiments.results import EffectResult, InferenceConfig, build, degenerate, from_estimate, relative_to
 from experiments.statistics import AdjustedRatioStatistic, RatioStatistic
 
 
@@ -68,11 +68,6 @@ def ratio_cuped(control: AdjustedRatioStatistic, treatment: AdjustedRatioStatist
     # −Var(R_c) + θ Cov(R_c, R_pre,c) (the treatment arm and the other pre-ratio are independent of R_c)
     base, var_base = means[0], var_post[0]
     cov_base = -var_post[0] + theta * cov[0]
-    if base:
-        rel = effect / base
-        se_rel = math.sqrt(max(se**2 / base**2 + effect**2 * var_base / base**4 - 2 * effect * cov_base / base**3,
-                               0.0))
-    else:
-        rel = se_rel = float("nan")
+    rel, se_rel = relative_to(effect, se, base, var_base, cov_base)
     result = from_estimate("ratio_cuped", n, means, effect, se, None, rel, se_rel, config)
     return replace(result, var_mean_control=var_base, cov_effect_control=cov_base)

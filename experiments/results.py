@@ -84,6 +84,15 @@ def relative(mean_c: float, var_mean_c: float, mean_t: float, var_mean_t: float,
     return rel, math.sqrt(max(var, 0.0))
 
 
+def relative_to(effect: float, se: float, base: float, var_base: float, cov_effect_base: float) -> tuple[float, float]:
+    """effect / base and its delta-method standard error, given the effect's error, Var(base) and
+    Cov(effect, base): for estimates whose relative effect is not a plain ratio of two arm means."""
+    if not base:
+        return NAN, NAN
+    var = se**2 / base**2 + effect**2 * var_base / base**4 - 2 * effect * cov_effect_base / base**3
+    return effect / base, math.sqrt(max(var, 0.0))
+
+
 def build(method: str, n: tuple[int, int], means: tuple[float, float], var_means: tuple[float, float],
           df: float | None, config: InferenceConfig, cov_means: float = 0.0) -> EffectResult:
     """Effect result from the two arms' means, the variances of those means and their covariance."""

@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import replace
 
-from experiments.results import EffectResult, InferenceConfig, degenerate, from_estimate
+from experiments.results import EffectResult, InferenceConfig, degenerate, from_estimate, relative_to
 
 
 def post_stratified(strata: Sequence[EffectResult], config: InferenceConfig = InferenceConfig()) -> EffectResult:
@@ -43,7 +43,6 @@ def post_stratified(strata: Sequence[EffectResult], config: InferenceConfig = In
     var_c = sum(w * w * s.var_mean_control for w, s in zip(weights, usable))
     cov = sum(w * w * s.cov_effect_control for w, s in zip(weights, usable))
     if means[0] and math.isfinite(var_c) and math.isfinite(cov):
-        m = means[0]
-        se_rel = math.sqrt(max(se * se / m**2 + effect**2 * var_c / m**4 - 2 * effect * cov / m**3, 0.0))
+        rel, se_rel = relative_to(effect, se, means[0], var_c, cov)
     result = from_estimate(method, n, means, effect, se, None, rel, se_rel, config)
     return replace(result, var_mean_control=var_c, cov_effect_control=cov)
