@@ -34,6 +34,7 @@ from pilot.demo import REGIONS, load_demo  # noqa: E402
 from pilot.migrate import upgrade  # noqa: E402
 from pilot.programmes import get_programme  # noqa: E402
 from pilot.rollout import create_pilot, transition  # noqa: E402
+from bench.server import Server  # noqa: E402
 
 PG_ADMIN = os.environ.get("PILOT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_URL = PG_ADMIN.rsplit("/", 1)[0] + "/pilot_bench"
@@ -119,25 +120,12 @@ def measured(port: int, secret: str, script: str | None, path: str, seconds: int
     return figures
 
 
-def serve(url: str, port: int, module: str) -> subprocess.Popen:
-    env = {**os.environ, "PILOT_DATABASE_URL": url, "PILOT_AUTO_MIGRATE": "0", "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}",
-                               module], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/healthz"], check=True, capture_output=True)
-            break
-        except subprocess.CalledProcessError:
-            time.sleep(0.2)
-    return server
-
-
 def http(url: str) -> dict:
     app, feed = prepared(url)
     with app.app_context():
         db.engine.dispose()
     port = 8765
-    server = serve(url, port, "wsgi:app")
+    server = Server(url, port)
     try:
         # each run its own customer ids: a warm-up's customers would come back as repeats
         wrk(port, feed, LUA_NEW.replace("RUN", "warm"), "/", 3)  # warm up both workers
@@ -147,22 +135,20 @@ def http(url: str) -> dict:
         repeat = measured(port, feed, LUA_REPEAT, "/")
         trivial = measured(port, feed, None, "/healthz")
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
     # The floor: the same app, server and load, on a bench-only route that stores one row and does
     # nothing else (bench/floor_wsgi.py) -- what any assignment costs at least on this stack
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE bench_floor (id BIGSERIAL PRIMARY KEY, customer TEXT UNIQUE)"))
     engine.dispose()
-    server = serve(url, port, "bench.floor_wsgi:app")
+    server = Server(url, port, "bench.floor_wsgi:app")
     floor_lua = LUA_NEW.replace("/api/v1/pilots/card-pilot/assignments", "/bench/floor")
     try:
         wrk(port, feed, floor_lua.replace("RUN", "warm"), "/", 3)
         floor = measured(port, feed, floor_lua.replace("RUN", "measured"), "/")
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
     return {"new": new, "repeat": repeat, "trivial": trivial, "floor": floor}
 
 

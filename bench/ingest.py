@@ -35,6 +35,7 @@ from pilot.db import db  # noqa: E402
 from pilot.demo import load_demo  # noqa: E402
 from pilot.ingest import FIELDS  # noqa: E402
 from pilot.migrate import upgrade  # noqa: E402
+from bench.server import Server  # noqa: E402
 
 PG_ADMIN = os.environ.get("PILOT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_URL = PG_ADMIN.rsplit("/", 1)[0] + "/pilot_bench"
@@ -67,35 +68,6 @@ def prepared(url: str) -> str:
         db.session.commit()
         db.engine.dispose()
     return feed
-
-
-class Server:
-    """gunicorn with 2 workers, as scripts/serve.sh starts it."""
-
-    def __init__(self, url: str) -> None:
-        env = {**os.environ, "PILOT_DATABASE_URL": url, "PILOT_AUTO_MIGRATE": "0", "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", "2", "--timeout", "1200",
-                                      "--bind", f"127.0.0.1:{PORT}", "wsgi:app"], cwd=ROOT, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(150):
-            if subprocess.run(["curl", "-sf", f"http://127.0.0.1:{PORT}/healthz"], capture_output=True).returncode == 0:
-                return
-            time.sleep(0.2)
-        raise SystemExit("server did not start")
-
-    def peak_rss_mb(self) -> float:
-        """The largest peak resident set (VmHWM) of the gunicorn workers."""
-        children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
-        peaks = []
-        for pid in children:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peaks.append(int(line.split()[1]) / 1024)
-        return round(max(peaks), 1)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait()
 
 
 def upload(path: Path, secret: str, source: str = "default") -> tuple[float, dict]:
@@ -167,13 +139,13 @@ def main() -> None:
             conn.execute(text("DROP DATABASE IF EXISTS pilot_bench"))
             conn.execute(text("CREATE DATABASE pilot_bench"))
         secret = prepared(PG_URL)
-        server = Server(PG_URL)
+        server = Server(PG_URL, PORT, timeout=1200)
         try:
             upload(small, secret, source="small")
             figures["peak_rss_mb_small_file"] = server.peak_rss_mb()
         finally:
             server.stop()
-        server = Server(PG_URL)
+        server = Server(PG_URL, PORT, timeout=1200)
         try:
             seconds, result = upload(big, secret)
             figures["csv_postgres_rows_per_s"] = round(rows / seconds)
@@ -200,7 +172,7 @@ def main() -> None:
                                                  3)
         sqlite_url = f"sqlite:///{tmp / 'bench.db'}"
         secret = prepared(sqlite_url)
-        server = Server(sqlite_url)
+        server = Server(sqlite_url, PORT, timeout=1200)
         try:
             seconds, result = upload(big, secret)
             assert result["accepted"] == rows, result
