@@ -19,12 +19,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     db.init_app(app)
 
-    from pilot import api, auth, errors, health, pages
+    from pilot import api, auth, errors, health, pages, till
     errors.register(app)
     auth.init_app(app)
     api.init_app(app)
     health.init_app(app)
     pages.init_app(app)
+    till.init_app(app)
     if app.config["AUTO_MIGRATE"]:
         from pilot.migrate import upgrade
         with app.app_context():

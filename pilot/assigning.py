@@ -10,10 +10,10 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, Callable
 
-from sqlalchemy import (BigInteger, Column, ColumnElement, Float, Insert, Integer, MetaData, Select, String, Table,
-                        Text, and_, bindparam, case, cast, exists, func, insert, literal, select)
+from sqlalchemy import (BigInteger, Column, ColumnElement, Executable, Float, Insert, Integer, MetaData, Select, String,
+                        Table, Text, and_, bindparam, case, cast, exists, func, insert, literal, select)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -37,6 +37,33 @@ class Holdout:
 
 class TokenNotLive(LookupError):
     """The caller's token was revoked (or removed) during the request."""
+
+
+class LongWay(Exception):  # noqa: N818 - a signal, not an error
+    """A step the lean till path (pilot.till) does not take: one that needs the ORM session."""
+
+
+@dataclass(frozen=True)
+class TillDb:
+    """Where the till's statements run: through a request's session, or straight on a pooled driver
+    connection (the lean till path, pilot.till, with `session` None: a step that needs the session
+    raises LongWay there, and the full request cycle answers the request from the start)."""
+
+    postgres: bool
+    rows: Callable[[Executable, dict[str, Any]], list[tuple]]
+    session: Session | None = None
+
+    @classmethod
+    def of(cls, session: Session) -> TillDb:
+        """The statements of a request's session (on the driver for PostgreSQL: pilot.db.fast_rows)."""
+        return cls(session.bind.dialect.name == "postgresql",
+                   lambda stmt, params: fast_rows(session.connection(), stmt, params), session)
+
+    def long_way(self) -> Session:
+        """The session, for the steps the lean path leaves to the full request cycle."""
+        if self.session is None:
+            raise LongWay
+        return self.session
 
 
 @dataclass(frozen=True)
@@ -138,14 +165,14 @@ def _till_query() -> Select:
             .where(tok.c.token_hash == bindparam("token_hash", type_=String), tok.c.revoked_at.is_(None)))
 
 
-def till(session: Session, token_hash: str, pilot_key: str, customer: str, store: str | None,
+def till(tdb: TillDb, token_hash: str, pilot_key: str, customer: str, store: str | None,
          new_home: str | None = None) -> Till | None:
     """The context of one assignment; None when the token (by its hash) is unknown or revoked. The
     store is the purchase's, else the customer's home store (`new_home` for a customer still to be
     created), else a store token's."""
     params = {"token_hash": token_hash, "pilot": pilot_key, "customer": customer, "store": store,
               "new_home": new_home}
-    rows = fast_rows(session.connection(), _till_query(), params)
+    rows = tdb.rows(_till_query(), params)
     if not rows:
         return None
     r = rows[0]
@@ -153,23 +180,23 @@ def till(session: Session, token_hash: str, pilot_key: str, customer: str, store
                 {x[17]: (x[18], x[19], x[20]) for x in rows if x[17] is not None})
 
 
-def assign_one(session: Session, t: Till, holdout: Holdout, create: dict[str, Any] | None = None) -> Decision:
+def assign_one(tdb: TillDb, t: Till, holdout: Holdout, create: dict[str, Any] | None = None) -> Decision:
     """Decide (once, then forever) the variant of one customer buying in one store.
 
     `create` holds the columns of an unknown customer to create first. Every write is one statement
     that settles races by unique constraints, so the caller may run it without a transaction: on
-    PostgreSQL the usual new assignment (customer, layer claim, assignment) is a single statement."""
+    PostgreSQL the usual new assignment (customer, layer claim, assignment) is a single statement.
+    A layer claim lost to a race, and the group eligibility check, need the session (TillDb.long_way)."""
     if t.customer_id is None and create is not None:
-        if session.bind.dialect.name == "postgresql" and t.state == "running" and t.eligible_groups is None:
-            reason, variant = _eligibility(session, t, holdout)
+        if tdb.postgres and t.state == "running" and t.eligible_groups is None:
+            reason, variant = _eligibility(tdb, t, holdout)
             if reason is None and variant is not None:
-                won = fast_rows(session.connection(), _create_claim_and_insert(), _row(t, variant, create))
+                won = tdb.rows(_create_claim_and_insert(), _row(t, variant, create))
                 if won:
                     return Decision(won[0][0], None, won[0][1], new=True)
-        session.connection().execute(_insert(session, Customer).values(create).on_conflict_do_nothing(
-            index_elements=["external_id"]))
+        tdb.rows(_create_customer(tdb.postgres), {f"new_{k}": v for k, v in create.items()})
         p = t.params  # read again: the customer now exists (created here or by a concurrent request)
-        t = till(session, p["token_hash"], p["pilot"], p["customer"], p["store"], p["new_home"])
+        t = till(tdb, p["token_hash"], p["pilot"], p["customer"], p["store"], p["new_home"])
         if t is None:
             raise TokenNotLive("the token was revoked while the customer was created")
     if t.state != "running":
@@ -178,16 +205,17 @@ def assign_one(session: Session, t: Till, holdout: Holdout, create: dict[str, An
         return Decision(None, "unknown_customer")
     if t.stored_variant is not None:
         return Decision(t.stored_variant, None, t.stored_at)
-    reason, variant = _eligibility(session, t, holdout)
+    reason, variant = _eligibility(tdb, t, holdout)
     if reason:
         return Decision(None, reason)
     if variant is None:
         return Decision(None, "no_allocation")
     row = _row(t, variant)
-    if session.bind.dialect.name == "postgresql":
-        won = fast_rows(session.connection(), _claim_and_insert(), row)
+    if tdb.postgres:
+        won = tdb.rows(_claim_and_insert(), row)
         if won:  # the usual case: one statement claims the layer and stores the assignment
             return Decision(won[0][0], None, won[0][1], new=True)
+    session = tdb.long_way()
     session.execute(_insert(session, LayerMembership).values(layer=t.layer, customer_id=t.customer_id,
                                                              pilot_id=t.pilot_id).on_conflict_do_nothing())
     holder = session.scalar(select(LayerMembership.pilot_id).where(LayerMembership.layer == t.layer,
@@ -230,6 +258,15 @@ def _claim_and_insert() -> Insert:
 
 
 @cache
+def _create_customer(postgres: bool) -> Insert:
+    """Create the customer (bind new_<column>), unless a concurrent request just did."""
+    table = Customer.__table__
+    return ((postgresql if postgres else sqlite).insert(Customer)
+            .values({c: bindparam(f"new_{c}", type_=table.c[c].type) for c in ROW_COLUMNS})
+            .on_conflict_do_nothing(index_elements=["external_id"]))
+
+
+@cache
 def _create_claim_and_insert() -> Insert:
     """PostgreSQL: create the customer, claim the layer and insert the assignment in one statement; no
     row back when the customer already existed (created meanwhile by another request)."""
@@ -245,7 +282,7 @@ def _create_claim_and_insert() -> Insert:
 
 
 
-def _eligibility(session: Session, t: Till, holdout: Holdout) -> tuple[str | None, str | None]:
+def _eligibility(tdb: TillDb, t: Till, holdout: Holdout) -> tuple[str | None, str | None]:
     if t.store_id is None:
         return "no_store", None
     if not t.enrolled:
@@ -253,6 +290,7 @@ def _eligibility(session: Session, t: Till, holdout: Holdout) -> tuple[str | Non
     if holdout.holds(t.params["customer"]):
         return "in_holdout", None
     if t.eligible_groups is not None:
+        session = tdb.long_way()
         group = session.scalar(select(group_case(saved_groups(session))).where(Customer.id == t.customer_id))
         if group not in t.eligible_groups:
             return "group_not_eligible", None

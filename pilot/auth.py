@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from flask import Flask, current_app, g, request
-from sqlalchemy import Select, String, bindparam, select, update
+from sqlalchemy import Select, String, Update, bindparam, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -115,18 +115,23 @@ def _principal_by_hash(session: Session, token_hash: str, conn: Connection | Non
     """Read on `conn` when given (a connection outside any transaction), else on a connection of its
     own, outside the request's transaction."""
     if conn is not None:
-        row = conn.execute(_by_hash(), {"token_hash": token_hash}).first()
+        row = conn.execute(by_hash(), {"token_hash": token_hash}).first()
     else:
         with session.bind.connect() as own:
             row = own.execution_options(isolation_level="AUTOCOMMIT").execute(
-                _by_hash(), {"token_hash": token_hash}).first()
-    if row is None or row.revoked_at is not None:
+                by_hash(), {"token_hash": token_hash}).first()
+    return live_principal(row)
+
+
+def live_principal(row: tuple | None) -> Principal | None:
+    """The principal of a `by_hash` row, None for no row or a revoked token."""
+    if row is None or row[3] is not None:
         return None
-    return Principal(row.id, row.name, row.role, row.code)
+    return Principal(row[0], row[1], row[2], row[4])
 
 
 @cache
-def _by_hash() -> Select:
+def by_hash() -> Select:
     """One Core query per API request (no ORM objects): the token and its store's code."""
     return (select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.revoked_at, Store.code)
             .outerjoin(Store, Store.id == ApiToken.store_id)
@@ -152,9 +157,16 @@ def current() -> Principal:
 
 def require_store_scope(store_code: str) -> None:
     """A store token may only see its own store."""
-    p = current()
-    if p.role == STORE and p.store_code != store_code:
-        raise ApiError(403, "This token may only read its own store.", code="store_scope")
+    refused = store_scope_error(current(), store_code)
+    if refused:
+        raise refused
+
+
+def store_scope_error(principal: Principal, store_code: str) -> ApiError | None:
+    """The 403 of a store token asking about another store, else None."""
+    if principal.role == STORE and principal.store_code != store_code:
+        return ApiError(403, "This token may only read its own store.", code="store_scope")
+    return None
 
 
 def allowed(endpoint: str, method: str, role: str) -> bool:
@@ -188,9 +200,22 @@ SEEN_MAX = 10_000
 def _seen() -> dict[str, Principal]:
     """Tokens this app (in this process) has seen live, by hash, for views that read the token again
     in their own first statement (`rechecks_token = True` on the view class; the view calls `forget`
-    when that statement finds it revoked). For them the role check needs no query of its own: a
-    token's role and store never change, and a token revoked anywhere is refused by its next request."""
-    return current_app.extensions.setdefault("pilot.tokens_seen", {})
+    when that statement finds it revoked), and for the lean till path (pilot.till). For them the role
+    check needs no query of its own: a token's role and store never change, and a token revoked
+    anywhere is refused by its next request."""
+    return seen_tokens(current_app)
+
+
+def seen_tokens(app: Flask) -> dict[str, Principal]:
+    """The app's tokens seen live (see _seen)."""
+    return app.extensions.setdefault("pilot.tokens_seen", {})
+
+
+def remember(seen: dict[str, Principal], token_hash: str, principal: Principal) -> None:
+    """Keep a token found live (at most SEEN_MAX: the memory starts over when full)."""
+    if len(seen) >= SEEN_MAX:
+        seen.clear()
+    seen[token_hash] = principal
 
 
 def forget(token_hash: str) -> None:
@@ -225,9 +250,7 @@ def _authenticate() -> Principal:
         if principal is None:
             principal = _principal_by_hash(db.session, g.token_hash, conn)
             if principal is not None and seen is not None:
-                if len(seen) >= SEEN_MAX:
-                    seen.clear()
-                seen[g.token_hash] = principal
+                remember(seen, g.token_hash, principal)
     if principal is None:
         raise unauthenticated()
     _touch(principal.token_id, conn)
@@ -237,17 +260,30 @@ def _authenticate() -> Principal:
 TOUCH_SECONDS = 60
 
 
-def _touch(token_id: int, conn: Connection | None) -> None:
-    """Record when a token was last used, at most once a minute per token and process (one small
-    UPDATE on its own autocommit statement, so a busy till path does not write on every request)."""
-    touched = current_app.extensions.setdefault("pilot.tokens_touched", {})
+def touch_due(app: Flask, token_id: int) -> bool:
+    """Whether to record now that a token was used: at most once a minute per token and process, so
+    a busy till path does not write on every request."""
+    touched = app.extensions.setdefault("pilot.tokens_touched", {})
     now = time.monotonic()
     if now - touched.get(token_id, -TOUCH_SECONDS) < TOUCH_SECONDS:
-        return
+        return False
     touched[token_id] = now
-    stmt = update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow())
+    return True
+
+
+@cache
+def touch_statement() -> Update:
+    """Record a token's last use (bind token_id and now), one small autocommit UPDATE."""
+    return update(ApiToken).where(ApiToken.id == bindparam("token_id")).values(
+        last_used_at=bindparam("now", type_=ApiToken.__table__.c.last_used_at.type))
+
+
+def _touch(token_id: int, conn: Connection | None) -> None:
+    if not touch_due(current_app, token_id):
+        return
+    params = {"token_id": token_id, "now": utcnow()}
     if conn is not None:
-        conn.execute(stmt)
+        conn.execute(touch_statement(), params)
     else:
         with db.session.bind.connect() as own:
-            own.execution_options(isolation_level="AUTOCOMMIT").execute(stmt)
+            own.execution_options(isolation_level="AUTOCOMMIT").execute(touch_statement(), params)

@@ -34,6 +34,7 @@ class Config:
         self.MAX_UPLOAD_BYTES = int(env("PILOT_MAX_UPLOAD_BYTES", str(50 * 1024**3)))
         self.ANALYSIS_WORK_MEM = env("PILOT_ANALYSIS_WORK_MEM", "64MB")
         self.ANALYSIS_INTERVAL_MINUTES = float(env("PILOT_ANALYSIS_INTERVAL_MINUTES", "1440"))
+        self.TILL_LEAN_PATH = env("PILOT_TILL_LEAN_PATH", "1") == "1"
         self.BATCH_ROW_LIMIT = int(env("PILOT_BATCH_ROW_LIMIT", "10000"))
         self.SESSION_COOKIE_SECURE = env("PILOT_SECURE_COOKIES", "0") == "1"
         self.SESSION_COOKIE_HTTPONLY = True

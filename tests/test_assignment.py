@@ -19,6 +19,20 @@ from tests.test_pilots import ALLOCATION, PROGRAMME, act, pilot_body, world  # n
 GOLDEN = json.loads((Path(__file__).parent / "data" / "assignment_golden.json").read_text())
 
 
+@pytest.fixture(params=["lean", "full"])
+def app(request, backend, database_url):
+    """Every test here runs on PostgreSQL twice: with the till's requests answered by the lean path
+    (pilot.till, as in production) and with the lean path off (the app's view answers them all).
+    SQLite has no lean path: its tests run once."""
+    if request.param == "lean" and backend[0] != "postgresql":
+        pytest.skip("the lean till path acts on PostgreSQL only")
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "AUTO_MIGRATE": False,
+                      "SECRET_KEY": "test-secret", "TILL_LEAN_PATH": request.param == "lean"})
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
 @pytest.mark.parametrize("case", GOLDEN["cases"], ids=lambda c: f"{c['salt']}-{c['unit_id']}")
 def test_golden_cases(case):
     assert bucket(case["salt"], case["unit_id"]) == case["bucket"]

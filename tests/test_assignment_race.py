@@ -13,9 +13,10 @@ from tests.test_pilots import world  # noqa: F401  (fixture)
 WORKERS = 6
 
 
-def _worker(url, secret, customers, barrier, out):
+def _worker(url, secret, customers, barrier, out, lean):
     from pilot import create_app
-    client = create_app({"DATABASE_URL": url, "AUTO_MIGRATE": False, "TESTING": True}).test_client()
+    app = create_app({"DATABASE_URL": url, "AUTO_MIGRATE": False, "TESTING": True, "TILL_LEAN_PATH": lean})
+    client = app.test_client()
     barrier.wait()
     answers = {}
     for c in customers:
@@ -24,10 +25,13 @@ def _worker(url, secret, customers, barrier, out):
             body.update(store="ra1", new_customer={"home_store": "ra1", "age_band": "35-44"})
         r = client.post("/api/v1/pilots/p1/assignments", json=body, headers={"Authorization": f"Bearer {secret}"})
         answers[c] = (r.status_code, (r.json.get("variant") or {}).get("key"))
-    out.put(answers)
+    out.put((answers, app.wsgi_app.answered))
 
 
-def test_concurrent_processes_store_one_row_and_agree(app, backend, running, tokens):  # noqa: F811
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "view"])
+def test_concurrent_processes_store_one_row_and_agree(app, backend, running, tokens, lean):  # noqa: F811
+    """Six processes assign the same customers (some to be created) at once, through the lean till
+    path (pilot.till) or the app's view."""
     if backend[0] != "postgresql":
         pytest.skip("races are checked against PostgreSQL (set PILOT_TEST_DATABASE_URL)")
     customers = [f"c{i}" for i in range(0, 60, 3)]  # home stores in region ra, enrolled
@@ -35,11 +39,12 @@ def test_concurrent_processes_store_one_row_and_agree(app, backend, running, tok
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(WORKERS), ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(app.config["DATABASE_URL"], tokens["feed"],
-                                                 customers[::-1] if i % 2 else customers, barrier, out))
+                                                 customers[::-1] if i % 2 else customers, barrier, out, lean))
              for i in range(WORKERS)]
     for p in procs:
         p.start()
-    results = [out.get(timeout=120) for _ in procs]
+    results, answered = zip(*[out.get(timeout=120) for _ in procs])
+    assert (sum(answered) > 0) == lean
     for p in procs:
         p.join(timeout=60)
     for c in customers:
@@ -71,10 +76,11 @@ def test_a_dropped_connection_is_replaced_after_idle(app, backend, client, runni
 
 def test_a_connection_dropped_under_the_till_costs_one_request(app, backend, client, running, auth,  # noqa: F811
                                                                monkeypatch):
-    """The till's statements run on the driver (pilot.db.fast_rows); a connection lost there must
-    leave the pool as SQLAlchemy would make it: that request fails, the next one gets a new connection."""
+    """The view runs the till's statements on the driver (pilot.db.fast_rows); a connection lost there
+    must leave the pool as SQLAlchemy would make it: that request fails, the next one gets a new one."""
     if backend[0] != "postgresql":
         pytest.skip("connection loss is checked against PostgreSQL (set PILOT_TEST_DATABASE_URL)")
+    app.config["TILL_LEAN_PATH"] = False  # the view's own handling (the lean path's is the next test)
     db_module = importlib.import_module("pilot.db")
     monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 1e9)  # a busy pool: no ping at checkout
     for c in ("c0", "c3"):  # the token is now known: the till's statement is the request's first
@@ -85,6 +91,24 @@ def test_a_connection_dropped_under_the_till_costs_one_request(app, backend, cli
     for c in ("c6", "c9"):
         r = client.post("/api/v1/pilots/p1/assignments", json={"customer": c}, headers=auth("feed"))
         assert r.status_code == 200 and r.json["assigned"], r.json
+
+
+def test_a_connection_dropped_under_the_lean_till_costs_no_request(app, backend, client, running, auth,  # noqa: F811
+                                                                   monkeypatch):
+    """The lean till path (pilot.till) drops a connection it finds lost from the pool and hands the
+    request on to the app, which answers it on a new connection: no request fails."""
+    if backend[0] != "postgresql":
+        pytest.skip("connection loss is checked against PostgreSQL (set PILOT_TEST_DATABASE_URL)")
+    db_module = importlib.import_module("pilot.db")
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 1e9)  # a busy pool: no ping at checkout
+    lean = app.wsgi_app
+    for c in ("c0", "c3"):
+        assert client.post("/api/v1/pilots/p1/assignments", json={"customer": c}, headers=auth("feed")).status_code == 200
+    assert lean.answered == 2 and _kill_app_connections(app)
+    for c in ("c6", "c9"):
+        r = client.post("/api/v1/pilots/p1/assignments", json={"customer": c}, headers=auth("feed"))
+        assert r.status_code == 200 and r.json["assigned"], r.json
+    assert lean.answered == 3  # c6 was the app's; c9 the lean path's again, on a new connection
 
 
 def _kill_app_connections(app) -> list:

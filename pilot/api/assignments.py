@@ -7,9 +7,9 @@ from experiments.srm import srm_test
 from pilot import rollout
 from pilot.api.base import Blueprint, Schema
 from pilot.api.customers import CustomerIn
-from pilot.assigning import (Holdout, TokenNotLive, assign_bulk, assign_one, assignment_counts,
+from pilot.assigning import (Holdout, TillDb, TokenNotLive, assign_bulk, assign_one, assignment_counts,
                              expected_shares, stage_counts, till)
-from pilot.auth import forget, require_store_scope, token_hash, unauthenticated
+from pilot.auth import Principal, current, forget, store_scope_error, token_hash, unauthenticated
 from pilot.customers import customer_row
 from pilot.db import db
 from pilot.errors import ApiError
@@ -70,9 +70,10 @@ class SummaryOut(BulkOut):
     stages = ma.fields.List(ma.fields.Nested(StageSrm))
 
 
-def holdout() -> Holdout:
-    """The global holdout configured for this installation."""
-    return Holdout(current_app.config["HOLDOUT_SHARE"], current_app.config["HOLDOUT_SALT"])
+def holdout(config: dict | None = None) -> Holdout:
+    """The global holdout configured for this installation (the app's config, else the current app's)."""
+    config = current_app.config if config is None else config
+    return Holdout(config["HOLDOUT_SHARE"], config["HOLDOUT_SALT"])
 
 
 def _revoked() -> ApiError:
@@ -91,11 +92,34 @@ def _new_customer(data, t) -> dict | None:
     return customer_row(data["customer"], fields, t.new_home_id)
 
 
+def settle(tdb: TillDb, key: str, data: dict, principal: Principal, hashed: str, held: Holdout) -> dict:
+    """The answer to one assignment request (AssignIn's data) of a caller allowed to assign: the
+    variant, or why there is none. Raises ApiError for a request that cannot be answered, and
+    TokenNotLive when the token (by its hash) turns out revoked. Shared by the view and the lean
+    till path (pilot.till), so both answer alike."""
+    new_home = (data["new_customer"] or {}).get("home_store")
+    t = till(tdb, hashed, key, data["customer"], data["store"], new_home)
+    if t is None:
+        raise TokenNotLive
+    if t.pilot_id is None:
+        raise ApiError(404, f"No pilot {key!r}.")
+    if t.store_code is not None and (refused := store_scope_error(principal, t.store_code)):
+        raise refused
+    if data["store"] is not None and t.store_id is None:
+        raise ApiError(422, f"Unknown store {data['store']!r}.", details={"fields": {"store": ["Unknown store."]}})
+    decision = assign_one(tdb, t, held, _new_customer(data, t))
+    v = t.variant(decision.variant)
+    return {"pilot": key, "customer": data["customer"], "assigned": v is not None,
+            "reason": decision.reason, "assigned_at": decision.assigned_at, "new": decision.new,
+            "variant": None if v is None else {**v, "description": describe(v["mechanic"], v["parameters"])}}
+
+
 @blp.route("/<key>/assignments")
 class Assignments(MethodView):
     # Every write of an assignment is one race-safe statement (see assigning.assign_one), so the
     # request runs without BEGIN/COMMIT round trips; all checks come before any write. The context
     # query reads the token again, so a token already seen live needs no query of its own (auth._seen).
+    # On PostgreSQL most requests never reach this view: pilot.till answers them with `settle` too.
     autocommit = True
     rechecks_token = True
 
@@ -103,25 +127,12 @@ class Assignments(MethodView):
     @blp.response(200, AssignOut)
     def post(self, data, key):
         """Assign one customer (sticky): the variant to apply, or why there is none"""
-        new_home = (data["new_customer"] or {}).get("home_store")
-        t = till(db.session, token_hash(), key, data["customer"], data["store"], new_home)
-        if t is None:
-            raise _revoked()
-        if t.pilot_id is None:
-            raise ApiError(404, f"No pilot {key!r}.")
-        if t.store_code is not None:
-            require_store_scope(t.store_code)
-        if data["store"] is not None and t.store_id is None:
-            raise ApiError(422, f"Unknown store {data['store']!r}.", details={"fields": {"store": ["Unknown store."]}})
         try:
-            decision = assign_one(db.session, t, holdout(), _new_customer(data, t))
+            answer = settle(TillDb.of(db.session), key, data, current(), token_hash(), holdout())
         except TokenNotLive:
             raise _revoked() from None
         db.session.commit()
-        v = t.variant(decision.variant)
-        return {"pilot": key, "customer": data["customer"], "assigned": v is not None,
-                "reason": decision.reason, "assigned_at": decision.assigned_at, "new": decision.new,
-                "variant": None if v is None else {**v, "description": describe(v["mechanic"], v["parameters"])}}
+        return answer
 
 
 @blp.route("/<key>/assignments/bulk")

@@ -1,0 +1,111 @@
+"""The lean till path (pilot.till): it answers byte for byte as the app's view does, and hands on
+to the app every request it cannot answer completely. tests/test_assignment.py runs every till
+test with and without it."""
+import pytest
+from sqlalchemy import func, select
+
+from pilot.auth import hash_token
+from pilot.db import db
+from pilot.models import ApiToken, Assignment, Customer
+from tests.test_assignment import assign, running  # noqa: F401  (fixture)
+from tests.test_pilots import world  # noqa: F401  (fixture)
+
+
+@pytest.fixture
+def lean(app, backend):
+    if backend[0] != "postgresql":
+        pytest.skip("the lean till path acts on PostgreSQL only (set PILOT_TEST_DATABASE_URL)")
+    return app.wsgi_app
+
+
+def _by_the_view(app, client, headers, customer, **body):
+    app.config["TILL_LEAN_PATH"] = False
+    try:
+        return assign(client, headers, customer, **body)
+    finally:
+        app.config["TILL_LEAN_PATH"] = True
+
+
+REQUESTS = [
+    ("c0", {}),  # an enrolled customer, assigned now
+    ("c3", {"store": "rb1"}),  # buying in another enrolled store
+    ("walk-in", {"store": "ra1", "new_customer": {"home_store": "ra1", "age_band": "35-44", "children": 2,
+                                                   "attributes": {"segment": "family"}}}),  # created here
+    ("walk-in-2", {"new_customer": {"home_store": "ra4"}}),  # the new home store is where they buy
+    ("nobody", {}),  # unknown_customer
+    ("c2", {}),  # store_not_enrolled (home store in region rc)
+    ("walk-in-3", {"new_customer": {"home_store": "rc1"}}),  # created, store_not_enrolled
+]
+
+
+@pytest.mark.parametrize("customer, body", REQUESTS, ids=[c for c, _ in REQUESTS])
+def test_lean_answers_as_the_view(app, client, running, auth, lean, customer, body):  # noqa: F811
+    """The first answer comes from the lean path; the same request then answered by the view and
+    again by the lean path must be the same bytes (a repeat: same variant, same time)."""
+    feed = auth("feed")
+    before = lean.answered
+    first = assign(client, feed, customer, **body)
+    assert first.status_code == 200 and lean.answered == before + 1
+    view = _by_the_view(app, client, feed, customer, **body)
+    again = assign(client, feed, customer, **body)
+    assert lean.answered == before + 2
+    assert view.status_code == again.status_code == 200
+    assert view.data == again.data and view.headers["Content-Type"] == again.headers["Content-Type"]
+    assert first.json == {**view.json, "new": first.json["new"]}
+    assert not view.json["new"]
+    assert first.json["new"] == first.json["assigned"]
+
+
+def test_what_the_lean_path_hands_on(app, client, running, auth, tokens, lean):  # noqa: F811
+    """Error answers, invalid bodies and steps that need the session are the view's: the same
+    status and error as with the lean path off, and nothing answered by the lean path."""
+    feed, store = auth("feed"), auth("store")
+    cases = [
+        (feed, "/api/v1/pilots/p1/assignments", {"customer": ""}),  # 422: too short
+        (feed, "/api/v1/pilots/p1/assignments", {"customer": "c0", "colour": "red"}),  # 422: unknown field
+        (feed, "/api/v1/pilots/p1/assignments", {"customer": "c9", "store": "zz9"}),  # 422: unknown store
+        (feed, "/api/v1/pilots/p1/assignments", {"customer": "w1", "new_customer": {"home_store": "zz9"}}),
+        (feed, "/api/v1/pilots/p1/assignments", {"customer": "w2", "new_customer": {"age_band": "old"}}),
+        (feed, "/api/v1/pilots/nope/assignments", {"customer": "c0"}),  # 404
+        (store, "/api/v1/pilots/p1/assignments", {"customer": "c0", "store": "T002"}),  # 403: another store
+        (auth("analyst"), "/api/v1/pilots/p1/assignments", {"customer": "c0"}),  # 403: role
+        ({"Authorization": "Bearer plt_nothing"}, "/api/v1/pilots/p1/assignments", {"customer": "c0"}),  # 401
+        ({}, "/api/v1/pilots/p1/assignments", {"customer": "c0"}),  # 401: no token
+    ]
+    before = lean.answered
+    for headers, path, body in cases:
+        got = client.post(path, json=body, headers=headers)
+        app.config["TILL_LEAN_PATH"] = False
+        want = client.post(path, json=body, headers=headers)
+        app.config["TILL_LEAN_PATH"] = True
+        assert got.status_code == want.status_code >= 400 and got.json == want.json, (body, got.json)
+    malformed = client.post("/api/v1/pilots/p1/assignments", data=b'{"customer": ', headers={
+        **feed, "Content-Type": "application/json"})
+    assert malformed.status_code == 400 and malformed.json["error"]["code"] == "malformed_json"
+    as_form = client.post("/api/v1/pilots/p1/assignments", data={"customer": "c0"}, headers=feed)
+    assert as_form.status_code == 422
+    assert lean.answered == before
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Assignment)) == 0
+        assert db.session.scalar(select(func.count()).select_from(Customer).where(Customer.external_id.like("w%"))) == 0
+
+
+def test_group_eligibility_is_the_views(client, running, auth, lean):  # noqa: F811
+    """A stage limited to customer groups needs the groups' rules (the ORM session): the view decides."""
+    client.patch("/api/v1/pilots/p1/stages/1", json={"eligible_groups": ["seniors"]}, headers=running)
+    before = lean.answered
+    assert assign(client, auth("feed"), "c4").json["reason"] == "group_not_eligible"  # 25-34
+    assert assign(client, auth("feed"), "c1").json["assigned"]  # 65+
+    assert lean.answered == before
+    assert assign(client, auth("feed"), "c1").json["assigned"]  # a repeat needs no groups: lean again
+    assert lean.answered == before + 1
+
+
+def test_a_token_first_seen_by_the_lean_path_is_remembered(app, client, running, auth, tokens, lean):  # noqa: F811
+    seen = app.extensions.setdefault("pilot.tokens_seen", {})
+    assert hash_token(tokens["feed"]) not in seen
+    before = lean.answered
+    assert assign(client, auth("feed"), "c0").json["assigned"]
+    assert lean.answered == before + 1 and seen[hash_token(tokens["feed"])].role == "feed"
+    with app.app_context():  # and its use is recorded, as the app records it
+        assert db.session.scalar(select(ApiToken.last_used_at).where(ApiToken.role == "feed")) is not None
