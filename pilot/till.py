@@ -21,6 +21,7 @@ PILOT_TILL_LEAN_PATH=0 (config TILL_LEAN_PATH) turns it off: the app answers eve
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 ENDPOINT = "assignments.Assignments"
 PATH = re.compile(r"/api/v1/pilots/([^/]+)/assignments")
 HEADERS = [("Content-Type", "application/json")]
+FIELDS = {"customer", "store", "new_customer"}
 
 
 class LeanTill:
@@ -49,7 +51,27 @@ class LeanTill:
     def __init__(self, app: Flask, wsgi_app: Callable) -> None:
         self.app, self.wsgi_app = app, wsgi_app
         self.schema = AssignIn()
+        self.new_defaults = {name: f.load_default for name, f in self.schema.fields["new_customer"].schema.fields.items()}
         self.answered = 0  # requests answered here, not by the app (tests read it)
+
+    def plain(self, data: Any) -> dict[str, Any] | None:
+        """What AssignIn loads from the bodies tills send most, without marshmallow's machinery (a
+        quarter of this path's own CPU): a customer id, a store or none, a new customer with only a
+        home store or none. None for any other body, which the schema loads (tests/test_till.py
+        checks both agree)."""
+        if type(data) is not dict or not data.keys() <= FIELDS:
+            return None
+        customer, store, new = data.get("customer"), data.get("store"), data.get("new_customer")
+        if type(customer) is not str or not 1 <= len(customer) <= 128 or not (store is None or type(store) is str):
+            return None
+        if new is not None:
+            if type(new) is not dict or not new.keys() <= {"home_store"}:
+                return None
+            home = new.get("home_store")
+            if not (home is None or type(home) is str):
+                return None
+            new = {**{k: v() if callable(v) else v for k, v in self.new_defaults.items()}, "home_store": home}
+        return {"customer": customer, "store": store, "new_customer": new}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") == "POST" and self.app.config["TILL_LEAN_PATH"]:
@@ -87,7 +109,8 @@ class LeanTill:
             return None
         hashed = hash_token(secret.strip())
         try:
-            data = self.schema.load(self.app.json.loads(body))
+            raw = json.loads(body)
+            data = self.plain(raw) or self.schema.load(raw)
         except (ValueError, TypeError, ma.ValidationError):
             return None
         seen = seen_tokens(self.app)
@@ -128,7 +151,8 @@ class LeanTill:
             pooled.close()
         if answer["assigned_at"] is not None:
             answer["assigned_at"] = answer["assigned_at"].isoformat()
-        return (self.app.json.dumps(answer, separators=(",", ":")) + "\n").encode()
+        # as Flask's jsonify writes it (sorted keys, compact, ASCII, a final newline): the same bytes
+        return (json.dumps(answer, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 
 def _rows(driver: Any, dialect: Any, stmt: Any, params: dict[str, Any]) -> list[tuple]:

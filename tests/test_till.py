@@ -1,8 +1,15 @@
 """The lean till path (pilot.till): it answers byte for byte as the app's view does, and hands on
 to the app every request it cannot answer completely. tests/test_assignment.py runs every till
 test with and without it."""
+from functools import cache
+
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
+
+from pilot import create_app
+from pilot.till import LeanTill
 
 from pilot.auth import hash_token
 from pilot.db import db
@@ -109,3 +116,33 @@ def test_a_token_first_seen_by_the_lean_path_is_remembered(app, client, running,
     assert lean.answered == before + 1 and seen[hash_token(tokens["feed"])].role == "feed"
     with app.app_context():  # and its use is recorded, as the app records it
         assert db.session.scalar(select(ApiToken.last_used_at).where(ApiToken.role == "feed")) is not None
+
+
+_text = st.one_of(st.none(), st.integers(), st.text(max_size=3), st.text(min_size=127, max_size=130), st.just(""))
+_new = st.one_of(st.none(), st.integers(), st.dictionaries(st.sampled_from(["home_store", "age_band", "extra"]), _text,
+                                                           max_size=2))
+_bodies = st.one_of(st.integers(), st.lists(st.integers(), max_size=1), st.dictionaries(
+    st.sampled_from(["customer", "store", "new_customer", "extra"]), st.one_of(_text, _new), max_size=4))
+
+
+@cache
+def _lean() -> LeanTill:
+    return LeanTill(create_app({"DATABASE_URL": "sqlite://", "AUTO_MIGRATE": False}), None)
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=_bodies)
+@example(body={"customer": "c1"})
+@example(body={"customer": "c1", "store": "S001", "new_customer": {"home_store": "S001"}})
+@example(body={"customer": "c1", "store": None, "new_customer": {}})
+@example(body={"customer": "x" * 128, "new_customer": {"home_store": None}})
+def test_the_plain_bodies_load_as_the_schema_loads_them(body):
+    """LeanTill.plain reads the usual bodies without marshmallow; whatever it reads must be exactly
+    what AssignIn loads (and it must leave every other body to the schema)."""
+    lean = _lean()
+    got = lean.plain(body)
+    if got is not None:
+        assert got == lean.schema.load(body)
+    elif isinstance(body, dict) and isinstance(body.get("customer"), str) and 0 < len(body["customer"]) < 129 \
+            and set(body) <= {"customer", "store"} and isinstance(body.get("store"), (str, type(None))):
+        pytest.fail(f"a plain body left to the schema: {body!r}")
