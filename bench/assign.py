@@ -2,8 +2,10 @@
 
 Prints one JSON line with bucket_decisions_per_s, http_assign_per_s, http_assign_p50_ms,
 http_assign_p99_ms, http_trivial_per_s, ratio_vs_trivial, bulk_1m_sqlite_s, bulk_1m_postgres_s
-(plus the same HTTP figures for repeat customers; the floor, a bench-only route of the same app
-that stores one row and nothing else, bench/floor_wsgi.py; and the CPU milliseconds per request of
+(plus the same HTTP figures for repeat customers; new customers with the lean till path off, through
+Flask's full request cycle (http_view_assign_per_s); the floor, a bench-only route of the same app
+that stores one row and nothing else, bench/floor_wsgi.py; the till's own two statements with the
+least Python around them, outside Flask (http_till_sql_per_s, the same file); and the CPU milliseconds per request of
 the app's workers and of PostgreSQL for each load). Targets (2 cores): HTTP >= 1,000 assignments/s,
 p99 <= 25 ms, ratio >= 0.3, bulk 1M <= 20 s on PostgreSQL.
 
@@ -136,6 +138,13 @@ def http(url: str) -> dict:
         trivial = measured(port, feed, None, "/healthz")
     finally:
         server.stop()
+    # the same new-customer load through Flask's full request cycle (the lean till path off: pilot/till.py)
+    server = Server(url, port, env={"PILOT_TILL_LEAN_PATH": "0"})
+    try:
+        wrk(port, feed, LUA_NEW.replace("RUN", "warm-view"), "/", 3)
+        view = measured(port, feed, LUA_NEW.replace("RUN", "measured-view"), "/")
+    finally:
+        server.stop()
     # The floor: the same app, server and load, on a bench-only route that stores one row and does
     # nothing else (bench/floor_wsgi.py) -- what any assignment costs at least on this stack
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
@@ -144,12 +153,16 @@ def http(url: str) -> dict:
     engine.dispose()
     server = Server(url, port, "bench.floor_wsgi:app")
     floor_lua = LUA_NEW.replace("/api/v1/pilots/card-pilot/assignments", "/bench/floor")
+    # and the till's own two statements with the least Python around them (bench/floor_wsgi.py)
+    sql_lua = LUA_NEW.replace("/api/v1/pilots/card-pilot/assignments", "/bench/till_sql")
     try:
         wrk(port, feed, floor_lua.replace("RUN", "warm"), "/", 3)
         floor = measured(port, feed, floor_lua.replace("RUN", "measured"), "/")
+        wrk(port, feed, sql_lua.replace("RUN", "sql-warm"), "/", 3)  # (customers the app's runs did not create)
+        till_sql = measured(port, feed, sql_lua.replace("RUN", "sql-measured"), "/")
     finally:
         server.stop()
-    return {"new": new, "repeat": repeat, "trivial": trivial, "floor": floor}
+    return {"new": new, "repeat": repeat, "trivial": trivial, "floor": floor, "view": view, "till_sql": till_sql}
 
 
 def bulk(url: str) -> float:
@@ -193,10 +206,14 @@ def main() -> None:
                                http_repeat_p50_ms=h["repeat"]["p50_ms"], http_repeat_p99_ms=h["repeat"]["p99_ms"],
                                http_trivial_per_s=h["trivial"]["per_s"],
                                ratio_vs_trivial=round(h["new"]["per_s"] / h["trivial"]["per_s"], 3),
+                               http_view_assign_per_s=h["view"]["per_s"],
+                               view_ratio_vs_trivial=round(h["view"]["per_s"] / h["trivial"]["per_s"], 3),
                                http_floor_per_s=h["floor"]["per_s"],
                                floor_ratio_vs_trivial=round(h["floor"]["per_s"] / h["trivial"]["per_s"], 3),
+                               http_till_sql_per_s=h["till_sql"]["per_s"],
+                               till_sql_ratio_vs_trivial=round(h["till_sql"]["per_s"] / h["trivial"]["per_s"], 3),
                                **{f"{part}_cpu_ms_{kind}": h[kind][f"{part}_cpu_ms"] for kind in
-                                  ("new", "repeat", "trivial", "floor") for part in ("app", "pg")})
+                                  ("new", "repeat", "trivial", "floor", "view", "till_sql") for part in ("app", "pg")})
             else:
                 figures["bulk_1m_postgres_s"] = round(bulk(PG_URL), 2)
         figures["bulk_1m_sqlite_s"] = round(bulk(f"sqlite:///{tmp}/bulk.db"), 2)

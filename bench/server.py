@@ -11,8 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 class Server:
     """gunicorn with 2 workers serving `module` (the app of wsgi.py by default) on 127.0.0.1:`port`."""
 
-    def __init__(self, url: str, port: int, module: str = "wsgi:app", timeout: int | None = None) -> None:
-        env = {**os.environ, "PILOT_DATABASE_URL": url, "PILOT_AUTO_MIGRATE": "0", "PYTHONPATH": str(ROOT)}
+    def __init__(self, url: str, port: int, module: str = "wsgi:app", timeout: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, "PILOT_DATABASE_URL": url, "PILOT_AUTO_MIGRATE": "0", "PYTHONPATH": str(ROOT), **(env or {})}
         extra = ["--timeout", str(timeout)] if timeout else []
         self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", "2", *extra,
                                       "--bind", f"127.0.0.1:{port}", module], cwd=ROOT, env=env,
