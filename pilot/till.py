@@ -32,6 +32,7 @@ import marshmallow as ma
 from flask import Flask
 
 from pilot.api.assignments import AssignIn, holdout, settle
+from pilot.api.regions import CODE
 from pilot.assigning import LongWay, TillDb, TokenNotLive
 from pilot.auth import allowed, by_hash, hash_token, live_principal, remember, seen_tokens, touch_due, touch_statement
 from pilot.db import driver_statement, utcnow
@@ -40,7 +41,8 @@ from pilot.errors import ApiError
 log = logging.getLogger(__name__)
 
 ENDPOINT = "assignments.Assignments"
-PATH = re.compile(r"/api/v1/pilots/([^/]+)/assignments")
+# a pilot key as keys are made (api.regions.CODE); any other path goes on to the app
+PATH = re.compile(rf"/api/v1/pilots/({CODE.regex.pattern.removeprefix('^').removesuffix('$')})/assignments")
 HEADERS = [("Content-Type", "application/json")]
 FIELDS = {"customer", "store", "new_customer"}
 
@@ -64,11 +66,13 @@ class LeanTill:
         customer, store, new = data.get("customer"), data.get("store"), data.get("new_customer")
         if type(customer) is not str or not 1 <= len(customer) <= 128 or not (store is None or type(store) is str):
             return None
+        if "\x00" in customer or (store is not None and "\x00" in store):
+            return None
         if new is not None:
             if type(new) is not dict or not new.keys() <= {"home_store"}:
                 return None
             home = new.get("home_store")
-            if not (home is None or type(home) is str):
+            if not (home is None or type(home) is str and "\x00" not in home):
                 return None
             new = {**{k: v() if callable(v) else v for k, v in self.new_defaults.items()}, "home_store": home}
         return {"customer": customer, "store": store, "new_customer": new}

@@ -70,3 +70,16 @@ def test_server_error_hides_details(app, client, admin):
 def test_missing_or_bad_token_is_401(client, tokens, header):
     headers = {"Authorization": header} if header else {}
     _is_error(client.get("/api/v1/regions", headers=headers), 401, "unauthorized")
+
+
+def test_nul_characters_are_a_422_naming_the_field(client, auth, admin):
+    """PostgreSQL text cannot hold NUL: refused as a validation error of the field on both databases
+    (it was a database error, a 500, on PostgreSQL; found by fuzzing the till on PostgreSQL)."""
+    r = client.post("/api/v1/regions", json={"code": "rx", "name": "North\x00"}, headers=auth("manager"))
+    assert r.status_code == 422 and "NUL" in r.json["error"]["details"]["fields"]["json"]["name"][0]
+    r = client.post("/api/v1/pilots/p1/assignments", json={"customer": "c\x00"}, headers=auth("feed"))
+    assert r.status_code == 422 and list(r.json["error"]["details"]["fields"]["json"]) == ["customer"]
+    r = client.post("/api/v1/pilots/p1/assignments", headers=auth("feed"), json={
+        "customer": "c1", "new_customer": {"attributes": {"note": ["fine", "not\x00fine"]}}})
+    assert r.status_code == 422 and r.json["error"]["details"]["fields"]["json"]["new_customer"]["attributes"]
+    assert client.get("/api/v1/regions/rx", headers=admin).status_code == 404  # nothing stored

@@ -74,6 +74,7 @@ def test_what_the_lean_path_hands_on(app, client, running, auth, tokens, lean): 
         (feed, "/api/v1/pilots/p1/assignments", {"customer": "w1", "new_customer": {"home_store": "zz9"}}),
         (feed, "/api/v1/pilots/p1/assignments", {"customer": "w2", "new_customer": {"age_band": "old"}}),
         (feed, "/api/v1/pilots/nope/assignments", {"customer": "c0"}),  # 404
+        (feed, "/api/v1/pilots/caf\u00e9/assignments", {"customer": "c0"}),  # 404: no key looks like that
         (store, "/api/v1/pilots/p1/assignments", {"customer": "c0", "store": "T002"}),  # 403: another store
         (auth("analyst"), "/api/v1/pilots/p1/assignments", {"customer": "c0"}),  # 403: role
         ({"Authorization": "Bearer plt_nothing"}, "/api/v1/pilots/p1/assignments", {"customer": "c0"}),  # 401
@@ -144,5 +145,6 @@ def test_the_plain_bodies_load_as_the_schema_loads_them(body):
     if got is not None:
         assert got == lean.schema.load(body)
     elif isinstance(body, dict) and isinstance(body.get("customer"), str) and 0 < len(body["customer"]) < 129 \
-            and set(body) <= {"customer", "store"} and isinstance(body.get("store"), (str, type(None))):
+            and set(body) <= {"customer", "store"} and isinstance(body.get("store"), (str, type(None))) \
+            and "\x00" not in body["customer"] + (body.get("store") or ""):
         pytest.fail(f"a plain body left to the schema: {body!r}")
