@@ -279,6 +279,7 @@ def touch_statement() -> Update:
 
 
 def _touch(token_id: int, conn: Connection | None) -> None:
+    """Record a token's use when due (touch_due), on `conn` or on an autocommit connection of its own."""
     if not touch_due(current_app, token_id):
         return
     params = {"token_id": token_id, "now": utcnow()}
