@@ -9,11 +9,10 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from pilot import create_app
-from pilot.till import LeanTill
-
 from pilot.auth import hash_token
 from pilot.db import db
 from pilot.models import ApiToken, Assignment, Customer
+from pilot.till import LeanTill
 from tests.test_assignment import assign, running  # noqa: F401  (fixture)
 from tests.test_pilots import world  # noqa: F401  (fixture)
 
