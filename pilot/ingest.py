@@ -67,6 +67,8 @@ def _text(raw: dict, name: str, limit: int, required: bool = True) -> str | None
         return None
     if len(value) > limit:
         raise RowError(name, f"Longer than {limit} characters ({len(value)}).")
+    if "\x00" in value:
+        raise RowError(name, "Contains a NUL character (PostgreSQL text cannot hold it).")
     return value
 
 

@@ -147,17 +147,17 @@ def test_every_bad_row_is_reported_with_field_and_reason(client, auth):
     bad = [row(0, event_id=""), row(1, amount="abc"), row(2, occurred_at=future),
            row(3, occurred_at="2026-10-05T09:30:00"), row(4, type="gift"), row(5, amount="-3.00"),
            row(6, items="2.5"), row(7, channel="fax"), row(8, event_id="x" * 129), row(9, amount="1.23456"),
-           row(10, occurred_at="yesterday"), row(11, customer="")]
+           row(10, occurred_at="yesterday"), row(11, customer=""), row(12, customer="c\x00x")]
     r = post_json(client, auth("feed"), [row(100), *bad])
     assert r.status_code == 422
     got = {(e["row"], e["field"]) for e in r.json["error"]["details"]["rows"]}
     assert got == {(2, "event_id"), (3, "amount"), (4, "occurred_at"), (5, "occurred_at"), (6, "type"),
                    (7, "amount"), (8, "items"), (9, "channel"), (10, "event_id"), (11, "amount"),
-                   (12, "occurred_at"), (13, "customer")}
+                   (12, "occurred_at"), (13, "customer"), (14, "customer")}
     messages = {e["row"]: e["message"] for e in r.json["error"]["details"]["rows"]}
     assert messages[2] == "Missing value." and "Not a number" in messages[3]
     assert "future" in messages[4] and "offset" in messages[5] and "refund" in messages[7]
-    assert "129" in messages[10] and "4 decimal" in messages[11]
+    assert "129" in messages[10] and "4 decimal" in messages[11] and "NUL" in messages[14]
 
 
 def test_skip_rows_stores_the_good_rows_and_reports_the_bad(app, client, auth):
