@@ -8,6 +8,7 @@ read. Never part of the service: gunicorn starts it only when bench/assign.py as
 """
 import json
 import os
+from functools import partial
 
 import psycopg
 from flask import jsonify, request
@@ -39,7 +40,7 @@ from pilot.assigning import TillDb, _create_claim_and_insert, _row, till  # noqa
 from pilot.assignment import variant_for  # noqa: E402
 from pilot.auth import hash_token  # noqa: E402
 from pilot.customers import customer_row  # noqa: E402
-from pilot.db import driver_statement  # noqa: E402
+from pilot.db import driver_rows  # noqa: E402
 
 
 def _till_sql(environ: dict, start_response):  # noqa: ANN202
@@ -49,8 +50,7 @@ def _till_sql(environ: dict, start_response):  # noqa: ANN202
     driver = pooled.driver_connection
     driver.autocommit = True
     try:
-        def rows(stmt, params):  # noqa: ANN001, ANN202
-            return driver_statement(stmt, engine.dialect).run(driver, params)
+        rows = partial(driver_rows, driver, engine.dialect)
         secret = environ["HTTP_AUTHORIZATION"].partition(" ")[2]
         t = till(TillDb(True, rows), hash_token(secret), "card-pilot", body["customer"], body["store"],
                  body["new_customer"]["home_store"])

@@ -270,10 +270,7 @@ def _create_customer(postgres: bool) -> Insert:
 def _create_claim_and_insert() -> Insert:
     """PostgreSQL: create the customer, claim the layer and insert the assignment in one statement; no
     row back when the customer already existed (created meanwhile by another request)."""
-    table = Customer.__table__
-    made = (postgresql.insert(Customer)
-            .values({c: bindparam(f"new_{c}", type_=table.c[c].type) for c in ROW_COLUMNS})
-            .on_conflict_do_nothing(index_elements=["external_id"]).returning(Customer.id).cte("made"))
+    made = _create_customer(True).returning(Customer.id).cte("made")
     claim = (postgresql.insert(LayerMembership)
              .from_select(["layer", "customer_id", "pilot_id"],
                           select(bindparam("layer", type_=String), made.c.id, bindparam("pilot_id")))

@@ -233,12 +233,17 @@ def token_hash() -> str:
     return g.token_hash
 
 
-def _authenticate() -> Principal:
-    header = request.headers.get("Authorization", "")
+def bearer_hash(header: str) -> str | None:
+    """The hash of the token of an Authorization header ("Bearer <token>"), None without one."""
     scheme, _, secret = header.partition(" ")
+    return hash_token(secret.strip()) if scheme.lower() == "bearer" and secret.strip() else None
+
+
+def _authenticate() -> Principal:
+    hashed = bearer_hash(request.headers.get("Authorization", ""))
     principal = None
-    if scheme.lower() == "bearer" and secret.strip():
-        g.token_hash = hash_token(secret.strip())
+    if hashed is not None:
+        g.token_hash = hashed
         view = _view_class()
         conn = None
         if getattr(view, "autocommit", False):

@@ -149,6 +149,11 @@ def driver_statement(stmt: Executable, dialect: Dialect) -> DriverStatement:
     return prepared
 
 
+def driver_rows(dbapi_conn: Any, dialect: Dialect, stmt: Executable, params: dict[str, Any]) -> list[tuple]:
+    """The rows of a process-long Core statement straight on a psycopg connection (DriverStatement.run)."""
+    return driver_statement(stmt, dialect).run(dbapi_conn, params)
+
+
 def fast_rows(conn: Connection, stmt: Executable, params: dict[str, Any]) -> list[Any]:
     """The rows of a Core statement that lives for the whole process: on the driver for PostgreSQL
     (see DriverStatement), through SQLAlchemy elsewhere. Rows are tuples in the statement's column order

@@ -34,8 +34,8 @@ from flask import Flask
 from pilot.api.assignments import AssignIn, holdout, settle
 from pilot.api.regions import CODE
 from pilot.assigning import LongWay, TillDb, TokenNotLive
-from pilot.auth import allowed, by_hash, hash_token, live_principal, remember, seen_tokens, touch_due, touch_statement
-from pilot.db import driver_statement, utcnow
+from pilot.auth import allowed, bearer_hash, by_hash, live_principal, remember, seen_tokens, touch_due, touch_statement
+from pilot.db import driver_rows, utcnow
 from pilot.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -108,10 +108,9 @@ class LeanTill:
 
     def _answer(self, key: str, body: bytes, environ: dict[str, Any]) -> bytes | None:
         """The JSON answer, or None to hand the request on to the app."""
-        scheme, _, secret = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-        if scheme.lower() != "bearer" or not secret.strip():
+        hashed = bearer_hash(environ.get("HTTP_AUTHORIZATION", ""))
+        if hashed is None:
             return None
-        hashed = hash_token(secret.strip())
         try:
             raw = json.loads(body)
             data = self.plain(raw) or self.schema.load(raw)
@@ -124,7 +123,7 @@ class LeanTill:
         driver = pooled.driver_connection
         try:
             driver.autocommit = True  # each statement commits by itself (see assigning.assign_one)
-            tdb = TillDb(True, partial(_rows, driver, engine.dialect))
+            tdb = TillDb(True, partial(driver_rows, driver, engine.dialect))
             if principal is None:  # first seen here: its role is read once (the till query rechecks it live)
                 found = tdb.rows(by_hash(), {"token_hash": hashed})
                 principal = live_principal(found[0] if found else None)
@@ -157,10 +156,6 @@ class LeanTill:
             answer["assigned_at"] = answer["assigned_at"].isoformat()
         # as Flask's jsonify writes it (sorted keys, compact, ASCII, a final newline): the same bytes
         return (json.dumps(answer, sort_keys=True, separators=(",", ":")) + "\n").encode()
-
-
-def _rows(driver: Any, dialect: Any, stmt: Any, params: dict[str, Any]) -> list[tuple]:
-    return driver_statement(stmt, dialect).run(driver, params)
 
 
 def init_app(app: Flask) -> None:
