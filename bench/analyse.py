@@ -32,11 +32,11 @@ from pilot import create_app  # noqa: E402
 from pilot.assigning import Holdout, assign_bulk  # noqa: E402
 from pilot.auth import CLI  # noqa: E402
 from pilot.db import db, utcnow  # noqa: E402
-from pilot.demo import GROUPS, REGIONS, _store  # noqa: E402
 from pilot.migrate import upgrade  # noqa: E402
 from pilot.programmes import create_programme  # noqa: E402
 from pilot.rollout import create_pilot, get_pilot, transition  # noqa: E402
 from pilot.simulate import BONUS, CONTROL, DISCOUNT10, backdate  # noqa: E402
+from pilot.synthetic import REGIONS, add_groups, add_regions, add_store  # noqa: E402
 
 PG_ADMIN = os.environ.get("PILOT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_URL = PG_ADMIN.rsplit("/", 1)[0] + "/pilot_bench"
@@ -48,20 +48,16 @@ def load(url: str, customers: int, transactions: int) -> None:
     """Stores, groups, customers, a started 3-arm pilot with everyone assigned, and the transactions."""
     import random
 
-    from pilot import catalog
-    from pilot.customers import create_group
     app = create_app({"DATABASE_URL": url, "AUTO_MIGRATE": False})
     pg = url.startswith("postgresql")
     with app.app_context():
         upgrade(db.engine)
         s = db.session
         rng = random.Random(3)
-        for code, name in REGIONS:
-            catalog.create_region(s, CLI.actor, {"code": code, "name": name})
+        add_regions(s)
         for i in range(60):
-            _store(s, rng, i)
-        for g in GROUPS:
-            create_group(s, CLI.actor, dict(g))
+            add_store(s, rng, i)
+        add_groups(s)
         series = (f"SELECT g AS n FROM generate_series(1, {customers}) AS g" if pg else
                   f"WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < {customers}) SELECT n FROM r")
         ages = "ARRAY['18-24','25-34','35-44','45-54','55-64','65+']"

@@ -32,10 +32,11 @@ from pilot.assigning import Holdout, assign_bulk  # noqa: E402
 from pilot.assignment import variant_for  # noqa: E402
 from pilot.auth import issue_token  # noqa: E402
 from pilot.db import db  # noqa: E402
-from pilot.demo import REGIONS, load_demo  # noqa: E402
+from pilot.demo import load_demo  # noqa: E402
 from pilot.migrate import upgrade  # noqa: E402
 from pilot.programmes import get_programme  # noqa: E402
 from pilot.rollout import create_pilot, transition  # noqa: E402
+from pilot.synthetic import REGIONS  # noqa: E402
 from bench.server import Server  # noqa: E402
 
 PG_ADMIN = os.environ.get("PILOT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -40,7 +40,7 @@ from pilot.assigning import TillDb, _create_claim_and_insert, _row, till  # noqa
 from pilot.assignment import variant_for  # noqa: E402
 from pilot.auth import hash_token  # noqa: E402
 from pilot.customers import customer_row  # noqa: E402
-from pilot.db import driver_rows  # noqa: E402
+from pilot.driver import driver_rows  # noqa: E402
 
 
 def _till_sql(environ: dict, start_response):  # noqa: ANN202

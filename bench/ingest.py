@@ -4,23 +4,29 @@ Prints one JSON line with csv_postgres_rows_per_s, copy_rows_per_s, ratio_vs_cop
 json_postgres_rows_per_s, csv_sqlite_rows_per_s, replay_rows_added, peak_rss_mb (plus replay
 speed and the peak memory of a ten times smaller upload, to show memory is flat in file size; where
 the upload's time went, stage_seconds and write_seconds, and ratio_ceiling_write_only = \\copy ÷ the
-set-based write alone; and \\copy into a table with the transactions table's unique key and indexes).
+set-based write alone; and \\copy into a table with the transactions table's unique key and indexes),
+bomb_peak_rss_mb (the peak worker memory while a gzip bomb is refused: a header and 1 GiB of one
+character without a line break, about 1 MB gzipped) and cut_upload_rows_added (the rows stored from an
+upload whose client sent half of its Content-Length and closed: must be 0).
 Targets (2 cores): CSV into PostgreSQL >= 50,000 rows/s and >= 0.25 of psql \\copy; JSON >= 20,000
-rows/s; peak memory flat in file size.
+rows/s; peak memory flat in file size; bomb_peak_rss_mb <= 300; cut_upload_rows_added == 0.
 
 Needs curl and psql, and a PostgreSQL server (PILOT_BENCH_POSTGRES_URL, default
 postgresql://postgres@127.0.0.1:5432/postgres; a database pilot_bench is created and dropped).
-Usage: python bench/ingest.py [ROWS]
+Usage: python bench/ingest.py [ROWS]   (ROWS: 2,000,000 by default; fewer for a quick run; port
+PILOT_BENCH_PORT, default 8766)
 """
 import csv
 import http.client
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -39,7 +45,7 @@ from bench.server import Server  # noqa: E402
 
 PG_ADMIN = os.environ.get("PILOT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_URL = PG_ADMIN.rsplit("/", 1)[0] + "/pilot_bench"
-PORT = 8766
+PORT = int(os.environ.get("PILOT_BENCH_PORT", "8766"))
 START = datetime(2026, 9, 1, tzinfo=timezone.utc)
 
 
@@ -109,6 +115,47 @@ def json_batches(path: Path, secret: str, rows: int, size: int = 10_000) -> floa
     return rows / (time.perf_counter() - started)
 
 
+def gzip_bomb(path: Path, gigabytes: int = 1) -> None:
+    """A gzipped CSV: the header, then `gigabytes` GiB of one character and no line break."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b"a" * 2**20
+    with path.open("wb") as f:
+        f.write(z.compress(",".join(FIELDS).encode() + b"\n"))
+        for _ in range(gigabytes * 1024):
+            f.write(z.compress(block))
+        f.write(z.flush())
+
+
+def bomb_upload(path: Path, secret: str) -> int:
+    """Post the bomb; the HTTP status (a 413 naming PILOT_MAX_LINE_BYTES is expected)."""
+    out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "--data-binary",
+                          f"@{path}", "-H", "Expect:", "-H", "Content-Type: text/csv", "-H", "Content-Encoding: gzip",
+                          "-H", f"Authorization: Bearer {secret}", f"http://127.0.0.1:{PORT}/api/v1/transactions/upload"],
+                         capture_output=True, text=True).stdout
+    return int(out or 0)
+
+
+def cut_upload(path: Path, secret: str) -> None:
+    """Send the file's Content-Length and then half of it (ending on a line break), and close."""
+    body = path.read_bytes()
+    half = body.rindex(b"\n", 0, len(body) // 2) + 1
+    head = (f"POST /api/v1/transactions/upload?source=cut HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/csv\r\n"
+            f"Authorization: Bearer {secret}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", PORT), timeout=600) as s:
+        s.sendall(head + body[:half])
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(65536):  # the answer (a 400), then the close
+            pass
+
+
+def stored_rows(url: str) -> int:
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        count = conn.scalar(text("SELECT count(*) FROM transactions"))
+    engine.dispose()
+    return count
+
+
 def psql_copy(path: Path, indexed: bool = False) -> float:
     """Seconds of psql \\copy of the file into a bare table; `indexed`: one with the transactions
     table's unique key and indexes (event id; customer, time; store, time; time)."""
@@ -145,6 +192,17 @@ def main() -> None:
         try:
             upload(small, secret, source="small")
             figures["peak_rss_mb_small_file"] = server.peak_rss_mb()
+        finally:
+            server.stop()
+        bomb = tmp / "bomb.csv.gz"
+        gzip_bomb(bomb)
+        server = Server(PG_URL, PORT)  # pilot/server.py's timeout: a refusal must not need more
+        try:
+            figures["bomb_status"] = bomb_upload(bomb, secret)
+            figures["bomb_peak_rss_mb"] = server.peak_rss_mb()
+            before = stored_rows(PG_URL)
+            cut_upload(small, secret)
+            figures["cut_upload_rows_added"] = stored_rows(PG_URL) - before
         finally:
             server.stop()
         server = Server(PG_URL, PORT, timeout=1200)

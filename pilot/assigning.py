@@ -19,8 +19,10 @@ from sqlalchemy.orm import Session
 
 from pilot.assignment import bucket, edges, variant_for
 from pilot.customers import ROW_COLUMNS
-from pilot.db import fast_rows, set_based_plan, utcnow
+from pilot.db import utcnow
+from pilot.driver import fast_rows
 from pilot.models import ApiToken, Assignment, Customer, Enrolment, LayerMembership, Pilot, Stage, Store, Variant
+from pilot.query_plans import set_based_plan
 from pilot.segments import group_case, saved_groups
 
 
@@ -55,7 +57,7 @@ class TillDb:
 
     @classmethod
     def of(cls, session: Session) -> TillDb:
-        """The statements of a request's session (on the driver for PostgreSQL: pilot.db.fast_rows)."""
+        """The statements of a request's session (on the driver for PostgreSQL: pilot.driver.fast_rows)."""
         return cls(session.bind.dialect.name == "postgresql",
                    lambda stmt, params: fast_rows(session.connection(), stmt, params), session)
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from pilot.db import db, utcnow
 from pilot.errors import ApiError
-from pilot.models import ApiToken, Store
+from pilot.models import ApiToken, Store, WebSession
 from pilot.models.tokens import ROLES
 
 ADMIN, MANAGER, ANALYST, STORE, FEED = ROLES
@@ -138,16 +138,13 @@ def by_hash() -> Select:
             .where(ApiToken.token_hash == bindparam("token_hash", type_=String)))
 
 
-def principal_by_id(session: Session, token_id: int) -> Principal | None:
-    """The principal of a live token by id (web sessions keep only the id)."""
-    token = session.get(ApiToken, token_id)
-    if token is None or token.revoked_at is not None:
-        return None
-    return _principal(token)
-
-
-def _principal(token: ApiToken) -> Principal:
-    return Principal(token.id, token.name, token.role, token.store.code if token.store else None)
+def revoke_token(session: Session, token: ApiToken) -> None:
+    """Revoke a token and end its web sessions (the pages refuse them from now on either way; ended,
+    their records say so)."""
+    now = utcnow()
+    token.revoked_at = now
+    session.execute(update(WebSession).where(WebSession.token_id == token.id, WebSession.ended_at.is_(None))
+                    .values(ended_at=now))
 
 
 def current() -> Principal:

@@ -1,14 +1,22 @@
-"""Row-by-row validation shared by every bulk path: JSON batches and streamed CSV."""
+"""Row-by-row validation shared by every bulk path: JSON batches and streamed CSV.
+
+A streamed CSV is bounded while it is read (pilot.bodies bounds the body itself): the length of one
+line (PILOT_MAX_LINE_BYTES), the columns of the header (PILOT_MAX_CSV_COLUMNS) and one field (the csv
+module's field limit), so no input makes a worker hold more than a line in memory or spin on it.
+"""
 from __future__ import annotations
 
+import codecs
 import csv
-import io
+import math
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 import marshmallow as ma
-from flask import request
+from flask import current_app, request
 
+from pilot.bodies import READ_SIZE, request_data
 from pilot.errors import ApiError
 
 MAX_REPORTED = 1000
@@ -18,6 +26,7 @@ def json_body() -> Any:
     """The request's JSON body, or a 400 naming what is wrong with it."""
     if not request.is_json:
         raise ApiError(415, "Send the body as application/json.")
+    request_data()
     data = request.get_json(silent=True)
     if data is None:
         raise ApiError(400, "Request body is not valid JSON.", code="malformed_json")
@@ -43,28 +52,57 @@ def batch_rows(body: Any, key: str, limit: int, hint: str = "") -> list[dict]:
     return rows
 
 
+def finite_json(value: Any) -> None:
+    """A marshmallow validator: no NaN or infinite number anywhere in a JSON value (JSON cannot hold
+    them, and PostgreSQL refuses them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ma.ValidationError("Numbers must be finite (no NaN or Infinity).")
+    for item in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
+        finite_json(item)
+
+
 def csv_rows(stream: IO[bytes], required: Iterable[str], known: Iterable[str],
              extra_into: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Stream a CSV (UTF-8, BOM allowed) as (row number, record); empty cells are missing."""
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
-    try:
-        yield from _records(text, required, known, extra_into)
-    finally:
-        text.detach()  # the caller owns (and closes) the stream
+    """Stream a CSV (UTF-8, BOM allowed) as (row number, record); empty cells are missing. Lines and the
+    header are bounded by the app's settings (module docstring)."""
+    config = current_app.config
+    reader = csv.reader(_lines(stream, config["MAX_LINE_BYTES"]))
+    return _records(reader, required, known, extra_into, config["MAX_CSV_COLUMNS"])
 
 
-def _records(text: io.TextIOWrapper, required: Iterable[str], known: Iterable[str],
-             extra_into: str | None) -> Iterator[tuple[int, dict[str, Any]]]:
-    reader = csv.reader(text)
+def _lines(stream: IO[bytes], limit: int) -> Iterator[str]:
+    """The stream's lines (ended by \\n, \\r\\n or a lone \\r, as io's universal newlines end them), decoded,
+    each at most `limit` bytes: the csv module reads a line whole, so a body without line breaks would
+    otherwise be held in memory however large it is."""
+    pending, number = b"", 0
+    block = stream.read(READ_SIZE).removeprefix(codecs.BOM_UTF8)
+    while block:
+        lines = (pending + block).splitlines(keepends=True)
+        # the last piece may go on in the next block (a lone \\r too: it may be the start of \\r\\n)
+        pending = b"" if lines[-1].endswith(b"\n") else lines.pop()
+        if len(pending) > limit or lines and max(map(len, lines)) > limit:
+            raise _too_long(number, [*lines, pending], limit)
+        number += len(lines)
+        yield from map(bytes.decode, lines)
+        block = stream.read(READ_SIZE)
+    if pending:
+        yield pending.decode()
+
+
+def _too_long(before: int, lines: list[bytes], limit: int) -> ApiError:
+    """The 413 of the first line over the limit among `lines`, which follow line number `before`."""
+    number = before + 1 + next(i for i, line in enumerate(lines) if len(line) > limit)
+    return ApiError(413, f"Line {number} is longer than PILOT_MAX_LINE_BYTES ({limit} bytes).",
+                    details={"limit_bytes": limit, "line": number})
+
+
+def _records(reader: Iterator[list[str]], required: Iterable[str], known: Iterable[str],
+             extra_into: str | None, max_columns: int) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
-        header = [h.strip() for h in next(reader)]
+        header = [h.strip() for h in next(_decoded(reader))]
     except StopIteration:
         raise ApiError(422, "The CSV file is empty.", details={"columns": {}}) from None
-    except UnicodeDecodeError:
-        raise ApiError(422, "The CSV file is not UTF-8.") from None
-    except csv.Error as exc:
-        raise ApiError(422, f"The CSV file is malformed: {exc}.") from None
-    _check_header(header, set(required), set(known), extra_into)
+    _check_header(header, set(required), set(known), extra_into, max_columns)
     known = set(known)
     width = len(header)
     if extra_into is None:  # every column is known: the fast path (parsers strip their values)
@@ -98,13 +136,22 @@ def _decoded(reader: Iterator[list[str]]) -> Iterator[list[str]]:
     except UnicodeDecodeError:
         raise ApiError(422, "The CSV file is not UTF-8.") from None
     except csv.Error as exc:
+        if "field limit" in str(exc):
+            limit = csv.field_size_limit()
+            raise ApiError(422, f"A CSV field is longer than the field limit ({limit} characters).",
+                           details={"limit_field_chars": limit}) from None
         raise ApiError(422, f"The CSV file is malformed: {exc}.") from None
 
 
-def _check_header(header: list[str], required: set[str], known: set[str], extra_into: str | None) -> None:
-    missing = sorted(required - set(header))
-    unknown = [] if extra_into else sorted(set(header) - known)
-    dupes = sorted({h for h in header if header.count(h) > 1})
+def _check_header(header: list[str], required: set[str], known: set[str], extra_into: str | None,
+                  max_columns: int) -> None:
+    if len(header) > max_columns:
+        raise ApiError(422, f"The CSV header has {len(header)} columns; PILOT_MAX_CSV_COLUMNS allows {max_columns}.",
+                       details={"limit_columns": max_columns, "header_columns": len(header)})
+    counts = Counter(header)  # one pass: header.count() per column was quadratic
+    missing = sorted(required - counts.keys())
+    unknown = [] if extra_into else sorted(counts.keys() - known)
+    dupes = sorted(h for h, n in counts.items() if n > 1)
     if missing or unknown or dupes:
         parts = [f"missing column(s) {', '.join(missing)}" if missing else "",
                  f"unknown column(s) {', '.join(unknown)}" if unknown else "",

@@ -196,8 +196,11 @@ def simulate_command(scenario: str, key: str | None, customers: int | None, seed
 @click.option("--once", is_flag=True, help="Run every job once now and exit.")
 def scheduler_command(interval_minutes: float | None, once: bool) -> None:
     """Run the scheduler: re-analyse running pilots, pause on harmed guardrails, keep stage dates."""
+    import logging
+
     from flask import current_app
 
+    from pilot.logs import install_root
     from pilot.scheduler import run_all_once, serve
     app = current_app._get_current_object()
     interval = interval_minutes or app.config["ANALYSIS_INTERVAL_MINUTES"]
@@ -205,6 +208,7 @@ def scheduler_command(interval_minutes: float | None, once: bool) -> None:
         import json
         click.echo(json.dumps(run_all_once(app, interval), indent=1, default=str))
         return
+    install_root(logging.INFO)  # before serve()'s basicConfig, which then leaves the safe handler be
     serve(app, interval)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 
@@ -34,9 +35,16 @@ class Config:
         self.MAX_UPLOAD_BYTES = int(env("PILOT_MAX_UPLOAD_BYTES", str(50 * 1024**3)))
         self.ANALYSIS_WORK_MEM = env("PILOT_ANALYSIS_WORK_MEM", "64MB")
         self.ANALYSIS_INTERVAL_MINUTES = float(env("PILOT_ANALYSIS_INTERVAL_MINUTES", "1440"))
+        self.JOB_LEASE_SECONDS = float(env("PILOT_JOB_LEASE_SECONDS", "300"))
         self.TILL_LEAN_PATH = env("PILOT_TILL_LEAN_PATH", "1") == "1"
         self.BATCH_ROW_LIMIT = int(env("PILOT_BATCH_ROW_LIMIT", "10000"))
-        self.SESSION_COOKIE_SECURE = env("PILOT_SECURE_COOKIES", "0") == "1"
+        self.MAX_DECOMPRESSED_BYTES = int(env("PILOT_MAX_DECOMPRESSED_BYTES", str(10 * 1024**3)))
+        self.MAX_LINE_BYTES = int(env("PILOT_MAX_LINE_BYTES", str(1024**2)))
+        self.MAX_CSV_COLUMNS = int(env("PILOT_MAX_CSV_COLUMNS", "1000"))
+        # Secure unless PILOT_ENV=development (the local demo over plain http); PILOT_SECURE_COOKIES decides if set
+        development = env("PILOT_ENV", "production") == "development"
+        self.SESSION_COOKIE_SECURE = env("PILOT_SECURE_COOKIES", "0" if development else "1") == "1"
+        self.PERMANENT_SESSION_LIFETIME = timedelta(hours=float(env("PILOT_SESSION_HOURS", "12")))
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.API_TITLE = "Pilot"

@@ -7,25 +7,15 @@ from datetime import date, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pilot import catalog
+from pilot import runs
+from pilot.assigning import Holdout, assign_bulk
 from pilot.auth import CLI, issue_token
-from pilot.batches import RowErrors
-from pilot.customers import create_group, upsert_customers
-from pilot.models import Region
+from pilot.db import utcnow
+from pilot.models import Pilot, Region
 from pilot.programmes import create_programme
 from pilot.rollout import create_pilot, transition
-
-REGIONS = [("north", "North"), ("south", "South"), ("east", "East"), ("west", "West"), ("central", "Central")]
-FORMATS = [("hypermarket", 6000, 12000), ("supermarket", 1200, 3500), ("convenience", 150, 600)]
-AGE_BANDS = [("18-24", 0.10), ("25-34", 0.20), ("35-44", 0.21), ("45-54", 0.18), ("55-64", 0.15), ("65+", 0.16)]
-GROUPS = [
-    {"key": "young_parents", "name": "Young parents",
-     "rules": [{"attribute": "age_band", "op": "in", "value": ["18-24", "25-34", "35-44"]},
-               {"attribute": "children", "op": "ge", "value": 1}]},
-    {"key": "families", "name": "Families", "rules": [{"attribute": "children", "op": "ge", "value": 1}]},
-    {"key": "seniors", "name": "Seniors", "rules": [{"attribute": "age_band", "op": "eq", "value": "65+"}]},
-    {"key": "singles", "name": "Singles", "rules": [{"attribute": "household_size", "op": "eq", "value": 1}]},
-]
+from pilot.simulate import Scenario, backdate, history
+from pilot.synthetic import REGIONS, create_retailer
 
 PROGRAMME = {"key": "card2027", "name": "Loyalty card 2027", "description": "Which card mechanic to roll out next year.",
              "variants": [
@@ -57,14 +47,7 @@ def has_demo(session: Session) -> bool:
 
 def load_demo(session: Session, customers: int = 20_000, seed: int = 7, history: bool = True) -> str:
     """Create the demo retailer in the session and return a new admin token's secret."""
-    rng = random.Random(seed)
-    for code, name in REGIONS:
-        catalog.create_region(session, CLI.actor, {"code": code, "name": name})
-    store_codes = [_store(session, rng, i) for i in range(60)]
-    errors = RowErrors()
-    upsert_customers(session, CLI.actor, ((i, _customer(rng, i, store_codes)) for i in range(1, customers + 1)), errors)
-    for group in GROUPS:
-        create_group(session, CLI.actor, dict(group))
+    create_retailer(session, random.Random(seed), stores=60, customers=customers)
     programme = create_programme(session, CLI.actor, dict(PROGRAMME))
     today = date.today()
     first, second = (dict(s) for s in PILOT["stages"])
@@ -84,12 +67,8 @@ DEMO_EFFECTS = {"discount5": {"*": {"visits": 0.05}}, "tiers": {"young_parents":
                 "bonus": {"*": {"visits": 0.07}}}
 
 
-def _history(session: Session, pilot, seed: int) -> None:  # noqa: ANN001
+def _history(session: Session, pilot: Pilot, seed: int) -> None:
     """Five weeks of pilot (after eight weeks of pre-period) with planted effects, and an analysis."""
-    from pilot import runs
-    from pilot.assigning import Holdout, assign_bulk
-    from pilot.db import utcnow
-    from pilot.simulate import Scenario, backdate, history
     now = utcnow()
     assign_bulk(session, pilot, Holdout())
     scenario = Scenario(key="demo", seed=seed, pre_weeks=8, post_weeks=5, effects=DEMO_EFFECTS)
@@ -99,24 +78,3 @@ def _history(session: Session, pilot, seed: int) -> None:  # noqa: ANN001
     run = runs.create_run(session, CLI.actor, pilot)
     runs.execute(session, run)
 
-
-def _store(session: Session, rng: random.Random, i: int) -> str:
-    region = REGIONS[i % len(REGIONS)][0]
-    fmt, low, high = rng.choices(FORMATS, weights=[1, 4, 3])[0]
-    code = f"S{i + 1:03d}"
-    catalog.create_store(session, CLI.actor, {
-        "code": code, "name": f"{REGIONS[i % len(REGIONS)][1]} {fmt} {i // len(REGIONS) + 1}", "region": region,
-        "format": fmt, "size_sqm": float(rng.randint(low, high)),
-        "opening_date": date(2005, 1, 1) + timedelta(days=rng.randint(0, 6000)),
-        "attributes": {"parking": rng.random() < 0.6, "urban": rng.random() < 0.5}})
-    return code
-
-
-def _customer(rng: random.Random, i: int, stores: list[str]) -> dict:
-    age = rng.choices([a for a, _ in AGE_BANDS], weights=[w for _, w in AGE_BANDS])[0]
-    young, old = age in ("18-24", "25-34", "35-44"), age in ("55-64", "65+")
-    children = 0 if old or rng.random() < (0.45 if young else 0.7) else rng.choice([1, 1, 2, 2, 3])
-    adults = 1 if rng.random() < (0.35 if not children else 0.15) else 2
-    return {"external_id": f"C{i:06d}", "home_store": rng.choice(stores), "age_band": age,
-            "household_size": adults + children, "children": children,
-            "attributes": {"channel": rng.choice(["web", "store", "both"]), "newbie": rng.random() < 0.2}}

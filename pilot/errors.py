@@ -4,7 +4,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from flask import Flask, current_app, jsonify, request
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
@@ -13,7 +15,7 @@ CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
     405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "payload_too_large",
     415: "unsupported_media_type", 422: "validation_error", 429: "too_many_requests",
-    500: "internal_error",
+    500: "internal_error", 503: "service_unavailable",
 }
 
 
@@ -42,6 +44,20 @@ def _str_keys(value: Any) -> Any:
     return value
 
 
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether an error says the database cannot be reached or used now (a 503: try again), not a bug."""
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.DisconnectionError, sa_exc.TimeoutError,
+                        psycopg.OperationalError)):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+
+
+def _unavailable(exc: Exception) -> ApiError:
+    log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+    return ApiError(503, "The database is unavailable; try again shortly.", code="database_unavailable",
+                    details={"reason": str(exc)} if current_app.debug else None)
+
+
 def to_response(exc: HTTPException):  # noqa: ANN201
     """Turn any HTTP exception (ours, Flask's or webargs') into the shared JSON shape."""
     status = exc.code or 500
@@ -67,6 +83,8 @@ def register(app: Flask) -> None:
     """JSON errors under /api and the health checks; HTML elsewhere."""
 
     def handle(exc: Exception):  # noqa: ANN202
+        if not isinstance(exc, HTTPException) and database_unavailable(exc):
+            exc = _unavailable(exc)
         if not isinstance(exc, HTTPException):
             log.exception("unhandled error on %s %s", request.method, request.path)
             if current_app.debug:

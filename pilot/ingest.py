@@ -8,22 +8,31 @@ an event id repeated in the batch the first row is stored), and, unless every st
 compare every staged row with what is stored to count duplicates (same content) and conflicts (same
 event id, other content; never applied). All of it happens in the
 caller's transaction: a rejected or interrupted batch leaves nothing behind but its record.
+
+The record is not part of that transaction (`run`): it is written `running` in a short transaction
+of its own when the batch starts, beats while rows stream in, and ends `accepted` in the caller's
+transaction with the rows, or `rejected`/`failed` with the reason in another short transaction (on a
+fresh connection when the first one died). A batch whose worker died stays `running` without a
+heartbeat until `fail_stale_batches` ends it.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from pilot.batches import RowErrors
 from pilot.db import utcnow
-from pilot.errors import ApiError
+from pilot.errors import ApiError, database_unavailable
 from pilot.models import IngestionBatch, Store
 from pilot.sqltime import sqlite_text, time_value
 
@@ -38,8 +47,11 @@ MAX_AMOUNT = Decimal("1e9")
 EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
 CHUNK = 5000
 SAMPLE = 100
+HEARTBEAT_SECONDS = 30  # a running batch's record says it is alive this often while its rows stream in
 STAGING_COLUMNS = ("batch_row", "event_id", "customer", "store_id", "occurred_at", "type", "amount", "items",
                    "discount_cost", "points_issued", "points_redeemed", "channel")
+
+log = logging.getLogger(__name__)
 
 
 class RowError(Exception):
@@ -126,7 +138,10 @@ def _time(raw: dict, latest: datetime) -> datetime:
         raise RowError("occurred_at", f"Not an ISO 8601 time: {value[:40]!r}.") from None
     if moment.tzinfo is None:
         raise RowError("occurred_at", "No UTC offset; send e.g. 2026-11-02T10:15:00+01:00.")
-    moment = moment.astimezone(timezone.utc)
+    try:
+        moment = moment.astimezone(timezone.utc)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00 is past the last datetime once in UTC
+        raise RowError("occurred_at", "Out of range (after conversion to UTC).") from None
     if moment > latest:
         raise RowError("occurred_at", "More than a day in the future.")
     if moment < EARLIEST:
@@ -194,12 +209,10 @@ class Ingest:
     """Stage, validate and write one batch of transactions inside the caller's transaction."""
 
     def __init__(self, session: Session, actor: str, method: str, source: str = "default",
-                 on_error: str = "reject_batch", create_customers: bool = True) -> None:
-        if on_error not in ON_ERROR:
-            raise ApiError(422, f"on_error must be one of {', '.join(ON_ERROR)}.",
-                           details={"fields": {"on_error": ["Not a valid choice."]}})
-        if not source or len(source) > 64:
-            raise ApiError(422, "source must be 1 to 64 characters.", details={"fields": {"source": ["Bad length."]}})
+                 on_error: str = "reject_batch", create_customers: bool = True, batch_id: int | None = None) -> None:
+        """`batch_id`: the record `open_batch` made (it then beats on a connection of its own); without it
+        the record is made here, in the caller's transaction with the rows."""
+        check_args(source, on_error)
         self.session, self.source, self.on_error = session, source, on_error
         self.create_customers = create_customers
         self.dialect = session.bind.dialect.name
@@ -207,9 +220,14 @@ class Ingest:
         self.stores = dict(session.execute(select(Store.code, Store.id)).all())
         self.latest = utcnow() + timedelta(days=1)
         self.errors = RowErrors()
-        self.batch = IngestionBatch(source=source, actor=actor, method=method, on_error=on_error, status="running")
-        session.add(self.batch)
-        session.flush()
+        self.beats = batch_id is not None
+        if batch_id is None:
+            batch = IngestionBatch(source=source, actor=actor, method=method, on_error=on_error, status="running")
+            session.add(batch)
+            session.flush()
+            batch_id = batch.id
+        self.batch_id = batch_id
+        self.beaten = monotonic()
         self.rows = 0
         self.staged = 0  # rows in the staging table
         self.pending: list[tuple] = []
@@ -262,14 +280,30 @@ class Ingest:
             cursor.close()
         self.staged += len(self.pending)
         self.pending = []
+        if self.beats and monotonic() - self.beaten >= HEARTBEAT_SECONDS:
+            self._beat()
+
+    def _beat(self) -> None:
+        """Say the batch is alive, in a transaction of its own (the rows' is not visible to others)."""
+        self.beaten = monotonic()
+        try:
+            with self.session.get_bind().begin() as conn:
+                conn.execute(update(IngestionBatch).where(IngestionBatch.id == self.batch_id)
+                             .values(heartbeat_at=utcnow()))
+        except DBAPIError as exc:  # a missed beat loses nothing: the next may get through
+            log.warning("ingestion batch %s: heartbeat not recorded: %s", self.batch_id, exc)
 
     # -- write --------------------------------------------------------------------------------
     def finish(self) -> Outcome:
         """Write the staged rows; raise a 422 listing every bad row when the batch is rejected."""
         self._flush()
-        out = Outcome(batch_id=self.batch.id, rows=self.rows)
+        out = Outcome(batch_id=self.batch_id, rows=self.rows)
         if self.errors.count and self.on_error == "reject_batch":
             self._raise_rejected(out)
+        # the record first, in the rows' transaction: on SQLite that takes the write lock before the
+        # statements below read what they write; on PostgreSQL a stale-batch sweep waits for the outcome
+        self.session.execute(update(IngestionBatch).where(IngestionBatch.id == self.batch_id)
+                             .values(heartbeat_at=utcnow()))
         self.staged_at = perf_counter()
         out.timings["stage_seconds"] = round(self.staged_at - self.started, 6)
         sql = self.session.execute
@@ -302,7 +336,7 @@ class Ingest:
             # later ones meet it in the unique index) and then compared like any duplicate
             "ORDER BY s.batch_row "
             "ON CONFLICT (source, event_id) DO NOTHING"),
-            {"source": self.source, "batch": self.batch.id, "now": time_value(now, self.dialect)}).rowcount
+            {"source": self.source, "batch": self.batch_id, "now": time_value(now, self.dialect)}).rowcount
         if out.accepted == self.staged:  # every staged row is new: no duplicates or conflicts to look for
             return self._accepted(out)
         same = "IS NOT DISTINCT FROM" if self.pg else "IS"
@@ -312,7 +346,7 @@ class Ingest:
         compare = ("FROM pilot_staging s JOIN customers c ON c.external_id = s.customer "
                    "JOIN transactions t ON t.source = :source AND t.event_id = s.event_id "
                    "WHERE NOT (t.batch_id = :batch AND t.batch_row = s.batch_row)")
-        params = {"source": self.source, "batch": self.batch.id}
+        params = {"source": self.source, "batch": self.batch_id}
         out.duplicates, out.conflicts = sql(text(
             f"SELECT COALESCE(SUM(CASE WHEN {equal} THEN 1 ELSE 0 END), 0), "
             f"COALESCE(SUM(CASE WHEN {equal} THEN 0 ELSE 1 END), 0) {compare}"), params).one()
@@ -334,11 +368,10 @@ class Ingest:
             else self.errors.count
 
     def _close(self, status: str, out: Outcome) -> None:
-        b = self.batch
-        b.status, b.rows, b.accepted, b.duplicates, b.conflicts = status, out.rows, out.accepted, out.duplicates, \
-            out.conflicts
-        b.rejected, b.customers_created, b.finished_at = out.rejected, out.customers_created, utcnow()
-        b.errors = (out.errors or self.errors.rows[:SAMPLE]) + [{"conflict": c} for c in out.conflict_rows[:10]]
+        errors = (out.errors or self.errors.rows[:SAMPLE]) + [{"conflict": c} for c in out.conflict_rows[:10]]
+        self.session.execute(update(IngestionBatch).where(IngestionBatch.id == self.batch_id).values(
+            status=status, rows=out.rows, accepted=out.accepted, duplicates=out.duplicates, conflicts=out.conflicts,
+            rejected=out.rejected, customers_created=out.customers_created, errors=errors, finished_at=utcnow()))
         if not self.pg:
             self.session.execute(text("DROP TABLE IF EXISTS temp.pilot_staging"))
         self.session.flush()
@@ -356,25 +389,96 @@ def _sqlite_row(row: tuple) -> tuple:
     return tuple(r)
 
 
+def check_args(source: str, on_error: str) -> None:
+    """A 422 for a source or on_error a batch cannot have."""
+    if on_error not in ON_ERROR:
+        raise ApiError(422, f"on_error must be one of {', '.join(ON_ERROR)}.",
+                       details={"fields": {"on_error": ["Not a valid choice."]}})
+    if not source or len(source) > 64:
+        raise ApiError(422, "source must be 1 to 64 characters.", details={"fields": {"source": ["Bad length."]}})
+
+
 def run(session: Session, actor: str, method: str, rows: Iterable[tuple[int, Any]], source: str = "default",
         on_error: str = "reject_batch", create_customers: bool = True) -> Outcome:
-    """Ingest the rows and commit; a rejected or broken batch is rolled back and recorded as such."""
-    ingest = Ingest(session, actor, method, source, on_error, create_customers)
+    """Ingest the rows and commit them with their batch's record; a rejected or broken batch stores no
+    row, and its record ends rejected or failed with the reason (module docstring)."""
+    check_args(source, on_error)
+    engine = session.get_bind()
+    batch_id = open_batch(engine, source=source, actor=actor, method=method, on_error=on_error)
+    ingest = None
     try:
+        ingest = Ingest(session, actor, method, source, on_error, create_customers, batch_id=batch_id)
         ingest.add_all(rows)
         out = ingest.finish()
-    except BaseException as exc:
-        session.rollback()
-        rejected = isinstance(exc, ApiError) and exc.code == 422 and "rows_in_batch" in (exc.details or {})
-        detail = exc.details if rejected else {"rows_in_batch": ingest.rows, "rejected": 0,
-                                               "rows": [{"row": None, "field": "_batch", "message": str(exc)[:500]}]}
-        batch = IngestionBatch(source=source, actor=actor, method=method, on_error=on_error,
-                               status="rejected" if rejected else "failed", rows=detail["rows_in_batch"],
-                               rejected=detail["rejected"], errors=detail["rows"][:SAMPLE], finished_at=utcnow())
-        session.add(batch)
         session.commit()
-        if rejected:
-            exc.details["batch_id"] = batch.id
+    except BaseException as exc:
+        _abandon(session)
+        end_batch(engine, batch_id, _ending(exc, ingest.rows if ingest else 0))
+        if _rejection(exc):
+            exc.details["batch_id"] = batch_id
         raise
-    session.commit()
     return out
+
+
+def open_batch(engine: Engine, **values: Any) -> int:
+    """Record a batch as running, committed at once (so it outlives any rollback of its rows); its id."""
+    now = utcnow()
+    with engine.begin() as conn:
+        return conn.execute(insert(IngestionBatch).values(
+            status="running", started_at=now, heartbeat_at=now, errors=[], **values)).inserted_primary_key[0]
+
+
+def end_batch(engine: Engine, batch_id: int, values: dict[str, Any]) -> None:
+    """End a running batch's record in a transaction of its own, on a fresh connection when the last one
+    died; with the database out of reach the record stays running until `fail_stale_batches` ends it."""
+    b = IngestionBatch
+    for attempt in (1, 2):
+        try:
+            with engine.begin() as conn:
+                # only while running: a commit whose answer was lost may have stored it accepted
+                conn.execute(update(b).where(b.id == batch_id, b.status == "running")
+                             .values(finished_at=utcnow(), **values))
+            return
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                log.error("ingestion batch %s: could not record it %s: %s", batch_id, values["status"], exc)
+                return
+
+
+def _abandon(session: Session) -> None:
+    """Roll the batch's rows back; a connection that died meanwhile leaves the pool instead."""
+    try:
+        session.rollback()
+    except DBAPIError:
+        session.invalidate()
+
+
+def _rejection(exc: BaseException) -> bool:
+    return isinstance(exc, ApiError) and exc.code == 422 and "rows_in_batch" in (exc.details or {})
+
+
+def _ending(exc: BaseException, rows: int) -> dict[str, Any]:
+    """How a batch that raised `exc` ends: rejected (its bad rows) or failed (the reason, without internals)."""
+    if _rejection(exc):
+        d = exc.details
+        return {"status": "rejected", "rows": d["rows_in_batch"], "rejected": d["rejected"], "errors": d["rows"][:SAMPLE]}
+    if isinstance(exc, ApiError):
+        reason = exc.description
+    elif database_unavailable(exc):
+        reason = "The database connection was lost during the batch; nothing was stored."
+    else:
+        reason = "The batch broke off on an internal error (the server log has it); nothing was stored."
+    return {"status": "failed", "rows": rows, "rejected": 0,
+            "errors": [{"row": None, "field": "_batch", "message": reason}]}
+
+
+def fail_stale_batches(session: Session, before: datetime) -> int:
+    """End as failed every running batch whose last heartbeat (or start) is older than `before`: its
+    worker died, or lost the database for good. The caller commits; the count of batches ended."""
+    b = IngestionBatch
+    reason = (f"No heartbeat since before {before.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC: the worker "
+              "ingesting it stopped; nothing was stored.")
+    return session.execute(update(b).where(b.status == "running", func.coalesce(b.heartbeat_at, b.started_at) < before)
+                           .values(status="failed", finished_at=utcnow(),
+                                   errors=[{"row": None, "field": "_batch", "message": reason}])
+                           .execution_options(synchronize_session=False)).rowcount

@@ -3,16 +3,21 @@
 A run is reproducible: it records its cut-off and configuration, and the aggregates only read
 transactions before the cut-off and assignments made before it, so the same data gives the same
 numbers. Applying a recommendation turns its action into lifecycle or stage changes, audited.
+
+A run is recorded `running` (committed, with its worker and a lease, see pilot.leases) before it
+computes, and a heartbeat renews the lease meanwhile; a run whose lease lapsed lost its worker, and
+the scheduler ends it `failed` with the reason and retries it once (`lost_runs`, `end_lost`).
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from pilot import analysis, rollout
@@ -21,9 +26,11 @@ from pilot.assigning import allocation_changes, expected_shares
 from pilot.audit import record
 from pilot.db import utcnow
 from pilot.errors import ApiError
+from pilot.leases import Heartbeat, lease_seconds, lost_reason, worker_id
 from pilot.models import (AnalysisRun, Assignment, Customer, Enrolment, IngestionBatch, Pilot, Stage, Store,
                           Transaction)
 
+log = logging.getLogger(__name__)
 PRE_DAYS = 56
 BACKGROUND_UNITS = 200_000
 
@@ -40,7 +47,7 @@ def pilot_config(pilot: Pilot, stage: Stage) -> dict[str, Any]:
 
 
 def create_run(session: Session, actor: str, pilot: Pilot, cutoff: datetime | None = None) -> AnalysisRun:
-    """A queued run of the pilot's current stage."""
+    """A queued run of the pilot's current stage, leased to this process (which is to start it)."""
     if pilot.started_at is None or pilot.current_stage is None:
         raise ApiError(409, f"Pilot {pilot.key!r} has not started; there is nothing to analyse.", code="not_started")
     stage = pilot.stage(pilot.current_stage)
@@ -48,7 +55,8 @@ def create_run(session: Session, actor: str, pilot: Pilot, cutoff: datetime | No
     if cutoff <= (stage.started_at or pilot.started_at):
         raise ApiError(422, "The cut-off is before the stage started.", details={"fields": {"cutoff": ["Too early."]}})
     run = AnalysisRun(pilot_id=pilot.id, stage=stage.position, status="queued", requested_by=actor, cutoff=cutoff,
-                      config=pilot_config(pilot, stage))
+                      config=pilot_config(pilot, stage), worker=worker_id(),
+                      lease_until=utcnow() + timedelta(seconds=lease_seconds()))
     session.add(run)
     session.flush()
     return run
@@ -63,14 +71,15 @@ def execute(session: Session, run: AnalysisRun) -> AnalysisRun:
     """Compute the run (aggregates in SQL, statistics in experiments/) and store every table."""
     pilot = session.get(Pilot, run.pilot_id)
     stage = pilot.stage(run.stage)
-    run.status = "running"
+    if run.status == "queued":  # (a leased run is running already, committed; writing it again would lock the row)
+        run.status, run.started_at = "running", utcnow()
     started = time.perf_counter()
     timings: dict[str, float] = {}
     start = stage.started_at or pilot.started_at
     days = analysis.now_days(start, run.cutoff)
     work_mem = current_app.config.get("ANALYSIS_WORK_MEM", "64MB")
     if session.bind.dialect.name == "postgresql":
-        if work_mem:  # sorts and hashes of the per-unit sums over millions of rows (see db.set_based_plan)
+        if work_mem:  # sorts and hashes of the per-unit sums over millions of rows (see query_plans.set_based_plan)
             session.execute(text("SELECT set_config('work_mem', :v, true)"), {"v": work_mem})
         # JIT compiles the wide aggregate once per parallel worker: seconds of compiling, no gain
         session.execute(text("SET LOCAL jit = off"))
@@ -156,7 +165,7 @@ def run_now_or_later(app: Flask, session: Session, actor: str, pilot: Pilot, cut
                                                                  "background": background})
     session.commit()
     if not background:
-        return _execute_safely(session, run.id)
+        return execute_leased(session, run.id)
     thread = threading.Thread(target=_background, args=(app, run.id), name=f"analysis-{run.id}", daemon=True)
     thread.start()
     return run
@@ -165,20 +174,85 @@ def run_now_or_later(app: Flask, session: Session, actor: str, pilot: Pilot, cut
 def _background(app: Flask, run_id: int) -> None:
     from pilot.db import db
     with app.app_context():
-        _execute_safely(db.session, run_id)
+        execute_leased(db.session, run_id)
 
 
-def _execute_safely(session: Session, run_id: int) -> AnalysisRun:
+def start(session: Session, run: AnalysisRun, seconds: float) -> None:
+    """Mark the run running here, with a fresh lease (the caller commits, so other sessions see it)."""
+    now = utcnow()
+    run.status, run.worker, run.started_at = "running", worker_id(), now
+    run.lease_until, run.heartbeat_at = now + timedelta(seconds=seconds), now
+
+
+def execute_leased(session: Session, run_id: int) -> AnalysisRun:
+    """Start a queued run (committed), compute it under a heartbeat and commit it done or failed."""
     run = session.get(AnalysisRun, run_id)
-    try:
-        execute(session, run)
-        session.commit()
-    except Exception as exc:  # noqa: BLE001 - the failure is stored on the run for the caller to see
-        session.rollback()
-        run = session.get(AnalysisRun, run_id)
-        run.status, run.error, run.finished_at = "failed", f"{type(exc).__name__}: {exc}"[:2000], utcnow()
+    if run.status != "queued":  # ended meanwhile (its lease lapsed before this worker got to it)
+        return run
+    seconds = lease_seconds()
+    start(session, run, seconds)
+    session.commit()
+    with Heartbeat(session.get_bind(), AnalysisRun, run.id, run.worker, run.started_at, seconds) as beat:
+        try:
+            execute(session, run)
+        except Exception as exc:  # noqa: BLE001 - the failure is stored on the run for the caller to see
+            session.rollback()
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+            return _failed(session, run_id, error) if beat.holds() else _lapsed(session, run_id)
+        if not beat.holds():
+            session.rollback()
+            return _lapsed(session, run_id)
         session.commit()
     return run
+
+
+def _failed(session: Session, run_id: int, error: str) -> AnalysisRun:
+    run = session.get(AnalysisRun, run_id)
+    run.status, run.error, run.finished_at = "failed", error, utcnow()
+    session.commit()
+    return run
+
+
+def _lapsed(session: Session, run_id: int) -> AnalysisRun:
+    # no heartbeat got through for a whole lease: the scheduler may have ended and retried the run already
+    log.warning("analysis %s: its lease lapsed while it ran; this worker's outcome is discarded", run_id)
+    return session.get(AnalysisRun, run_id, populate_existing=True)
+
+
+def lost_runs(session: Session) -> list[Any]:
+    """The queued or running runs whose lease lapsed (id, status, worker, lease_until), oldest first."""
+    return list(session.execute(
+        select(AnalysisRun.id, AnalysisRun.status, AnalysisRun.worker, AnalysisRun.lease_until)
+        .where(AnalysisRun.status.in_(("queued", "running")), AnalysisRun.lease_until < utcnow())
+        .order_by(AnalysisRun.id)).all())
+
+
+def end_lost(session: Session, actor: str, lost: Any) -> tuple[AnalysisRun, AnalysisRun | None] | None:
+    """End a lost run failed with the reason, with a queued retry unless it is one itself (a run that
+    kills its worker is not retried for ever); None if another scheduler ended it first."""
+    # compare-and-set on what lost_runs read: of two schedulers, one ends (and retries) the run
+    won = session.execute(update(AnalysisRun).where(
+        AnalysisRun.id == lost.id, AnalysisRun.status == lost.status, AnalysisRun.lease_until == lost.lease_until)
+        .values(status="failed", finished_at=utcnow()), execution_options={"synchronize_session": False})
+    if won.rowcount != 1:
+        return None
+    run = session.get(AnalysisRun, lost.id, populate_existing=True)
+    retry = None if run.retry_of is not None else _retry(session, actor, run)
+    run.error = lost_reason(lost.worker, lost.lease_until) + (
+        f"; retried as run {retry.id}" if retry else "; not retried: it was a retry itself")
+    session.flush()
+    return run, retry
+
+
+def _retry(session: Session, actor: str, lost: AnalysisRun) -> AnalysisRun:
+    """A queued run of the same pilot, stage, cut-off and configuration as the lost one."""
+    retry = AnalysisRun(pilot_id=lost.pilot_id, stage=lost.stage, status="queued", cutoff=lost.cutoff,
+                        config=dict(lost.config), retry_of=lost.id, worker=worker_id(),
+                        requested_by=f"{actor} (retry of run {lost.id} by {lost.requested_by})"[:200],
+                        lease_until=utcnow() + timedelta(seconds=lease_seconds()))
+    session.add(retry)
+    session.flush()
+    return retry
 
 
 def apply(session: Session, actor: str, run: AnalysisRun, action: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, literal, select, true
+from sqlalchemy import ColumnElement, Float, and_, case, cast, func, literal, select, true
 from sqlalchemy.orm import Session
 
 from pilot.models import Customer, CustomerGroup
@@ -13,6 +13,10 @@ OTHER = "other"
 OPERATORS = ("eq", "ne", "in", "lt", "le", "gt", "ge", "between", "exists")
 COLUMNS = {"age_band": Customer.age_band, "household_size": Customer.household_size,
            "children": Customer.children}
+INTEGER_COLUMNS = frozenset({"household_size", "children"})
+# What the databases can compare a value with: PostgreSQL binds a value for an integer column as
+# `integer`, and SQLite binds integers as 64-bit; attributes compare as floats, exact to 2**53.
+INTEGER_LIMIT, NUMBER_LIMIT = 2**31 - 1, 2**53
 
 
 def rule_problem(rule: dict[str, Any]) -> str | None:
@@ -22,6 +26,10 @@ def rule_problem(rule: dict[str, Any]) -> str | None:
         return None if value is None or isinstance(value, bool) else "exists takes no value or true/false."
     if value is None:
         return f"{op} needs a value."
+    return _shape_problem(op, value) or _values_problem(rule["attribute"], _listed(value))
+
+
+def _shape_problem(op: str, value: Any) -> str | None:
     if op == "in":
         return None if isinstance(value, list) and value and all(_scalar(v) for v in value) else \
             "in needs a non-empty list of strings or numbers."
@@ -31,6 +39,23 @@ def rule_problem(rule: dict[str, Any]) -> str | None:
     if op in ("lt", "le", "gt", "ge"):
         return None if _number(value) else f"{op} needs a number."
     return None if _scalar(value) else f"{op} needs a string, number or boolean."
+
+
+def _values_problem(attribute: str, values: list[Any]) -> str | None:
+    """Why well-shaped values cannot be compared with the attribute in SQL, or None."""
+    kinds = {bool if isinstance(v, bool) else str if isinstance(v, str) else float for v in values}
+    if len(kinds) > 1:
+        return "The values of a rule are all strings, all numbers or all true/false."
+    if attribute in INTEGER_COLUMNS and kinds != {float}:
+        return f"{attribute} is compared with numbers."
+    limit = INTEGER_LIMIT if attribute in INTEGER_COLUMNS else NUMBER_LIMIT
+    if kinds == {float} and not all(abs(v) <= limit for v in values):  # (NaN and infinity fail too)
+        return f"Numbers are finite and at most {limit} in size."
+    return None
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 def _number(v: Any) -> bool:
@@ -58,6 +83,8 @@ def rule_clause(rule: dict[str, Any]) -> ColumnElement[bool]:
         return col.is_(None) if value is False else col.is_not(None)
     sample = value[0] if isinstance(value, list) else value
     col = _operand(attr, sample)
+    if attr in INTEGER_COLUMNS and any(isinstance(v, float) for v in _listed(value)):
+        col = cast(col, Float)  # PostgreSQL would round a fraction bound to an integer column (2.5 -> 2)
     if op == "in":
         return col.in_(value)
     if op == "between":

@@ -1,5 +1,5 @@
-"""A retailer to test against: stores, customers in four groups, a pre-period and a pilot period
-whose true effects are planted per variant × customer group.
+"""A retailer to test against: the synthetic retailer (pilot.synthetic), a pre-period and a pilot
+period whose true effects are planted per variant × customer group.
 
 The model, per customer: a weekly visit rate (gamma around the group's rate) and an average basket
 (log-normal around the group's basket, times the home store's effect); each week's visits are
@@ -19,18 +19,15 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from pilot import catalog
 from pilot.assigning import Holdout, assign_bulk
 from pilot.auth import CLI
-from pilot.batches import RowErrors
-from pilot.customers import create_group, upsert_customers
 from pilot.db import utcnow
-from pilot.demo import GROUPS, REGIONS, _customer, _store
 from pilot.ingest import Ingest
 from pilot.models import Assignment, Customer, Enrolment, Pilot, Region, Store
 from pilot.programmes import create_programme
 from pilot.rollout import create_pilot, transition
 from pilot.segments import group_case, saved_groups
+from pilot.synthetic import REGIONS, create_retailer
 
 GROUP_PROFILE = {  # weekly visits, average basket
     "young_parents": (1.4, 42.0), "families": (1.2, 48.0), "seniors": (0.9, 26.0), "singles": (0.8, 22.0),
@@ -66,15 +63,8 @@ class Scenario:
 
 def _ensure_retailer(session: Session, rng: random.Random, scenario: Scenario) -> None:
     """Regions, stores, customers and groups, unless the database has them already."""
-    if session.scalar(select(Region.id).where(Region.code == REGIONS[0][0])):
-        return
-    for code, name in REGIONS:
-        catalog.create_region(session, CLI.actor, {"code": code, "name": name})
-    stores = [_store(session, rng, i) for i in range(scenario.stores)]
-    upsert_customers(session, CLI.actor, ((i, _customer(rng, i, stores)) for i in range(1, scenario.customers + 1)),
-                     RowErrors())
-    for group in GROUPS:
-        create_group(session, CLI.actor, dict(group))
+    if not session.scalar(select(Region.id).where(Region.code == REGIONS[0][0])):
+        create_retailer(session, rng, scenario.stores, scenario.customers)
 
 
 def simulate(session: Session, scenario: Scenario, now: datetime | None = None) -> dict[str, Any]:

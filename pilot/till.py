@@ -14,7 +14,8 @@ goes on to the Flask app with the body put back, and the full cycle answers it f
 SQLite, invalid input, every error answer (401, 403, 404, 422), group eligibility, a race lost, a
 database error (a connection found lost is dropped from the pool first). Each write here is one
 statement that settles races by unique constraints, so a request handed on after its write is
-answered as the repeat it then is.
+answered as the repeat it then is. It never reads the query string: pilot.inputs.InputGuard, in front
+of it, has refused any request whose path or query is not clean text.
 
 PILOT_TILL_LEAN_PATH=0 (config TILL_LEAN_PATH) turns it off: the app answers every request.
 """
@@ -35,8 +36,10 @@ from pilot.api.assignments import AssignIn, holdout, settle
 from pilot.api.regions import CODE
 from pilot.assigning import LongWay, TillDb, TokenNotLive
 from pilot.auth import allowed, bearer_hash, by_hash, live_principal, remember, seen_tokens, touch_due, touch_statement
-from pilot.db import driver_rows, utcnow
+from pilot.db import utcnow
+from pilot.driver import driver_rows
 from pilot.errors import ApiError
+from pilot.inputs import loads
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +115,9 @@ class LeanTill:
         if hashed is None:
             return None
         try:
-            raw = json.loads(body)
+            raw = loads(body)  # depth-checked as the app checks it: a body too deep is the app's 400
             data = self.plain(raw) or self.schema.load(raw)
-        except (ValueError, TypeError, ma.ValidationError):
+        except (ValueError, TypeError, ma.ValidationError, ApiError):
             return None
         seen = seen_tokens(self.app)
         principal = seen.get(hashed)
@@ -160,4 +163,9 @@ class LeanTill:
 
 def init_app(app: Flask) -> None:
     """Put the lean path in front of the app (it acts on PostgreSQL while TILL_LEAN_PATH is set)."""
-    app.wsgi_app = LeanTill(app, app.wsgi_app)
+    app.wsgi_app = app.extensions["pilot.till"] = LeanTill(app, app.wsgi_app)
+
+
+def lean_till(app: Flask) -> LeanTill:
+    """The app's lean path (other middleware may stand in front of it in app.wsgi_app)."""
+    return app.extensions["pilot.till"]

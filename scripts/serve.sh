@@ -7,4 +7,6 @@ ensure_venv base
 .venv/bin/pilot demo
 port=${PORT:-8000}
 echo "Pilot is at http://127.0.0.1:$port/ (API docs: http://127.0.0.1:$port/api/docs). Ctrl-C stops it."
-exec .venv/bin/gunicorn --workers 2 --bind "127.0.0.1:$port" --access-logfile - wsgi:app
+# pilot/server.py holds the settings (threaded workers, so a long upload is not taken for a hung worker)
+export PORT=$port
+exec .venv/bin/gunicorn -c python:pilot.server wsgi:app

@@ -110,3 +110,18 @@ def admin(auth):
 
 def pytest_configure(config):
     Path("test-artifacts").mkdir(exist_ok=True)
+
+
+@pytest.fixture
+def live_server(database_url, tmp_path):
+    """Start a real gunicorn (tests/live.py) against this test's database: live_server(env=..., args=...)."""
+    from tests.live import LiveServer
+    servers = []
+
+    def start(env: dict[str, str] | None = None, args: list[str] | None = None) -> LiveServer:
+        servers.append(LiveServer(database_url, tmp_path, env, args))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -12,7 +12,8 @@ from pilot import create_app
 from pilot.assigning import _till_query
 from pilot.assignment import bucket, variant_for
 from pilot.auth import hash_token
-from pilot.db import db, fast_rows
+from pilot.db import db
+from pilot.driver import fast_rows
 from pilot.models import Assignment
 from tests.test_pilots import ALLOCATION, PROGRAMME, act, pilot_body, world  # noqa: F401
 
@@ -245,7 +246,7 @@ def test_a_token_revoked_elsewhere_is_refused_at_the_till(app, client, running, 
 
 
 def test_the_till_on_the_driver_reads_what_sqlalchemy_reads(app, client, running, auth, tokens):
-    """PostgreSQL runs the till's statements on the driver (pilot.db.fast_rows); the rows must be
+    """PostgreSQL runs the till's statements on the driver (pilot.driver.fast_rows); the rows must be
     those SQLAlchemy gives for the same statement: types, UTC times, JSON, NULLs."""
     assert assign(client, auth("feed"), "c0").json["assigned"]
     params = [{"token_hash": hash_token(tokens[role]), "pilot": "p1", "customer": c, "store": s, "new_home": h}

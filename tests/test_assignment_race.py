@@ -7,6 +7,7 @@ from sqlalchemy import func, select, text
 
 from pilot.db import db, make_engine
 from pilot.models import Assignment, Customer, LayerMembership
+from pilot.till import lean_till
 from tests.test_assignment import running  # noqa: F401  (fixture)
 from tests.test_pilots import world  # noqa: F401  (fixture)
 
@@ -25,7 +26,7 @@ def _worker(url, secret, customers, barrier, out, lean):
             body.update(store="ra1", new_customer={"home_store": "ra1", "age_band": "35-44"})
         r = client.post("/api/v1/pilots/p1/assignments", json=body, headers={"Authorization": f"Bearer {secret}"})
         answers[c] = (r.status_code, (r.json.get("variant") or {}).get("key"))
-    out.put((answers, app.wsgi_app.answered))
+    out.put((answers, lean_till(app).answered))
 
 
 @pytest.mark.parametrize("lean", [True, False], ids=["lean", "view"])
@@ -76,7 +77,7 @@ def test_a_dropped_connection_is_replaced_after_idle(app, backend, client, runni
 
 def test_a_connection_dropped_under_the_till_costs_one_request(app, backend, client, running, auth,  # noqa: F811
                                                                monkeypatch):
-    """The view runs the till's statements on the driver (pilot.db.fast_rows); a connection lost there
+    """The view runs the till's statements on the driver (pilot.driver.fast_rows); a connection lost there
     must leave the pool as SQLAlchemy would make it: that request fails, the next one gets a new one."""
     if backend[0] != "postgresql":
         pytest.skip("connection loss is checked against PostgreSQL (set PILOT_TEST_DATABASE_URL)")
@@ -87,7 +88,7 @@ def test_a_connection_dropped_under_the_till_costs_one_request(app, backend, cli
         assert client.post("/api/v1/pilots/p1/assignments", json={"customer": c}, headers=auth("feed")).status_code == 200
     assert _kill_app_connections(app)
     lost = client.post("/api/v1/pilots/p1/assignments", json={"customer": "c6"}, headers=auth("feed"))
-    assert lost.status_code == 500 and lost.json["error"]["code"] == "internal_error"
+    assert lost.status_code == 503 and lost.json["error"]["code"] == "database_unavailable"
     for c in ("c6", "c9"):
         r = client.post("/api/v1/pilots/p1/assignments", json={"customer": c}, headers=auth("feed"))
         assert r.status_code == 200 and r.json["assigned"], r.json
@@ -101,7 +102,7 @@ def test_a_connection_dropped_under_the_lean_till_costs_no_request(app, backend,
         pytest.skip("connection loss is checked against PostgreSQL (set PILOT_TEST_DATABASE_URL)")
     db_module = importlib.import_module("pilot.db")
     monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 1e9)  # a busy pool: no ping at checkout
-    lean = app.wsgi_app
+    lean = lean_till(app)
     for c in ("c0", "c3"):
         assert client.post("/api/v1/pilots/p1/assignments", json={"customer": c}, headers=auth("feed")).status_code == 200
     assert lean.answered == 2 and _kill_app_connections(app)

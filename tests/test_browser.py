@@ -131,3 +131,15 @@ def test_a_store_login_cannot_open_analyst_pages(browser, site):
                  f"/analyses/{site['run']}/tables/metrics.csv"):
         assert s.open(path).status == 403, path
     assert s.open("/store", "store-own").status == 200
+
+
+def test_api_docs_render_under_the_security_headers(browser, site):
+    """Swagger UI runs inline scripts and loads its own assets: the headers every answer carries
+    (frame-ancestors, nosniff) must leave it working."""
+    s = Session(browser, site, "analyst")
+    s.page.route("**/favicon.ico", lambda route: route.fulfill(status=204))  # Swagger UI's page names none
+    response = s.open("/api/docs")
+    assert response.headers["x-content-type-options"] == "nosniff"
+    s.page.wait_for_selector(".swagger-ui .opblock-summary")
+    s.open("/api/docs", "api-docs")
+    assert s.page.locator(".opblock-summary").count() > 20 and s.errors == []

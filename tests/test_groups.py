@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from pilot.demo import GROUPS
+from pilot.synthetic import GROUPS
 
 OPS = {"eq": lambda a, v: a == v, "ne": lambda a, v: a != v, "in": lambda a, v: a in v,
        "lt": lambda a, v: a < v, "le": lambda a, v: a <= v, "gt": lambda a, v: a > v, "ge": lambda a, v: a >= v,

@@ -81,7 +81,7 @@ def test_scheduler_once_from_the_command_line(app):
     plant(app, "too_few")
     result = app.test_cli_runner().invoke(cli, ["scheduler", "--once", "--interval-minutes", "30"])
     assert result.exit_code == 0, result.output
-    assert {r["job"] for r in json.loads(result.output)} == {"analyse_running", "keep_calendar"}
+    assert {r["job"] for r in json.loads(result.output)} == {"recover", "analyse_running", "keep_calendar"}
 
 
 def test_simulate_command(app):

@@ -12,7 +12,7 @@ from pilot import create_app
 from pilot.auth import hash_token
 from pilot.db import db
 from pilot.models import ApiToken, Assignment, Customer
-from pilot.till import LeanTill
+from pilot.till import LeanTill, lean_till
 from tests.test_assignment import assign, running  # noqa: F401  (fixture)
 from tests.test_pilots import world  # noqa: F401  (fixture)
 
@@ -21,7 +21,7 @@ from tests.test_pilots import world  # noqa: F401  (fixture)
 def lean(app, backend):
     if backend[0] != "postgresql":
         pytest.skip("the lean till path acts on PostgreSQL only (set PILOT_TEST_DATABASE_URL)")
-    return app.wsgi_app
+    return lean_till(app)
 
 
 def _by_the_view(app, client, headers, customer, **body):

@@ -39,6 +39,13 @@ class RunSummarySchema(Schema):
     finished_at = ma.fields.DateTime(allow_none=True)
     applied_at = ma.fields.DateTime(allow_none=True)
     applied_by = ma.fields.String(allow_none=True)
+    started_at = ma.fields.DateTime(allow_none=True, metadata={"description": "When a worker started computing it"})
+    worker = ma.fields.String(allow_none=True, metadata={"description": "host:pid that runs it (or is to)"})
+    lease_until = ma.fields.DateTime(allow_none=True, metadata={
+        "description": "While queued or running: the worker's claim holds until then (renewed by its heartbeat); "
+                       "a run whose lease lapsed lost its worker and ends failed, retried once by the scheduler"})
+    heartbeat_at = ma.fields.DateTime(allow_none=True, metadata={"description": "The last renewal of the lease"})
+    retry_of = ma.fields.Integer(allow_none=True, metadata={"description": "The lost run this one retries"})
 
 
 class RunSchema(RunSummarySchema):
@@ -70,6 +77,10 @@ class JobSchema(Schema):
     detail = ma.fields.Dict()
     started_at = ma.fields.DateTime()
     finished_at = ma.fields.DateTime(allow_none=True)
+    lease_until = ma.fields.DateTime(allow_none=True, metadata={
+        "description": "While running: the claim holds until then (renewed by a heartbeat); after it, another "
+                       "scheduler takes the slot over (detail.taken_over lists the lost attempts)"})
+    heartbeat_at = ma.fields.DateTime(allow_none=True, metadata={"description": "The last renewal of the lease"})
 
 
 class RunArgs(PageArgs):

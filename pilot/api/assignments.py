@@ -103,8 +103,10 @@ def settle(tdb: TillDb, key: str, data: dict, principal: Principal, hashed: str,
         raise TokenNotLive
     if t.pilot_id is None:
         raise ApiError(404, f"No pilot {key!r}.")
-    if t.store_code is not None and (refused := store_scope_error(principal, t.store_code)):
-        raise refused
+    # a store token acts for its own store: it buys there, and a customer it creates is homed there
+    for code in (t.store_code, new_home):
+        if code is not None and (refused := store_scope_error(principal, code)):
+            raise refused
     if data["store"] is not None and t.store_id is None:
         raise ApiError(422, f"Unknown store {data['store']!r}.", details={"fields": {"store": ["Unknown store."]}})
     decision = assign_one(tdb, t, held, _new_customer(data, t))

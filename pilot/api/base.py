@@ -8,12 +8,26 @@ import flask_smorest
 import marshmallow as ma
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
+from webargs.flaskparser import FlaskParser, is_json_request
 
 from pilot.errors import ApiError, to_response
+from pilot.inputs import check_depth
+
+
+class Parser(FlaskParser):
+    """webargs' parser, with JSON bodies checked for depth first (webargs decodes them itself, not
+    through the app's JSON provider)."""
+
+    def _raw_load_json(self, req):  # noqa: ANN001, ANN202
+        if is_json_request(req):
+            check_depth(req.get_data(cache=True))
+        return super()._raw_load_json(req)
 
 
 class Blueprint(flask_smorest.Blueprint):
     """Blueprint documenting the shared error response on every view."""
+
+    ARGUMENTS_PARSER = Parser()
 
     def arguments(self, schema, *args, **kwargs):  # noqa: ANN001, ANN201
         """As flask-smorest's, but a schema class is instantiated once, not on every request (webargs

@@ -35,6 +35,11 @@ class GroupIn(Schema):
     rules = ma.fields.List(ma.fields.Nested(RuleSchema), load_default=list)
 
 
+# PATCH may leave out any of a group's fields, but not a field of a rule it sends (partial=True would
+# reach into the nested rules, and a rule without its op is no rule).
+GROUP_FIELDS = tuple(GroupIn().fields)
+
+
 class GroupSchema(Schema):
     id = ma.fields.Integer()
     key = ma.fields.String()
@@ -55,7 +60,7 @@ class PreviewIn(Schema):
 
     @ma.validates("groups")
     def _unique(self, groups, **_kwargs):
-        keys = [g["key"] for g in groups]
+        keys = [g["key"] for g in groups if "key" in g]  # (a group without one has its own error)
         if len(keys) != len(set(keys)):
             raise ma.ValidationError("Group keys must be unique.")
 
@@ -101,7 +106,7 @@ class CustomerGroupByKey(MethodView):
         """Show a customer group"""
         return domain.get_group(db.session, key)
 
-    @blp.arguments(GroupIn(partial=True))
+    @blp.arguments(GroupIn(partial=GROUP_FIELDS))
     @blp.response(200, GroupSchema)
     def patch(self, data, key):
         """Change a customer group's name, rules or position"""

@@ -6,7 +6,8 @@ from sqlalchemy import select
 
 from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
 from pilot.auth import current
-from pilot.batches import RowErrors, csv_rows, json_rows, validate_rows
+from pilot.batches import RowErrors, csv_rows, finite_json, json_rows, validate_rows
+from pilot.bodies import request_body
 from pilot.customers import get_customer, upsert_customers
 from pilot.db import db
 from pilot.errors import ApiError
@@ -23,7 +24,7 @@ class CustomerIn(Schema):
     age_band = ma.fields.String(load_default=None, allow_none=True, validate=ma.validate.OneOf(AGE_BANDS))
     household_size = ma.fields.Integer(load_default=None, allow_none=True, validate=ma.validate.Range(1, 30))
     children = ma.fields.Integer(load_default=None, allow_none=True, validate=ma.validate.Range(0, 20))
-    attributes = ma.fields.Dict(keys=ma.fields.String(), load_default=dict)
+    attributes = ma.fields.Dict(keys=ma.fields.String(), load_default=dict, validate=finite_json)
 
 
 class CustomerSchema(Schema):
@@ -82,7 +83,8 @@ class CustomerImport(MethodView):
         """Upsert customers from a streamed CSV; other columns become attributes"""
         if request.mimetype != "text/csv":
             raise ApiError(415, "Send customers as text/csv.")
-        return _upsert(csv_rows(request.stream, ("external_id",), CustomerIn().fields, extra_into="attributes"))
+        return _upsert(csv_rows(request_body(gzipped=False), ("external_id",), CustomerIn().fields,
+                                extra_into="attributes"))
 
 
 def _upsert(raw):

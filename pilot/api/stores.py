@@ -8,7 +8,8 @@ from pilot import catalog
 from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
 from pilot.api.regions import CODE
 from pilot.auth import current, require_store_scope
-from pilot.batches import RowErrors, csv_rows, json_rows, validate_rows
+from pilot.batches import RowErrors, csv_rows, finite_json, json_rows, validate_rows
+from pilot.bodies import request_body
 from pilot.db import db
 from pilot.errors import ApiError
 from pilot.models import Region, Store
@@ -24,7 +25,7 @@ class StoreIn(Schema):
     format = ma.fields.String(load_default=None, allow_none=True, validate=ma.validate.Length(max=64))
     size_sqm = ma.fields.Float(load_default=None, allow_none=True, validate=ma.validate.Range(min=0))
     opening_date = ma.fields.Date(load_default=None, allow_none=True)
-    attributes = ma.fields.Dict(keys=ma.fields.String(), load_default=dict)
+    attributes = ma.fields.Dict(keys=ma.fields.String(), load_default=dict, validate=finite_json)
 
 
 class StoreSchema(Schema):
@@ -84,7 +85,8 @@ class StoreImport(MethodView):
         errors = RowErrors()
         if request.mimetype == "text/csv":
             fields = StoreIn().fields
-            raw = list(csv_rows(request.stream, ("code", "name", "region"), fields, extra_into="attributes"))
+            raw = list(csv_rows(request_body(gzipped=False), ("code", "name", "region"), fields,
+                                extra_into="attributes"))
         elif request.is_json:
             raw = list(enumerate(json_rows("stores", current_app.config["BATCH_ROW_LIMIT"]), start=1))
         else:

@@ -5,9 +5,9 @@ from sqlalchemy import select
 
 from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
 from pilot.audit import record
-from pilot.auth import current, issue_token
+from pilot.auth import current, issue_token, revoke_token
 from pilot.catalog import get_store
-from pilot.db import db, utcnow
+from pilot.db import db
 from pilot.errors import ApiError
 from pilot.models import ApiToken
 from pilot.models.tokens import ROLES
@@ -59,7 +59,7 @@ class Tokens(MethodView):
         record(db.session, current().actor, "create", "api_token", token.id, after=token_dict(token))
         db.session.commit()
         token.token = secret
-        return token
+        return token, {"Cache-Control": "no-store"}  # the one answer that carries the secret
 
 
 @blp.route("/<int(max=2147483647):token_id>")
@@ -75,7 +75,7 @@ class TokenById(MethodView):
         token = _token(token_id)
         if token.revoked_at is None:
             before = token_dict(token)
-            token.revoked_at = utcnow()
+            revoke_token(db.session, token)
             record(db.session, current().actor, "revoke", "api_token", token.id, before=before, after=token_dict(token))
             db.session.commit()
         return token

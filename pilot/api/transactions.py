@@ -1,11 +1,9 @@
 """Transactions: JSON batches, streamed CSV uploads, ingestion batches and data quality."""
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import marshmallow as ma
 from flask import current_app, request
@@ -16,8 +14,10 @@ from pilot import ingest
 from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
 from pilot.auth import current
 from pilot.batches import batch_rows, csv_rows
+from pilot.bodies import content_encoding, request_body, request_data
 from pilot.db import db
 from pilot.errors import ApiError
+from pilot.inputs import check_depth
 from pilot.models import Customer, IngestionBatch, Store, Transaction
 from pilot.sqltime import day, epoch_seconds
 
@@ -121,6 +121,8 @@ class BatchSchema(Schema):
     customers_created = ma.fields.Integer()
     errors = ma.fields.List(ma.fields.Dict())
     started_at = ma.fields.DateTime()
+    heartbeat_at = ma.fields.DateTime(allow_none=True, metadata={
+        "description": "While running: when the batch last said it was alive"})
     finished_at = ma.fields.DateTime(allow_none=True)
 
 
@@ -131,57 +133,36 @@ class BatchArgs(PageArgs):
 CSV_BODY = {"required": True, "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}}}
 
 
-class _Guarded(io.RawIOBase):
-    """A readable stream whose decoding errors (bad gzip) become a 400."""
-
-    def __init__(self, inner: io.BufferedIOBase) -> None:
-        self.inner = inner
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # noqa: ANN001
-        try:
-            data = self.inner.read(len(buffer))
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ApiError(400, f"The body is not valid gzip: {exc}.", code="bad_encoding") from None
-        buffer[:len(data)] = data
-        return len(data)
-
-
-def _encoding() -> str:
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
-    if encoding not in ("identity", "gzip"):
-        raise ApiError(415, f"Content-Encoding {encoding!r} is not supported; send gzip or none.")
-    return encoding
-
-
-def _body_stream():
-    encoding = _encoding()
-    if encoding == "identity":
-        return request.stream
-    return io.BufferedReader(_Guarded(gzip.GzipFile(fileobj=request.stream, mode="rb")), 1 << 16)
-
-
 def _json_rows(limit: int) -> list:
     if request.mimetype != "application/json":
         raise ApiError(415, "Send transactions as application/json (or text/csv to /transactions/upload).")
     cap = current_app.config["MAX_CONTENT_LENGTH"]
-    data = request.get_data(cache=True)  # read already (and size-checked) by the empty-body check
-    if _encoding() == "gzip":
-        try:
-            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-            data = inflater.decompress(data, cap + 1)
-        except zlib.error as exc:
-            raise ApiError(400, f"The body is not valid gzip: {exc}.", code="bad_encoding") from None
+    data = request_data()  # read already (and size-checked) by the empty-body check
+    if content_encoding() == "gzip":
+        data = _gunzipped(data, cap)
     if len(data) > cap:
         raise ApiError(413, f"The decompressed body exceeds the limit of {cap} bytes.", details={"limit_bytes": cap})
+    check_depth(data)
     try:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "Request body is not valid JSON.", code="malformed_json") from None
     return batch_rows(body, "transactions", limit,
                       hint=" Split it, or upload a CSV to /api/v1/transactions/upload.")
+
+
+def _gunzipped(data: bytes, cap: int) -> bytes:
+    """The gzip body decompressed, up to `cap` + 1 bytes (the caller refuses more)."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, cap + 1)
+    except zlib.error as exc:
+        raise ApiError(400, f"The body is not valid gzip: {exc}.", code="bad_encoding") from None
+    if len(out) <= cap and (not inflater.eof or inflater.unused_data):
+        # a gzip cut before its trailer inflates without a word; its checksum was never seen
+        raise ApiError(400, "The body is not valid gzip: it ends early or has data after its end.",
+                       code="bad_encoding")
+    return out
 
 
 @blp.route("")
@@ -231,7 +212,7 @@ class TransactionUpload(MethodView):
         request.max_content_length = current_app.config["MAX_UPLOAD_BYTES"]
         if request.mimetype != "text/csv":
             raise ApiError(415, "Send the file as text/csv.")
-        rows = csv_rows(_body_stream(), ingest.REQUIRED, ingest.FIELDS)
+        rows = csv_rows(request_body(), ingest.REQUIRED, ingest.FIELDS)
         return ingest.run(db.session, current().actor, "csv", rows, **args).as_dict()
 
 
@@ -258,9 +239,16 @@ class IngestionBatchById(MethodView):
         return batch
 
 
+# The window's days, so that its bounds (a day after `to`, 29 days before it) are dates too.
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(9999, 12, 30)
+QUALITY_DAYS = ma.validate.Range(FIRST_DAY, LAST_DAY, error=f"A day from {FIRST_DAY} to {LAST_DAY}.")
+
+
 class QualityArgs(Schema):
-    start = ma.fields.Date(data_key="from", metadata={"description": "First day (UTC); default 30 days ago"})
-    end = ma.fields.Date(data_key="to", metadata={"description": "Last day (UTC); default today"})
+    start = ma.fields.Date(data_key="from", validate=QUALITY_DAYS,
+                           metadata={"description": "First day (UTC); default: the 30 days up to `to`"})
+    end = ma.fields.Date(data_key="to", validate=QUALITY_DAYS,
+                         metadata={"description": "Last day (UTC); default today"})
     store = ma.fields.String(metadata={"description": "Only this store"})
     late_hours = ma.fields.Integer(load_default=24, validate=ma.validate.Range(1, 24 * 90),
                                    metadata={"description": "An event is late when received this many hours "
@@ -306,7 +294,7 @@ class DataQuality(MethodView):
 def data_quality(args: dict) -> dict:
     """The data-quality report for a window of days."""
     end = args.get("end") or datetime.now(timezone.utc).date()
-    start = args.get("start") or end - timedelta(days=29)
+    start = args.get("start") or max(end - timedelta(days=29), FIRST_DAY)
     if start > end:
         raise ApiError(422, "'from' is after 'to'.", details={"fields": {"query": {"from": ["After 'to'."]}}})
     if (end - start).days > 3660:

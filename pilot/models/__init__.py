@@ -6,9 +6,10 @@ from pilot.models.audit import AuditEvent
 from pilot.models.customers import Customer, CustomerGroup
 from pilot.models.pilots import Enrolment, Pilot, Stage
 from pilot.models.programmes import Programme, Variant
+from pilot.models.sessions import WebSession
 from pilot.models.stores import Region, Store
 from pilot.models.tokens import ApiToken
 from pilot.models.transactions import IngestionBatch, Transaction
 
 __all__ = ["AnalysisRun", "JobRun", "ApiToken", "Assignment", "LayerMembership", "AuditEvent", "Base", "Customer", "CustomerGroup", "Enrolment", "Pilot", "Programme",
-           "IngestionBatch", "Region", "Stage", "Store", "Transaction", "Variant"]
+           "IngestionBatch", "Region", "Stage", "Store", "Transaction", "Variant", "WebSession"]

@@ -4,14 +4,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pilot.db import Base, utcnow
 
 
 class AnalysisRun(Base):
+    """One analysis of a pilot stage; while queued or running it holds a lease (see pilot.leases)."""
+
     __tablename__ = "analysis_runs"
+    __table_args__ = (Index("ix_analysis_runs_status_lease_until", "status", "lease_until"),
+                      Index("ix_analysis_runs_retry_of", "retry_of", unique=True))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     pilot_id: Mapped[int] = mapped_column(ForeignKey("pilots.id"), index=True)
@@ -27,6 +31,11 @@ class AnalysisRun(Base):
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    worker: Mapped[str | None] = mapped_column(String(200))  # host:pid that runs it (or will)
+    lease_until: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    retry_of: Mapped[int | None]  # the lost run this one retries (no foreign key: only the scheduler writes it)
     finished_at: Mapped[datetime | None]
     applied_at: Mapped[datetime | None]
     applied_by: Mapped[str | None] = mapped_column(String(200))
@@ -36,7 +45,8 @@ class JobRun(Base):
     """One firing of a scheduler job; (job, slot) is unique, so two schedulers run it once."""
 
     __tablename__ = "job_runs"
-    __table_args__ = (UniqueConstraint("job", "slot"),)
+    __table_args__ = (UniqueConstraint("job", "slot"),
+                      Index("ix_job_runs_status_lease_until", "status", "lease_until"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job: Mapped[str] = mapped_column(String(64))
@@ -45,4 +55,6 @@ class JobRun(Base):
     worker: Mapped[str] = mapped_column(String(200))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    lease_until: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

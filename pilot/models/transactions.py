@@ -32,6 +32,8 @@ class IngestionBatch(Base):
     customers_created: Mapped[int] = mapped_column(default=0)
     errors: Mapped[list[Any]] = mapped_column(default=list)
     started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # while running: when the batch last said it was alive (pilot.ingest.fail_stale_batches)
+    heartbeat_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
 

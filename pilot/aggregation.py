@@ -25,9 +25,9 @@ from sqlalchemy.schema import CreateTableAs
 from sqlalchemy.sql.elements import ColumnElement
 
 from pilot.assigning import allocation_period
-from pilot.db import set_based_plan
 from pilot.mechanics import member_period_cost
 from pilot.models import Assignment, Customer, Enrolment, Pilot, Stage, Transaction
+from pilot.query_plans import set_based_plan
 from pilot.segments import group_case, saved_groups
 from pilot.sqltime import at_least_after, epoch_seconds, time_literal
 
@@ -41,8 +41,21 @@ PRODUCTS = (("spend", "spend"), ("visits", "visits"), ("items", "items"), ("cost
             ("visits", "pre_items"), ("pre_items", "pre_visits"))
 
 
+# per catalogue metric: (per-unit value, covariate) for means and proportions, (numerator,
+# denominator) for ratios, as named in a cube's sums
+METRIC_SOURCES = {"spend_per_customer": ("spend", "pre_spend"), "visits_per_customer": ("visits", "pre_visits"),
+                  "discount_cost_per_customer": ("cost", None), "conversion": ("converted", None),
+                  "retention": ("retained", None), "spend_per_visit": ("spend", "visits"),
+                  "items_per_basket": ("items", "visits")}
+
+
 def product_key(a: str, b: str) -> str:
     return f"{a}*{b}"
+
+
+def product_sum(sums: dict[str, float], a: str, b: str) -> float:
+    """Σ a·b over the units of one cell of sums (0 when the cube does not carry it)."""
+    return sums.get(product_key(a, b), sums.get(product_key(b, a), 0.0))
 
 
 @dataclass
@@ -152,7 +165,7 @@ def _stage_units(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime)
     return units, int((cutoff - first).total_seconds() // WEEK) if first is not None else 0
 
 
-MERGE_SHARE = 0.5  # units of the stage / customers from which the unit rows merge-join (db.set_based_plan)
+MERGE_SHARE = 0.5  # units of the stage / customers from which the unit rows merge-join (query_plans.set_based_plan)
 
 
 def _most_customers(conn, units: int) -> bool:  # noqa: ANN001

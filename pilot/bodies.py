@@ -1,0 +1,120 @@
+"""Request bodies read whole or not at all, and bounded while they stream.
+
+Under gunicorn a body that ends before its Content-Length reads as a normal end of file (Werkzeug's
+stream ends quietly at a maximum length), and one that ends before its last chunk raises whatever the
+server's chunked reader raises: every body is read through `RequestBody` (streams) or `request_data`
+(bodies Flask read whole), which turn both into one 400, `incomplete_body`, so the rows of a client
+that disconnected mid-upload are never stored. A gzipped body is bounded after decompression
+(PILOT_MAX_DECOMPRESSED_BYTES) while it streams.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import zlib
+from typing import IO, Any
+
+from flask import current_app, request
+from werkzeug.exceptions import ClientDisconnected, HTTPException
+
+from pilot.errors import ApiError
+
+READ_SIZE = 1 << 16
+
+
+def incomplete(received: int | None = None) -> ApiError:
+    """The 400 of a body that ended before the client finished sending it."""
+    expected = request.content_length
+    details: dict[str, Any] = {}
+    if expected is None:
+        message = "The body ended before its last chunk (or its chunked framing is broken)"
+    else:
+        message = f"The body ended before its Content-Length of {expected} bytes"
+        details["content_length"] = expected
+        if received is not None:
+            message += f" ({received} arrived)"
+            details["received_bytes"] = received
+    return ApiError(400, message + "; nothing was stored.", code="incomplete_body", details=details)
+
+
+def require_complete(received: int) -> None:
+    """A 400 when fewer bytes arrived than the request's Content-Length announced."""
+    expected = request.content_length
+    if expected is not None and received < expected:
+        raise incomplete(received)
+
+
+class RequestBody(io.RawIOBase):
+    """The request's body as the server hands it over, where an early end is an error, never an end of
+    file (see the module's docstring)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream, self.received = stream, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # noqa: ANN001
+        try:
+            size = self.stream.readinto(buffer)
+        except ClientDisconnected:
+            raise incomplete() from None
+        except HTTPException:
+            raise  # e.g. werkzeug's 413 over the body limit
+        except Exception:  # noqa: BLE001 - whatever the server's chunked reader raises
+            raise incomplete() from None
+        if not size:
+            require_complete(self.received)
+            return 0
+        self.received += size
+        return size
+
+
+def request_data() -> bytes:
+    """The whole request body as Flask read it, or a 400 when it ended early."""
+    try:
+        data = request.get_data(cache=True)
+    except ClientDisconnected:
+        raise incomplete() from None
+    require_complete(len(data))
+    return data
+
+
+class _Inflated(io.RawIOBase):
+    """A gzip stream decompressed, at most `limit` bytes of it; a bad gzip is a 400."""
+
+    def __init__(self, raw: IO[bytes], limit: int) -> None:
+        self.gzip, self.limit, self.total = gzip.GzipFile(fileobj=raw, mode="rb"), limit, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # noqa: ANN001
+        try:
+            size = self.gzip.readinto(buffer)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ApiError(400, f"The body is not valid gzip: {exc}.", code="bad_encoding") from None
+        self.total += size
+        if self.total > self.limit:
+            raise ApiError(413, f"The decompressed body is larger than PILOT_MAX_DECOMPRESSED_BYTES "
+                                f"({self.limit} bytes).", details={"limit_bytes": self.limit})
+        return size
+
+
+def content_encoding(gzipped: bool = True) -> str:
+    """The body's Content-Encoding: identity, or gzip where the endpoint takes it (`gzipped`); else a 415."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
+    if encoding not in (("identity", "gzip") if gzipped else ("identity",)):
+        accepted = "gzip or none" if gzipped else "it uncompressed"
+        raise ApiError(415, f"Content-Encoding {encoding!r} is not supported here; send {accepted}.")
+    return encoding
+
+
+def request_body(gzipped: bool = True) -> IO[bytes]:
+    """The request's body as a stream, whole or a 400, decompressed when sent gzipped (`gzipped`: whether
+    this endpoint takes gzip at all)."""
+    encoding = content_encoding(gzipped)
+    raw: io.RawIOBase = RequestBody(request.stream)
+    if encoding == "gzip":
+        raw = _Inflated(io.BufferedReader(raw, READ_SIZE), current_app.config["MAX_DECOMPRESSED_BYTES"])
+    return io.BufferedReader(raw, READ_SIZE)
