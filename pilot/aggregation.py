@@ -18,8 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import (Float, MetaData, Table, and_, case, cast, func, literal, or_,
-                        select, text)
+from sqlalchemy import Float, MetaData, Table, and_, case, cast, func, literal, or_, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateTableAs
 from sqlalchemy.sql.elements import ColumnElement

@@ -66,6 +66,7 @@ class AnalysisConfig:
 
     @property
     def inference(self) -> InferenceConfig:
+        """The significance level as the experiments library takes it."""
         return InferenceConfig(alpha=self.alpha)
 
     @property
@@ -75,6 +76,7 @@ class AnalysisConfig:
 
     @property
     def treatments(self) -> list[str]:
+        """The arms compared with the control."""
         return [k for k in self.arms if k != self.control]
 
     @property

@@ -259,8 +259,7 @@ def _claim_and_insert() -> Insert:
     return _assignment_from(claim)
 
 
-@cache
-def _create_customer(postgres: bool) -> Insert:
+def _customer_insert(postgres: bool) -> Insert:
     """Create the customer (bind new_<column>), unless a concurrent request just did."""
     table = Customer.__table__
     return ((postgresql if postgres else sqlite).insert(Customer)
@@ -269,10 +268,19 @@ def _create_customer(postgres: bool) -> Insert:
 
 
 @cache
+def _create_customer(postgres: bool) -> Insert:
+    """The process's statement of _customer_insert."""
+    return _customer_insert(postgres)
+
+
+@cache
 def _create_claim_and_insert() -> Insert:
     """PostgreSQL: create the customer, claim the layer and insert the assignment in one statement; no
     row back when the customer already existed (created meanwhile by another request)."""
-    made = _create_customer(True).returning(Customer.id).cte("made")
+    # A fresh insert, not _create_customer's: once run on the driver that one has memoised its (no)
+    # columns (pilot.driver reads exported_columns), and .returning() copies the memo (SQLAlchemy
+    # 2.1), so a CTE built from it after that first run had no `id` column.
+    made = _customer_insert(True).returning(Customer.id).cte("made")
     claim = (postgresql.insert(LayerMembership)
              .from_select(["layer", "customer_id", "pilot_id"],
                           select(bindparam("layer", type_=String), made.c.id, bindparam("pilot_id")))

@@ -235,7 +235,7 @@ def analyse_command(file: str, arm: str, control: str, metrics: tuple[str, ...],
     """Analyse an experiment export (CSV), streamed in bounded memory."""
     import json
 
-    from pilot.flatfile import FlatFileError, analyse, render_table
+    from pilot.csv_analysis import FlatFileError, analyse, render_table
     try:
         report = analyse(file, arm, control, list(metrics), list(covariates), cluster, segment, weights, alpha,
                          sequential)

@@ -5,7 +5,6 @@ The file is read in chunks by pandas' C parser and reduced per chunk to sums by
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -17,19 +16,17 @@ from experiments.cluster import cluster_robust
 from experiments.cuped import cuped
 from experiments.heterogeneity import cochran_q
 from experiments.means import welch
-from experiments.multiple import holm
 from experiments.proportions import two_proportion_z
 from experiments.ratio import ratio_delta
 from experiments.results import EffectResult, InferenceConfig
-from experiments.sequential import sequential
 from experiments.srm import srm_test
-from experiments.statistics import (ClusterSumStatistic, RatioStatistic, RegressionAdjustedStatistic,
-                                    SampleMeanStatistic)
+from experiments.statistics import ClusterSumStatistic, RatioStatistic, RegressionAdjustedStatistic, SampleMeanStatistic
+from pilot.result_rows import adjust_p_values, clean, effect_row, sequential_columns
 
 CHUNK_ROWS = 100_000
-FIELDS = ("arm", "metric", "method", "n_control", "n_treatment", "mean_control", "mean_treatment", "effect_abs",
-          "se", "ci_low", "ci_high", "p_value", "effect_rel", "ci_rel_low", "ci_rel_high", "p_value_holm")
-PRIMARY = {"mean": "welch", "proportion": "two_proportion_z", "ratio": "ratio_delta"}
+# a row's columns after its arm and metric (the CLI's names; Holm's p-value follows as `p_value_holm`)
+COLUMNS = ("method", "n_control", "n_treatment", "mean_control", "mean_treatment", "effect_abs", "se", "ci_low",
+           "ci_high", "p_value", "effect_rel", "ci_rel_low", "ci_rel_high")
 
 
 class FlatFileError(Exception):
@@ -169,14 +166,9 @@ def _compare(metric: Metric, control: pd.Series, treatment: pd.Series, config: I
 
 
 def _row(arm: str, metric: Metric, result: EffectResult, seq: bool, alpha: float) -> dict[str, Any]:
-    row = {"arm": arm, "metric": metric.name, "method": result.method}
-    row.update({f: getattr(result, f) for f in FIELDS[3:-1]})
-    if result.message:
-        row["message"] = result.message
-    if seq:
-        s = sequential(result.effect_abs, result.se, result.n_control + result.n_treatment, alpha)
-        row.update(seq_ci_low=s.ci_low, seq_ci_high=s.ci_high, seq_p_value=s.p_value)
-    return row
+    message = {"message": result.message} if result.message else {}
+    always_valid = sequential_columns(result, alpha, relative=False) if seq else {}
+    return {"arm": arm, "metric": metric.name, **effect_row(result, COLUMNS, **message, **always_valid)}
 
 
 def _clusters(table: pd.DataFrame, arm: str, control: str, treatment: str, metric: Metric, cluster: str) -> dict:
@@ -204,9 +196,7 @@ def _results(table: pd.DataFrame, arm: str, control: str, arms: list[str], metri
                 res = cluster_robust(_clusters(table, arm, control, treatment, m, cluster), config)
                 rows.append(_row(treatment, m, res, seq, config.alpha))
     for method in {r["method"] for r in rows}:
-        family = [r for r in rows if r["method"] == method]
-        for r, p in zip(family, holm([r["p_value"] for r in family])):
-            r["p_value_holm"] = p
+        adjust_p_values([r for r in rows if r["method"] == method], "p_value_holm")
     return rows
 
 
@@ -234,7 +224,7 @@ def analyse(path: str, arm: str, control: str, metric_specs: list[str], covariat
     report["results"] = _results(table, arm, control, arms, metrics, cluster, config, seq)
     if segment:
         report["segments"] = _segments(table, arm, control, arms, metrics, segment, config, seq)
-    return _clean(report)
+    return clean(report)
 
 
 def _with_covariates(metrics: list[Metric], covariates: list[str]) -> list[Metric]:
@@ -282,19 +272,6 @@ def _segments(table: pd.DataFrame, arm: str, control: str, arms: list[str], metr
                 het.append({"arm": a, "metric": m.name, "method": method, "q": q.q, "df": q.df,
                             "p_value": q.p_value, "i_squared": q.i_squared})
     return {"results": rows, "heterogeneity": het}
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN and infinities become null, numpy scalars plain numbers."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def render_table(report: dict[str, Any]) -> str:

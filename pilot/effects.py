@@ -1,9 +1,9 @@
 """The effect tables of one stage: from its sufficient statistics to plain, JSON-ready results.
 
 `compute` turns a Cube (pilot.aggregation) into every table a run stores — the metrics, the
-customer groups, the weeks, economics, cluster-robust errors and power — using the experiments
-library only. A store-randomised stage has its own tables (pilot.store_effects). The decision
-that reads these tables is pilot.recommendation.
+customer groups, the weeks (pilot.weekly_effects), economics, cluster-robust errors and power
+(pilot.planning) — using the experiments library only. A store-randomised stage has its own
+tables (pilot.store_effects). The decision that reads these tables is pilot.recommendation.
 """
 from __future__ import annotations
 
@@ -22,8 +22,13 @@ from experiments.proportions import two_proportion_z
 from experiments.ratio import ratio_cuped, ratio_delta
 from experiments.results import EffectResult, InferenceConfig, degenerate
 from experiments.srm import srm_test
-from experiments.statistics import (AdjustedRatioStatistic, ClusterSumStatistic, RatioStatistic,
-                                    RegressionAdjustedStatistic, SampleMeanStatistic)
+from experiments.statistics import (
+    AdjustedRatioStatistic,
+    ClusterSumStatistic,
+    RatioStatistic,
+    RegressionAdjustedStatistic,
+    SampleMeanStatistic,
+)
 from experiments.stratified import post_stratified
 from pilot.aggregation import METRIC_SOURCES, Cube, product_sum
 from pilot.analysis_config import SRM_ALPHA, AnalysisConfig

@@ -13,7 +13,7 @@ from pilot.errors import ApiError
 from pilot.metrics import CATALOGUE
 from pilot.models import CustomerGroup, Enrolment, Pilot, Programme, Region, Stage, Store
 from pilot.models.pilots import LIVE_STATES
-from pilot.storematch import matched_arms
+from pilot.store_randomisation import matched_arms, pre_period_values
 
 DEFAULT_GATE = {"min_days": 14, "min_units_per_arm": 1000, "require_significant": True, "min_roi": 0.0,
                 "no_guardrail_harm": True, "no_srm": True}
@@ -205,7 +205,6 @@ def enrol(session: Session, pilot: Pilot, stage: Stage) -> list[Enrolment]:
 def _store_arms(session: Session, pilot: Pilot, stage: Stage, stores: list[Store]) -> dict[str, str]:
     if pilot.unit != "store":
         return {}
-    from pilot.storematch_data import pre_period_values
     values = pre_period_values(session, stores, pilot.started_at)
     return matched_arms([(s.code, s.region.code, values[s.code]) for s in stores], stage.allocation,
                         f"{pilot.salt}:stage{stage.position}")

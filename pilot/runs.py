@@ -20,8 +20,9 @@ from flask import Flask, current_app
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from pilot import analysis, rollout
-from pilot.aggregates import customer_cube, store_cube
+from pilot import effects, rollout
+from pilot.aggregation import customer_cube, store_cube
+from pilot.analysis_config import AnalysisConfig
 from pilot.assigning import allocation_changes, expected_shares
 from pilot.audit import record
 from pilot.db import utcnow
@@ -29,6 +30,8 @@ from pilot.errors import ApiError
 from pilot.leases import Heartbeat, lease_seconds, lost_reason, worker_id
 from pilot.models import (AnalysisRun, Assignment, Customer, Enrolment, IngestionBatch, Pilot, Stage, Store,
                           Transaction)
+from pilot.recommendation import recommend
+from pilot.weekly_effects import weekly_value
 
 log = logging.getLogger(__name__)
 PRE_DAYS = 56
@@ -76,7 +79,7 @@ def execute(session: Session, run: AnalysisRun) -> AnalysisRun:
     started = time.perf_counter()
     timings: dict[str, float] = {}
     start = stage.started_at or pilot.started_at
-    days = analysis.now_days(start, run.cutoff)
+    days = effects.now_days(start, run.cutoff)
     work_mem = current_app.config.get("ANALYSIS_WORK_MEM", "64MB")
     if session.bind.dialect.name == "postgresql":
         if work_mem:  # sorts and hashes of the per-unit sums over millions of rows (see query_plans.set_based_plan)
@@ -87,21 +90,21 @@ def execute(session: Session, run: AnalysisRun) -> AnalysisRun:
         cube = store_cube(session, pilot, stage, run.cutoff)
     else:
         cube = customer_cube(session, pilot, stage, run.cutoff, run.config.get("pre_days", PRE_DAYS),
-                             analysis.weekly_value(run.config["primary_metric"]),
+                             weekly_value(run.config["primary_metric"]),
                              [end for end in allocation_changes(stage) if end < run.cutoff])
     timings["aggregate_s"] = round(time.perf_counter() - started, 4)
     t1 = time.perf_counter()
-    results = analysis.compute(run.config, cube, days, run.config.get("sequential_tuning", 5000.0),
-                               projected_customers=_next_scope_customers(session, pilot, stage),
-                               daily_new_units=_daily_new_units(session, pilot, stage, run.cutoff),
-                               srm_shares=expected_shares(session, pilot, stage, run.cutoff))
+    config = AnalysisConfig.from_dict(run.config)
+    results = effects.compute(config, cube, days, projected_customers=_next_scope_customers(session, pilot, stage),
+                              daily_new_units=_daily_new_units(session, pilot, stage, run.cutoff),
+                              srm_shares=expected_shares(session, pilot, stage, run.cutoff))
     quality = stage_quality(session, pilot, stage, run.cutoff)
     results["data_quality"] = quality
     results["cutoff"] = run.cutoff.isoformat()
     results["pre_start"] = cube.pre_start.isoformat() if cube.pre_start else None
     results["stage"] = {"position": stage.position, "name": stage.name,
                         "started_at": start.isoformat() if start else None}
-    run.recommendation = analysis.recommend(run.config, results, quality)
+    run.recommendation = recommend(config, results, quality)
     timings["compute_s"] = round(time.perf_counter() - t1, 4)
     timings["total_s"] = round(time.perf_counter() - started, 4)
     run.results, run.timings, run.decision = results, timings, run.recommendation["decision"]

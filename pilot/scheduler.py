@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from pilot import rollout, runs
+from pilot import ingest, rollout, runs
 from pilot.audit import record
 from pilot.db import db, utcnow
 from pilot.leases import Heartbeat, held_by, lease_seconds, lost_reason, worker_id
@@ -201,7 +201,11 @@ def recover(app: Flask, minutes: float) -> dict[str, Any]:
         closed = close_lost_slots(session, current)
         analyses = [retry_lost(session, row) for row in runs.lost_runs(session)]
         analyses = [a for a in analyses if a is not None]
-        return {"job": "recover", "ran": bool(closed or analyses), "detail": {"closed": closed, "analyses": analyses}}
+        # a batch beats every HEARTBEAT_SECONDS while it streams; a lease without a beat: its worker is gone
+        batches = ingest.fail_stale_batches(session, utcnow() - timedelta(seconds=lease_seconds()))
+        session.commit()
+        return {"job": "recover", "ran": bool(closed or analyses or batches),
+                "detail": {"closed": closed, "analyses": analyses, "batches_failed": batches}}
 
 
 def close_lost_slots(session: Session, current: dict[str, str]) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, and_, case, cast, func, literal, select, true
+from sqlalchemy import ColumnElement, and_, case, func, literal, select, true
 from sqlalchemy.orm import Session
 
 from pilot.models import Customer, CustomerGroup
@@ -14,8 +14,8 @@ OPERATORS = ("eq", "ne", "in", "lt", "le", "gt", "ge", "between", "exists")
 COLUMNS = {"age_band": Customer.age_band, "household_size": Customer.household_size,
            "children": Customer.children}
 INTEGER_COLUMNS = frozenset({"household_size", "children"})
-# What the databases can compare a value with: PostgreSQL binds a value for an integer column as
-# `integer`, and SQLite binds integers as 64-bit; attributes compare as floats, exact to 2**53.
+# What the databases can compare a number with: PostgreSQL binds one for an integer column as
+# `integer`, any other integer as `bigint` (as SQLite does); attributes compare as floats, exact to 2**53.
 INTEGER_LIMIT, NUMBER_LIMIT = 2**31 - 1, 2**53
 
 
@@ -83,8 +83,6 @@ def rule_clause(rule: dict[str, Any]) -> ColumnElement[bool]:
         return col.is_(None) if value is False else col.is_not(None)
     sample = value[0] if isinstance(value, list) else value
     col = _operand(attr, sample)
-    if attr in INTEGER_COLUMNS and any(isinstance(v, float) for v in _listed(value)):
-        col = cast(col, Float)  # PostgreSQL would round a fraction bound to an integer column (2.5 -> 2)
     if op == "in":
         return col.in_(value)
     if op == "between":

@@ -1,7 +1,8 @@
 """Analyst reports: plotly figures and export tables from an analysis run's results.
 
 Takes results (plain data, as stored with a run), never a database session; depends on plotly
-and the standard library only, so `pilot → reports → experiments` stays one-way.
+and the standard library only, importing nothing of `experiments` or `pilot`: the layering is
+`pilot → {reports, experiments}`, with no arrow between reports and experiments.
 """
 from reports.figures import figures, plotly_js_path
 from reports.tables import TABLES, table, to_csv

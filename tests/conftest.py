@@ -18,6 +18,7 @@ from pilot.auth import issue_token
 from pilot.db import db, make_engine
 from pilot.migrate import upgrade
 from pilot.models import Base, Region, Store
+from tests.factories import PROGRAMME, act, pilot_body
 
 PG_URL = os.environ.get("PILOT_TEST_DATABASE_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
@@ -106,6 +107,33 @@ def auth(tokens):
 @pytest.fixture
 def admin(auth):
     return auth("admin")
+
+
+@pytest.fixture
+def world(client, auth):
+    """Regions ra, rb and rc with eight stores each, and the loyalty programme: the manager's headers."""
+    m = auth("manager")
+    for r in ("ra", "rb", "rc"):
+        assert client.post("/api/v1/regions", json={"code": r, "name": r.upper()}, headers=m).status_code == 201
+    stores = [{"code": f"{r}{i}", "name": f"{r} {i}", "region": r, "size_sqm": 500 + 137 * i}
+              for r in ("ra", "rb", "rc") for i in range(8)]
+    assert client.post("/api/v1/stores/import", json={"stores": stores}, headers=m).status_code == 200
+    assert client.post("/api/v1/programmes", json=PROGRAMME, headers=m).status_code == 201
+    return m
+
+
+@pytest.fixture
+def running(client, world, auth):
+    """A running customer-level pilot over regions ra and rb, with 300 customers in ra, rb and rc."""
+    customers = [{"external_id": f"c{i}", "home_store": f"{'abc'[i % 3].join(['r', ''])}{i % 8}",
+                  "age_band": ["25-34", "65+"][i % 2], "children": i % 3, "household_size": 1 + i % 3}
+                 for i in range(300)]
+    assert client.post("/api/v1/customers", json={"customers": customers}, headers=auth("feed")).status_code == 200
+    for g in ({"key": "seniors", "name": "Seniors", "rules": [{"attribute": "age_band", "op": "eq", "value": "65+"}]},):
+        client.post("/api/v1/customer-groups", json=g, headers=world)
+    client.post("/api/v1/pilots", json=pilot_body(), headers=world)
+    act(client, world, "p1", "start")
+    return world
 
 
 def pytest_configure(config):

@@ -11,7 +11,7 @@ from statsmodels.stats.meta_analysis import combine_effects
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportions_ztest
 
-from pilot import flatfile
+from pilot import csv_analysis
 from pilot.cli import cli
 
 
@@ -39,7 +39,7 @@ def run(*args):
 
 def test_json_matches_references_on_raw_rows(export, monkeypatch):
     path, df = export
-    monkeypatch.setattr(flatfile, "CHUNK_ROWS", 1000)  # many chunks: the sums must add up across them
+    monkeypatch.setattr(csv_analysis, "CHUNK_ROWS", 1000)  # many chunks: the sums must add up across them
     out = run(path, "--arm", "group", "--control", "control", "--metric", "spend", "--metric", "converted:proportion",
               "--metric", "spv=spend/visits", "--covariate", "spend=history", "--cluster", "store",
               "--weights", "control=0.4,gold=0.3,bonus=0.3", "--sequential", "--format", "json")

@@ -1,7 +1,7 @@
 """Analysis runs: aggregates against pandas, results against statsmodels, planted truths, the API."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
@@ -13,23 +13,13 @@ from statsmodels.stats.proportion import proportions_ztest
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 from pilot import runs
-from pilot.aggregates import customer_cube
+from pilot.aggregation import customer_cube
 from pilot.auth import CLI
 from pilot.db import db
 from pilot.models import AnalysisRun, Assignment, AuditEvent, Transaction
 from pilot.rollout import get_pilot
-from pilot.simulate import preset, simulate
+from tests.factories import NOW, csrf, plant
 from tests.stats_helpers import gb_half_width, gb_p_value
-
-NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
-
-
-def plant(app, name: str, **over) -> str:
-    with app.app_context():
-        out = simulate(db.session, preset(name, **over), now=NOW)
-        db.session.commit()
-        return out["pilot"]
-
 
 def analyse(app, key: str) -> AnalysisRun:
     with app.app_context():
@@ -134,7 +124,7 @@ def test_weekly_store_and_exposure_aggregates_equal_pandas(app, weekly, merge, m
         pg = conn.dialect.name == "postgresql"
         if pg:
             conn.execute(text("ANALYZE customers"))  # the estimate of the customers the choice reads
-            monkeypatch.setattr("pilot.aggregates.MERGE_SHARE", 0.0 if merge else 1e9)
+            monkeypatch.setattr("pilot.aggregation.MERGE_SHARE", 0.0 if merge else 1e9)
         cube = customer_cube(db.session, pilot, pilot.stage(1), NOW, weekly=weekly)
         assert cube.joins == ("merge" if merge and pg else "hash")
         if pg:  # the cube's planner settings do not outlive it
@@ -461,7 +451,6 @@ def test_a_mid_stage_ramp_is_compared_period_by_period(app, client, tokens):
     assert by_group["families"]["effect_abs"] == pytest.approx(
         np.dot([len(p) / len(fam) for p in parts], deltas), rel=1e-7)
     # the report says so
-    from tests.test_pages import csrf
     client.post("/login", data={"token": tokens["analyst"], "csrf_token": csrf(client)})
     page = client.get(f"/analyses/{run.id}").get_data(as_text=True)
     assert "within each of the 2 allocation periods" in page and "post-stratified" in page

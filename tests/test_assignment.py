@@ -15,7 +15,7 @@ from pilot.auth import hash_token
 from pilot.db import db
 from pilot.driver import fast_rows
 from pilot.models import Assignment
-from tests.test_pilots import ALLOCATION, PROGRAMME, act, pilot_body, world  # noqa: F401
+from tests.factories import ALLOCATION, act, assign, pilot_body
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "assignment_golden.json").read_text())
 
@@ -50,24 +50,6 @@ def test_uniform_over_100k_ids(weights):
     assert p > 0.001, observed
     buckets = np.array([bucket("u2", str(i)) for i in range(20_000)])
     assert stats.kstest(buckets, "uniform").pvalue > 0.001
-
-
-@pytest.fixture
-def running(client, world, auth):  # noqa: F811
-    """A running customer-level pilot over regions ra and rb, with 300 customers in ra, rb and rc."""
-    customers = [{"external_id": f"c{i}", "home_store": f"{'abc'[i % 3].join(['r', ''])}{i % 8}",
-                  "age_band": ["25-34", "65+"][i % 2], "children": i % 3, "household_size": 1 + i % 3}
-                 for i in range(300)]
-    assert client.post("/api/v1/customers", json={"customers": customers}, headers=auth("feed")).status_code == 200
-    for g in ({"key": "seniors", "name": "Seniors", "rules": [{"attribute": "age_band", "op": "eq", "value": "65+"}]},):
-        client.post("/api/v1/customer-groups", json=g, headers=world)
-    client.post("/api/v1/pilots", json=pilot_body(), headers=world)
-    act(client, world, "p1", "start")
-    return world
-
-
-def assign(client, headers, customer, **body):
-    return client.post("/api/v1/pilots/p1/assignments", json={"customer": customer, **body}, headers=headers)
 
 
 def test_answer_carries_the_programmes_variant(client, running, auth):

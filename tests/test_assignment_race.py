@@ -8,8 +8,6 @@ from sqlalchemy import func, select, text
 from pilot.db import db, make_engine
 from pilot.models import Assignment, Customer, LayerMembership
 from pilot.till import lean_till
-from tests.test_assignment import running  # noqa: F401  (fixture)
-from tests.test_pilots import world  # noqa: F401  (fixture)
 
 WORKERS = 6
 

@@ -17,7 +17,7 @@ from pilot import runs
 from pilot.auth import CLI
 from pilot.db import db
 from pilot.rollout import get_pilot
-from tests.test_analysis import NOW, plant
+from tests.factories import NOW, plant
 
 CHROMIUM = os.environ.get("PILOT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path("test-artifacts")

@@ -24,12 +24,12 @@ from typing import Any
 
 from sqlalchemy import func, select, text
 
-from pilot import analysis, runs
+from pilot import effects, runs
 from pilot.db import db, make_engine, utcnow
 from pilot.models import AnalysisRun, JobRun, Transaction
 from pilot.rollout import get_pilot
 from pilot.scheduler import CALENDAR_MINUTES, run_all_once, run_job, slot_for
-from tests.test_analysis import NOW, plant
+from tests.factories import NOW, plant
 
 ROOT = Path(__file__).resolve().parents[1]
 LEASE = 5  # seconds: PILOT_JOB_LEASE_SECONDS of the processes started here (short, but heartbeats get through
@@ -170,7 +170,7 @@ def test_c_runs_are_recorded_running_while_they_execute(app, client, auth, monke
     """Seen from another connection while the statistics are computed: the run is committed `running`."""
     key = plant(app, "too_few")
     engine = make_engine(app.config["DATABASE_URL"])
-    compute, seen = analysis.compute, []
+    compute, seen = effects.compute, []
 
     def peek(*args, **kwargs):
         with engine.connect() as conn:
@@ -178,7 +178,7 @@ def test_c_runs_are_recorded_running_while_they_execute(app, client, auth, monke
                                             AnalysisRun.lease_until).order_by(AnalysisRun.id.desc()).limit(1)).one())
         return compute(*args, **kwargs)
 
-    monkeypatch.setattr(analysis, "compute", peek)
+    monkeypatch.setattr(effects, "compute", peek)
     r = client.post(f"/api/v1/pilots/{key}/analyses", json={"cutoff": NOW.isoformat()}, headers=auth("analyst"))
     out = {o["job"]: o for o in run_all_once(app, 60)}
     engine.dispose()
@@ -261,3 +261,21 @@ def test_lost_analyses_are_retried_once_and_a_lost_retry_is_not(app):
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(AnalysisRun)
                                  .where(AnalysisRun.retry_of.is_not(None))) == 1
+
+
+def test_the_scheduler_ends_batches_whose_worker_died(app):
+    """A batch left `running` by a killed worker (no heartbeat for a lease) ends failed on the next pass."""
+    from pilot.models import IngestionBatch
+    app.config["JOB_LEASE_SECONDS"] = 60
+    now = utcnow()
+    kw = {"source": "s", "actor": "a", "method": "csv", "on_error": "reject_batch", "status": "running"}
+    with app.app_context():
+        db.session.add_all([IngestionBatch(**kw, started_at=now - timedelta(minutes=5),
+                                           heartbeat_at=now - timedelta(minutes=2)),
+                            IngestionBatch(**kw, started_at=now - timedelta(minutes=5), heartbeat_at=now)])
+        db.session.commit()
+    recover = next(r for r in run_all_once(app, 60) if r["job"] == "recover")
+    assert recover["detail"]["batches_failed"] == 1
+    with app.app_context():
+        statuses = [b.status for b in db.session.scalars(select(IngestionBatch).order_by(IngestionBatch.id))]
+    assert statuses == ["failed", "running"]

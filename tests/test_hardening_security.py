@@ -21,7 +21,7 @@ from pilot import create_app
 from pilot.db import db, utcnow
 from pilot.logs import SafeFormatter, escape, safe
 from tests.live import ROOT
-from tests.test_pages import csrf, login
+from tests.factories import csrf, login
 
 FORGED = "[2026-01-01 00:00:00 +0000] [1] [CRITICAL] forged"
 FORGED_URL = urllib.parse.quote("\n" + FORGED, safe="")

@@ -23,7 +23,7 @@ from pilot import create_app, ingest
 from pilot.db import db, make_engine
 from pilot.models import Customer, IngestionBatch, Store, Transaction
 from tests.live import chunked, request_head
-from tests.test_ingest import as_csv, as_json, count, row
+from tests.factories import as_csv, as_json, count, row
 
 ROOT = Path(__file__).resolve().parents[1]
 UPLOAD = "/api/v1/transactions/upload"

@@ -1,9 +1,7 @@
 """Transactions in: JSON batches, streamed CSV and the CLI share one validation and write path."""
 from __future__ import annotations
 
-import csv
 import gzip
-import io
 import json
 import multiprocessing as mp
 import socket
@@ -18,33 +16,7 @@ from werkzeug.serving import make_server
 from pilot.cli import cli
 from pilot.db import db
 from pilot.models import Customer, IngestionBatch, Transaction
-
-BASE = datetime(2026, 10, 5, 9, 30, tzinfo=timezone(timedelta(hours=2)))
-HEADER = "event_id,customer,store,occurred_at,type,amount,items,discount_cost,points_issued,points_redeemed,channel"
-
-
-def row(i: int, **over) -> dict:
-    """A valid sale; every tenth is a refund."""
-    refund = i % 10 == 9
-    r = {"event_id": f"e{i}", "customer": f"cust{i % 97}", "store": "T001" if i % 3 else "T002",
-         "occurred_at": (BASE + timedelta(seconds=37 * i)).isoformat(), "type": "refund" if refund else "sale",
-         "amount": f"{-(i % 13) - 1.25 if refund else (i % 50) + 0.99:.2f}", "items": -1 if refund else 1 + i % 5,
-         "discount_cost": "" if i % 4 == 0 else f"{(i % 7) * 0.1:.2f}", "points_issued": i % 11,
-         "points_redeemed": 0, "channel": "store" if i % 2 else "online"}
-    r.update(over)
-    return r
-
-
-def as_json(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if v != ""} for r in rows]
-
-
-def as_csv(rows: list[dict], newline: str = "\n", bom: bool = False) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator=newline)
-    writer.writerow(HEADER.split(","))
-    writer.writerows([r[k] for k in HEADER.split(",")] for r in rows)
-    return (("\ufeff" if bom else "") + buffer.getvalue()).encode()
+from tests.factories import HEADER, as_csv, as_json, count, row
 
 
 def post_json(client, headers, rows, **query):
@@ -77,11 +49,6 @@ def expected(rows: list[dict]) -> list[tuple]:
                     None if r["discount_cost"] == "" else round(float(r["discount_cost"]), 4),
                     int(r["points_issued"]), r["channel"]))
     return sorted(out)
-
-
-def count(app, model=Transaction) -> int:
-    with app.app_context():
-        return db.session.scalar(select(func.count()).select_from(model))
 
 
 def test_json_batch_is_stored_in_utc_and_replay_adds_nothing(app, client, auth):

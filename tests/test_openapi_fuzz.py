@@ -12,8 +12,6 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
 
 from pilot.till import lean_till
-from tests.test_assignment import running  # noqa: F401  (fixture)
-from tests.test_pilots import world  # noqa: F401  (fixture)
 
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
           checks.response_schema_conformance]
@@ -29,7 +27,7 @@ def _documented_operations(client) -> set[str]:
     return {f"{method.upper()} {path}" for path, item in paths.items() for method in item if method in METHODS}
 
 
-def test_api_conforms_to_its_openapi_document(app, client, tokens, backend, running):  # noqa: F811
+def test_api_conforms_to_its_openapi_document(app, client, tokens, backend, running):
     """Every operation fuzzed against a running pilot's world (regions, stores, customers, a programme)."""
     headers = {"Authorization": f"Bearer {tokens['admin']}"}
     schema = schemathesis.openapi.from_wsgi("/api/openapi.json", app)
@@ -47,7 +45,7 @@ def test_api_conforms_to_its_openapi_document(app, client, tokens, backend, runn
     assert set(called) == _documented_operations(client)  # each operation of the document, exercised
 
 
-def test_the_lean_till_path_conforms_too(app, tokens, backend, running):  # noqa: F811
+def test_the_lean_till_path_conforms_too(app, tokens, backend, running):
     """The assignment endpoint fuzzed on PostgreSQL, where the lean till path (pilot.till) answers
     what it can: no server error, every answer as documented, and some answered by the lean path."""
     if backend[0] != "postgresql":

@@ -1,10 +1,5 @@
 """Web pages: token login into a signed HttpOnly cookie; forms need the CSRF token."""
-import re
-
-
-def csrf(client, path="/login"):
-    page = client.get(path).get_data(as_text=True)
-    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+from tests.factories import ALLOCATION, PROGRAMME, csrf, login
 
 
 def test_login_requires_csrf_and_a_live_token(client, tokens):
@@ -44,12 +39,7 @@ def test_session_cookie_does_not_authenticate_the_api(client, tokens):
     assert client.get("/api/v1/me").status_code == 401
 
 
-def login(client, secret):
-    client.post("/login", data={"token": secret, "csrf_token": csrf(client)})
-
-
 def test_pilot_pages_and_actions(client, tokens, auth):
-    from tests.test_pilots import ALLOCATION, PROGRAMME
     m = auth("manager")
     client.post("/api/v1/programmes", json=PROGRAMME, headers=m)
     client.post("/api/v1/pilots", json={"key": "pp", "name": "Page pilot", "programme": "loyalty", "stages": [
@@ -77,7 +67,6 @@ def test_store_page_is_its_own_store_only(client, tokens):
 
 
 def test_analyst_sees_pilots_without_actions(client, tokens, auth):
-    from tests.test_pilots import ALLOCATION, PROGRAMME
     client.post("/api/v1/programmes", json=PROGRAMME, headers=auth("manager"))
     client.post("/api/v1/pilots", json={"key": "pq", "name": "Q", "programme": "loyalty", "stages": [
         {"store_codes": ["T001"], "allocation": ALLOCATION}]}, headers=auth("manager"))

@@ -1,39 +1,7 @@
 """Pilots: configuration rules, lifecycle transitions (and refusals), enrolment, store status."""
 import pytest
 
-from tests.test_mechanics import VALID
-
-PROGRAMME = {"key": "loyalty", "name": "Loyalty card", "variants": [
-    {"key": "control", "mechanic": "control"},
-    {"key": "discount", "name": "5% card", "mechanic": "fixed_discount", "parameters": VALID["fixed_discount"]},
-    {"key": "tiers", "name": "Tiers", "mechanic": "tiered", "parameters": VALID["tiered"]},
-    {"key": "bonus", "name": "Bonus points", "mechanic": "cumulative_bonus", "parameters": VALID["cumulative_bonus"]},
-]}
-ALLOCATION = {"control": 0.25, "discount": 0.25, "tiers": 0.25, "bonus": 0.25}
-
-
-def pilot_body(key="p1", unit="customer", **extra):
-    return {"key": key, "name": "Pilot one", "programme": "loyalty", "unit": unit,
-            "guardrails": [{"metric": "spend_per_visit", "max_harm": 0.02}],
-            "stages": [{"name": "Two regions", "region_codes": ["ra", "rb"], "allocation": ALLOCATION,
-                        "planned_start": "2026-01-05", "planned_end": "2026-02-28"},
-                       {"name": "All", "region_codes": ["ra", "rb", "rc"], "allocation": ALLOCATION}], **extra}
-
-
-@pytest.fixture
-def world(client, auth):
-    m = auth("manager")
-    for r in ("ra", "rb", "rc"):
-        assert client.post("/api/v1/regions", json={"code": r, "name": r.upper()}, headers=m).status_code == 201
-    stores = [{"code": f"{r}{i}", "name": f"{r} {i}", "region": r, "size_sqm": 500 + 137 * i}
-              for r in ("ra", "rb", "rc") for i in range(8)]
-    assert client.post("/api/v1/stores/import", json={"stores": stores}, headers=m).status_code == 200
-    assert client.post("/api/v1/programmes", json=PROGRAMME, headers=m).status_code == 201
-    return m
-
-
-def act(client, m, key, action, **body):
-    return client.post(f"/api/v1/pilots/{key}/{action}", json=body, headers=m)
+from tests.factories import ALLOCATION, PROGRAMME, act, pilot_body
 
 
 def test_programme_variants_carry_descriptions_and_validation(client, world):

@@ -52,9 +52,9 @@ def test_store_token_sees_its_own_store_only(client, auth):
     assert client.get("/api/v1/stores", headers=auth("store")).status_code == 403
 
 
-def test_readme_documents_the_matrix():
-    with open("README.md") as f:
-        assert roles_markdown() in f.read(), "README role table is stale: paste `pilot roles`"
+def test_docs_document_the_matrix():
+    with open("docs/roles.md") as f:
+        assert roles_markdown() in f.read(), "docs/roles.md is stale: run scripts/update_readme_roles.sh"
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -13,7 +13,7 @@ from pilot.db import db
 from pilot.models import AnalysisRun, AuditEvent, JobRun
 from pilot.rollout import get_pilot
 from pilot.scheduler import run_all_once
-from tests.test_analysis import plant
+from tests.factories import plant
 
 
 def test_scheduler_analyses_and_pauses_a_harmed_pilot(app, client, auth):

@@ -16,7 +16,7 @@ from pilot.db import db
 from pilot.programmes import get_programme
 from pilot.rollout import create_pilot, get_pilot, transition
 from pilot.simulate import backdate
-from tests.test_analysis import NOW, plant
+from tests.factories import NOW, plant
 
 
 def test_store_pilot_did_and_ancova_equal_statsmodels(app):

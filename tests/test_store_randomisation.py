@@ -5,8 +5,8 @@ import statistics
 import pytest
 
 from pilot.assignment import variant_for
-from pilot.storematch import balance, block_arms, matched_arms
-from tests.test_pilots import act, pilot_body, world  # noqa: F401  (fixture)
+from pilot.store_randomisation import balance, block_arms, matched_arms
+from tests.factories import act, pilot_body
 
 WEIGHTS = {"control": 0.5, "treatment": 0.5}
 

@@ -13,8 +13,7 @@ from pilot.auth import hash_token
 from pilot.db import db
 from pilot.models import ApiToken, Assignment, Customer
 from pilot.till import LeanTill, lean_till
-from tests.test_assignment import assign, running  # noqa: F401  (fixture)
-from tests.test_pilots import world  # noqa: F401  (fixture)
+from tests.factories import assign
 
 
 @pytest.fixture

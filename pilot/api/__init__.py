@@ -7,15 +7,15 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask, request, send_from_directory
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from pilot.api import (analyses, assignments, audit, customer_groups, customers, me, pilots, programmes, regions, stores,
-                       tokens, transactions)
+from pilot.api import (analyses, analysis_runs, assignments, audit, customer_groups, customers, data_quality,
+                       ingestion_batches, jobs, me, metrics, pilots, programmes, regions, stores, tokens, transactions)
 from pilot.api.base import Api
 from pilot.errors import ApiError
 
 BLUEPRINTS = [me.blp, tokens.blp, audit.blp, regions.blp, stores.blp, customers.blp, customer_groups.blp,
-              programmes.blp, programmes.metrics_blp, pilots.blp, assignments.blp,
-              transactions.blp, transactions.batches_blp, transactions.quality_blp,
-              analyses.blp, analyses.runs_blp, analyses.jobs_blp]
+              programmes.blp, metrics.blp, pilots.blp, assignments.blp,
+              transactions.blp, ingestion_batches.blp, data_quality.blp,
+              analyses.blp, analysis_runs.blp, jobs.blp]
 
 api = Api()
 

@@ -13,8 +13,7 @@ from pilot.metrics import CATALOGUE
 from pilot.models import AuditEvent, Enrolment, Pilot
 from pilot.models.pilots import STATES
 from pilot.programmes import get_programme
-from pilot.storematch import balance
-from pilot.storematch_data import pre_period_values
+from pilot.store_randomisation import balance, pre_period_values
 
 blp = Blueprint("pilots", __name__, url_prefix="/pilots", description="Pilots, stages and their lifecycle")
 

@@ -9,11 +9,9 @@ from pilot.api.regions import CODE
 from pilot.auth import current
 from pilot.db import db
 from pilot.mechanics import MECHANICS, describe
-from pilot.metrics import catalogue
 from pilot.models import Programme
 
 blp = Blueprint("programmes", __name__, url_prefix="/programmes", description="Programmes and variants")
-metrics_blp = Blueprint("metrics", __name__, url_prefix="/metrics", description="The metric catalogue")
 
 
 class VariantIn(Schema):
@@ -54,17 +52,6 @@ class ProgrammeSchema(Schema):
     variants = ma.fields.List(ma.fields.Nested(VariantSchema))
 
 
-class MetricSchema(Schema):
-    key = ma.fields.String()
-    kind = ma.fields.String()
-    good_direction = ma.fields.String()
-    description = ma.fields.String()
-
-
-class MetricListSchema(Schema):
-    items = ma.fields.List(ma.fields.Nested(MetricSchema))
-
-
 @blp.route("")
 class Programmes(MethodView):
     @blp.arguments(PageArgs, location="query")
@@ -102,11 +89,3 @@ class ProgrammeByKey(MethodView):
         """Delete a programme without pilots"""
         domain.delete_programme(db.session, current().actor, domain.get_programme(db.session, key))
         db.session.commit()
-
-
-@metrics_blp.route("")
-class Metrics(MethodView):
-    @metrics_blp.response(200, MetricListSchema)
-    def get(self):
-        """The metric catalogue: kind and good direction of each metric"""
-        return {"items": catalogue()}

@@ -1,14 +1,13 @@
-"""Transactions: JSON batches, streamed CSV uploads, ingestion batches and data quality."""
+"""Transactions: list them, ingest JSON batches and streamed CSV uploads."""
 from __future__ import annotations
 
 import json
 import zlib
-from datetime import date, datetime, timedelta, timezone
 
 import marshmallow as ma
 from flask import current_app, request
 from flask.views import MethodView
-from sqlalchemy import Integer, cast, func, select
+from sqlalchemy import select
 
 from pilot import ingest
 from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
@@ -18,13 +17,9 @@ from pilot.bodies import content_encoding, request_body, request_data
 from pilot.db import db
 from pilot.errors import ApiError
 from pilot.inputs import check_depth
-from pilot.models import Customer, IngestionBatch, Store, Transaction
-from pilot.sqltime import day, epoch_seconds
+from pilot.models import Customer, Store, Transaction
 
 blp = Blueprint("transactions", __name__, url_prefix="/transactions", description="Outcomes: transactions")
-batches_blp = Blueprint("ingestion_batches", __name__, url_prefix="/ingestion-batches",
-                        description="Ingestion batches and what became of their rows")
-quality_blp = Blueprint("data_quality", __name__, url_prefix="/data-quality", description="Data quality")
 
 
 class IngestArgs(Schema):
@@ -104,30 +99,6 @@ class TransactionArgs(PageArgs):
     customer = ma.fields.String(metadata={"description": "Customer external id"})
     store = ma.fields.String(metadata={"description": "Store code"})
     source = ma.fields.String()
-
-
-class BatchSchema(Schema):
-    id = ma.fields.Integer()
-    source = ma.fields.String()
-    actor = ma.fields.String()
-    method = ma.fields.String()
-    on_error = ma.fields.String()
-    status = ma.fields.String()
-    rows = ma.fields.Integer()
-    accepted = ma.fields.Integer()
-    duplicates = ma.fields.Integer()
-    conflicts = ma.fields.Integer()
-    rejected = ma.fields.Integer()
-    customers_created = ma.fields.Integer()
-    errors = ma.fields.List(ma.fields.Dict())
-    started_at = ma.fields.DateTime()
-    heartbeat_at = ma.fields.DateTime(allow_none=True, metadata={
-        "description": "While running: when the batch last said it was alive"})
-    finished_at = ma.fields.DateTime(allow_none=True)
-
-
-class BatchArgs(PageArgs):
-    status = ma.fields.String(validate=ma.validate.OneOf(("running", "accepted", "rejected", "failed")))
 
 
 CSV_BODY = {"required": True, "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}}}
@@ -214,135 +185,3 @@ class TransactionUpload(MethodView):
             raise ApiError(415, "Send the file as text/csv.")
         rows = csv_rows(request_body(), ingest.REQUIRED, ingest.FIELDS)
         return ingest.run(db.session, current().actor, "csv", rows, **args).as_dict()
-
-
-@batches_blp.route("")
-class IngestionBatches(MethodView):
-    @batches_blp.arguments(BatchArgs, location="query")
-    @batches_blp.response(200, page_schema(BatchSchema))
-    def get(self, args):
-        """List ingestion batches, oldest first"""
-        stmt = select(IngestionBatch)
-        if "status" in args:
-            stmt = stmt.where(IngestionBatch.status == args["status"])
-        return paginate(db.session, stmt, IngestionBatch.id, args["limit"], args["cursor"])
-
-
-@batches_blp.route("/<int(max=2147483647):batch_id>")
-class IngestionBatchById(MethodView):
-    @batches_blp.response(200, BatchSchema)
-    def get(self, batch_id):
-        """Show an ingestion batch with its rejected rows"""
-        batch = db.session.get(IngestionBatch, batch_id)
-        if batch is None:
-            raise ApiError(404, f"No ingestion batch {batch_id}.")
-        return batch
-
-
-# The window's days, so that its bounds (a day after `to`, 29 days before it) are dates too.
-FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(9999, 12, 30)
-QUALITY_DAYS = ma.validate.Range(FIRST_DAY, LAST_DAY, error=f"A day from {FIRST_DAY} to {LAST_DAY}.")
-
-
-class QualityArgs(Schema):
-    start = ma.fields.Date(data_key="from", validate=QUALITY_DAYS,
-                           metadata={"description": "First day (UTC); default: the 30 days up to `to`"})
-    end = ma.fields.Date(data_key="to", validate=QUALITY_DAYS,
-                         metadata={"description": "Last day (UTC); default today"})
-    store = ma.fields.String(metadata={"description": "Only this store"})
-    late_hours = ma.fields.Integer(load_default=24, validate=ma.validate.Range(1, 24 * 90),
-                                   metadata={"description": "An event is late when received this many hours "
-                                                            "after it happened"})
-
-
-class DayQualitySchema(Schema):
-    date = ma.fields.String()
-    rows = ma.fields.Integer()
-    amount = ma.fields.Float()
-    late = ma.fields.Integer()
-
-
-class StoreQualitySchema(Schema):
-    store = ma.fields.String()
-    rows = ma.fields.Integer()
-    days_with_data = ma.fields.Integer()
-    last_event_at = ma.fields.DateTime(allow_none=True)
-    last_received_at = ma.fields.DateTime(allow_none=True)
-
-
-class QualitySchema(Schema):
-    window = ma.fields.Dict()
-    late_hours = ma.fields.Integer()
-    rows = ma.fields.Integer()
-    late = ma.fields.Integer()
-    per_day = ma.fields.List(ma.fields.Nested(DayQualitySchema))
-    per_store = ma.fields.List(ma.fields.Nested(StoreQualitySchema))
-    batches = ma.fields.List(ma.fields.Nested(BatchSchema))
-    rejected_rows = ma.fields.Integer()
-    failed_batches = ma.fields.Integer()
-
-
-@quality_blp.route("")
-class DataQuality(MethodView):
-    @quality_blp.arguments(QualityArgs, location="query")
-    @quality_blp.response(200, QualitySchema)
-    def get(self, args):
-        """Rows per day and per store, last ingestion per store, late events, rejected rows per batch"""
-        return data_quality(args)
-
-
-def data_quality(args: dict) -> dict:
-    """The data-quality report for a window of days."""
-    end = args.get("end") or datetime.now(timezone.utc).date()
-    start = args.get("start") or max(end - timedelta(days=29), FIRST_DAY)
-    if start > end:
-        raise ApiError(422, "'from' is after 'to'.", details={"fields": {"query": {"from": ["After 'to'."]}}})
-    if (end - start).days > 3660:
-        raise ApiError(422, "The window is at most ten years.", details={"fields": {"query": {"from": ["Too early."]}}})
-    session, dialect = db.session, db.engine.dialect.name
-    lo = datetime.combine(start, datetime.min.time(), timezone.utc)
-    hi = datetime.combine(end + timedelta(days=1), datetime.min.time(), timezone.utc)
-    t = Transaction
-    where = [t.occurred_at >= lo, t.occurred_at < hi]
-    only = []
-    if "store" in args:
-        store_id = session.scalar(select(Store.id).where(Store.code == args["store"]))
-        if store_id is None:
-            raise ApiError(404, f"No store {args['store']!r}.")
-        where.append(t.store_id == store_id)
-        only.append(Store.id == store_id)
-    late_expr = func.sum(cast(epoch_seconds(t.received_at, dialect) - epoch_seconds(t.occurred_at, dialect)
-                              > args["late_hours"] * 3600, Integer))
-    d = day(t.occurred_at, dialect).label("d")
-    per_day = [{"date": str(r.d), "rows": r.n, "amount": float(r.amount or 0), "late": int(r.late or 0)}
-               for r in session.execute(select(d, func.count().label("n"), func.sum(t.amount).label("amount"),
-                                               late_expr.label("late")).where(*where).group_by(d).order_by(d))]
-    days = day(t.occurred_at, dialect)
-    stats = {r.store_id: r for r in session.execute(
-        select(t.store_id, func.count().label("n"), func.count(days.distinct()).label("days"),
-               func.max(t.occurred_at).label("last_event"), func.max(t.received_at).label("last_received"))
-        .where(*where).group_by(t.store_id))}
-    stores = session.execute(select(Store.id, Store.code).where(*only).order_by(Store.code)).all()
-    per_store = [{"store": code, "rows": stats[sid].n if sid in stats else 0,
-                  "days_with_data": stats[sid].days if sid in stats else 0,
-                  "last_event_at": _utc(stats[sid].last_event) if sid in stats else None,
-                  "last_received_at": _utc(stats[sid].last_received) if sid in stats else None}
-                 for sid, code in stores]
-    b = IngestionBatch
-    in_window = [b.started_at >= lo, b.started_at < hi]
-    batches = list(session.scalars(select(b).where(*in_window).order_by(b.id.desc()).limit(50)))
-    rejected, failed = session.execute(select(func.coalesce(func.sum(b.rejected), 0),
-                                              func.count().filter(b.status.in_(("rejected", "failed"))))
-                                       .where(*in_window)).one()
-    return {"window": {"from": start.isoformat(), "to": end.isoformat()}, "late_hours": args["late_hours"],
-            "rows": sum(r["rows"] for r in per_day), "late": sum(r["late"] for r in per_day),
-            "per_day": per_day, "per_store": per_store, "batches": batches,
-            "rejected_rows": int(rejected), "failed_batches": int(failed)}
-
-
-def _utc(value: datetime | str | None) -> datetime | None:
-    """max() over a timestamp comes back as text on SQLite."""
-    if value is None or isinstance(value, datetime):
-        return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
-    return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
-

@@ -8,7 +8,8 @@ from flask import Response, current_app, redirect, render_template, request, ses
 
 from pilot.auth import Principal, principal_for
 from pilot.db import db
-from pilot.pages import bp, web_sessions
+from pilot.pages import web_sessions
+from pilot.pages.base import bp
 
 # Browsers drop tabs and newlines from a URL and read a backslash as a slash, so `/\t/evil.example`
 # and `/\evil.example` lead to another site although they start with one slash.

@@ -1,15 +1,14 @@
 """The overview, the dashboard of pilots, one pilot's page and its lifecycle actions."""
 from __future__ import annotations
 
-from flask import flash, g, redirect, render_template, request, url_for
+from flask import g, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 
 from pilot import rollout
 from pilot.db import db, utcnow
-from pilot.errors import ApiError
 from pilot.mechanics import describe
 from pilot.models import AnalysisRun, AuditEvent, Customer, CustomerGroup, Pilot, Region, Store
-from pilot.pages import ANALYSTS, bp, login_required
+from pilot.pages.base import ANALYSTS, bp, commit_or_flash, login_required
 from pilot.segments import preview, saved_groups
 
 
@@ -68,11 +67,9 @@ def pilot_page(key: str):
 def pilot_action(key: str, action: str):
     """Apply a lifecycle action from the pilot page (confirmed in the browser, CSRF-checked)."""
     pilot = rollout.get_pilot(db.session, key)
-    try:
+
+    def change() -> str:
         rollout.transition(db.session, g.principal.actor, pilot, action, request.form.get("reason") or None)
-        db.session.commit()
-        flash(f"{action.capitalize()}: the pilot is now {pilot.state}.")
-    except ApiError as exc:
-        db.session.rollback()
-        flash(f"Not done: {exc.description}", "error")
+        return f"{action.capitalize()}: the pilot is now {pilot.state}."
+    commit_or_flash(change, "Not done")
     return redirect(url_for("pages.pilot_page", key=key))

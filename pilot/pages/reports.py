@@ -13,7 +13,7 @@ from pilot import rollout, runs
 from pilot.db import db
 from pilot.errors import ApiError
 from pilot.models import AnalysisRun, Pilot
-from pilot.pages import ANALYSTS, bp, login_required
+from pilot.pages.base import ANALYSTS, bp, commit_or_flash, login_required
 
 
 def _run(run_id: int) -> tuple[AnalysisRun, Pilot]:
@@ -91,14 +91,12 @@ def report_table(run_id: int, name: str, fmt: str):
 @login_required("admin", "manager")
 def report_apply(run_id: int):
     """Apply the run's recommendation (confirmed in the browser, CSRF-checked, audited)."""
-    run, pilot = _run(run_id)
-    try:
+    run, _ = _run(run_id)
+
+    def change() -> str:
         out = runs.apply(db.session, g.principal.actor, run)
-        db.session.commit()
-        flash(f"Applied {out['applied'].get('type')}: the pilot is {out['state']}, stage {out['current_stage']}.")
-    except ApiError as exc:
-        db.session.rollback()
-        flash(f"Not applied: {exc.description}", "error")
+        return f"Applied {out['applied'].get('type')}: the pilot is {out['state']}, stage {out['current_stage']}."
+    commit_or_flash(change, "Not applied")
     return redirect(url_for("pages.report_page", run_id=run_id))
 
 

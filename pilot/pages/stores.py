@@ -6,7 +6,7 @@ from flask import abort, g, render_template
 from pilot import rollout
 from pilot.catalog import get_store
 from pilot.db import db
-from pilot.pages import bp, login_required
+from pilot.pages.base import bp, login_required
 
 
 @bp.get("/store")

@@ -1,8 +1,10 @@
-"""Store-level randomisation in matched strata, and the balance table that shows it worked.
+"""Store-level randomisation in matched strata, the balance table that shows it worked, and the
+pre-period values both use.
 
 Within each region, stores are sorted by pre-period sales and cut into consecutive blocks
 (strata) as large as the allocation needs; each block gets the arms in a shuffled order drawn
-from the salt, so treatment and control stores look alike before the pilot.
+from the salt, so treatment and control stores look alike before the pilot. A store's pre-period
+value is its sales before the pilot where known, else its floor size.
 """
 from __future__ import annotations
 
@@ -10,9 +12,30 @@ import math
 import random
 from collections import defaultdict
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from fractions import Fraction
 
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
 from pilot.assignment import variant_for
+from pilot.db import utcnow
+from pilot.models import Store, Transaction
+
+PRE_DAYS = 56
+
+
+def pre_period_values(session: Session, stores: list[Store], before: datetime | None) -> dict[str, float]:
+    """Each store's sales in the 56 days before `before`; floor size when no store has any yet."""
+    end = before or utcnow()
+    ids = {s.id: s.code for s in stores}
+    sales = dict(session.execute(
+        select(Transaction.store_id, func.sum(Transaction.amount))
+        .where(Transaction.store_id.in_(ids), Transaction.occurred_at >= end - timedelta(days=PRE_DAYS),
+               Transaction.occurred_at < end).group_by(Transaction.store_id)).all()) if ids else {}
+    if not sales:
+        return {s.code: float(s.size_sqm or 0.0) for s in stores}
+    return {s.code: float(sales.get(s.id) or 0.0) for s in stores}
 
 
 def block_arms(weights: Mapping[str, float]) -> list[str]:

@@ -1,0 +1,59 @@
+"""Ingestion batches: each JSON batch or CSV upload of transactions, and what became of its rows."""
+import marshmallow as ma
+from flask.views import MethodView
+from sqlalchemy import select
+
+from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
+from pilot.db import db
+from pilot.errors import ApiError
+from pilot.models import IngestionBatch
+
+blp = Blueprint("ingestion_batches", __name__, url_prefix="/ingestion-batches",
+                description="Ingestion batches and what became of their rows")
+
+
+class BatchSchema(Schema):
+    id = ma.fields.Integer()
+    source = ma.fields.String()
+    actor = ma.fields.String()
+    method = ma.fields.String()
+    on_error = ma.fields.String()
+    status = ma.fields.String()
+    rows = ma.fields.Integer()
+    accepted = ma.fields.Integer()
+    duplicates = ma.fields.Integer()
+    conflicts = ma.fields.Integer()
+    rejected = ma.fields.Integer()
+    customers_created = ma.fields.Integer()
+    errors = ma.fields.List(ma.fields.Dict())
+    started_at = ma.fields.DateTime()
+    heartbeat_at = ma.fields.DateTime(allow_none=True, metadata={
+        "description": "While running: when the batch last said it was alive"})
+    finished_at = ma.fields.DateTime(allow_none=True)
+
+
+class BatchArgs(PageArgs):
+    status = ma.fields.String(validate=ma.validate.OneOf(("running", "accepted", "rejected", "failed")))
+
+
+@blp.route("")
+class IngestionBatches(MethodView):
+    @blp.arguments(BatchArgs, location="query")
+    @blp.response(200, page_schema(BatchSchema))
+    def get(self, args):
+        """List ingestion batches, oldest first"""
+        stmt = select(IngestionBatch)
+        if "status" in args:
+            stmt = stmt.where(IngestionBatch.status == args["status"])
+        return paginate(db.session, stmt, IngestionBatch.id, args["limit"], args["cursor"])
+
+
+@blp.route("/<int(max=2147483647):batch_id>")
+class IngestionBatchById(MethodView):
+    @blp.response(200, BatchSchema)
+    def get(self, batch_id):
+        """Show an ingestion batch with its rejected rows"""
+        batch = db.session.get(IngestionBatch, batch_id)
+        if batch is None:
+            raise ApiError(404, f"No ingestion batch {batch_id}.")
+        return batch
