@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pilot import create_app  # noqa: E402
-from pilot.assigning import Holdout, assign_bulk  # noqa: E402
+from pilot.assignment import Holdout, assign_bulk  # noqa: E402
 from pilot.auth import CLI  # noqa: E402
 from pilot.db import db, utcnow  # noqa: E402
 from pilot.migrate import upgrade  # noqa: E402
@@ -112,12 +112,12 @@ def load(url: str, customers: int, transactions: int) -> None:
 
 def analyse_only(url: str) -> None:
     """Child process: one full analysis; prints seconds and this process's peak RSS."""
-    from pilot import runs
+    from pilot import analysis_runs
     app = create_app({"DATABASE_URL": url, "AUTO_MIGRATE": False})
     with app.app_context():
         started = time.perf_counter()
-        run = runs.create_run(db.session, CLI.actor, get_pilot(db.session, "bench"))
-        runs.execute(db.session, run)
+        run = analysis_runs.create_run(db.session, CLI.actor, get_pilot(db.session, "bench"))
+        analysis_runs.execute(db.session, run)
         db.session.commit()
         seconds = time.perf_counter() - started
         shape = {"arms": len(run.results["arms"]), "metrics": len({m["metric"] for m in run.results["metrics"]}),
@@ -150,7 +150,8 @@ def pandas_only(url: str) -> None:
     per["converted"] = (per.visits > 0).astype(float)
     per["basket"] = per.spend / per.visits.where(per.visits > 0)
     for arm in ("bonus", "discount10"):
-        part = per[per.variant.isin(["control", arm])].assign(treated=lambda f: (f.variant == arm).astype(float))
+        part = per[per.variant.isin(["control", arm])]
+        part = part.assign(treated=(part.variant == arm).astype(float))
         for formula in ("spend ~ treated + pre_spend", "visits ~ treated", "converted ~ treated",
                         "items ~ treated", "basket ~ treated"):
             smf.ols(formula, data=part).fit(cov_type="HC1")

@@ -27,17 +27,17 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.server import Server  # noqa: E402
 from pilot import create_app  # noqa: E402
-from pilot.assigning import Holdout, assign_bulk  # noqa: E402
-from pilot.assignment import variant_for  # noqa: E402
+from pilot.assignment import Holdout, assign_bulk  # noqa: E402
 from pilot.auth import issue_token  # noqa: E402
+from pilot.bucketing import variant_for  # noqa: E402
 from pilot.db import db  # noqa: E402
 from pilot.demo import load_demo  # noqa: E402
 from pilot.migrate import upgrade  # noqa: E402
 from pilot.programmes import get_programme  # noqa: E402
 from pilot.rollout import create_pilot, transition  # noqa: E402
 from pilot.synthetic import REGIONS  # noqa: E402
-from bench.server import Server  # noqa: E402
 
 PG_ADMIN = os.environ.get("PILOT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_URL = PG_ADMIN.rsplit("/", 1)[0] + "/pilot_bench"
@@ -139,7 +139,7 @@ def http(url: str) -> dict:
         trivial = measured(port, feed, None, "/healthz")
     finally:
         server.stop()
-    # the same new-customer load through Flask's full request cycle (the lean till path off: pilot/till.py)
+    # the same new-customer load through Flask's full request cycle (the lean till path off: pilot/api.fast_assignment.py)
     server = Server(url, port, env={"PILOT_TILL_LEAN_PATH": "0"})
     try:
         wrk(port, feed, LUA_NEW.replace("RUN", "warm-view"), "/", 3)

@@ -15,9 +15,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.means import welch  # noqa: E402
-from experiments.sequential import sequential  # noqa: E402
-from experiments.statistics import SampleMeanStatistic  # noqa: E402
+from experiments.means import welch
+from experiments.sequential import sequential
+from experiments.statistics import SampleMeanStatistic
 
 SIMS, LOOKS, PER_DAY, ALPHA, TRUE_EFFECT = 2000, 14, 100, 0.05, 2.0
 

@@ -26,7 +26,7 @@ def _connection() -> psycopg.Connection:
 
 
 @app.post("/bench/floor")
-def floor():  # noqa: ANN201
+def floor():
     customer = request.get_json()["customer"]
     row = _connection().execute("INSERT INTO bench_floor (customer) VALUES (%s) ON CONFLICT DO NOTHING RETURNING id",
                                 (customer,), prepare=True).fetchone()
@@ -34,16 +34,16 @@ def floor():  # noqa: ANN201
 
 
 # The till's own SQL with the least Python around it, outside Flask as the lean till path is
-# (pilot/till.py): the context query and the create-claim-insert statement, nothing else (no
+# (pilot/api.fast_assignment.py): the context query and the create-claim-insert statement, nothing else (no
 # validation, no token memory, no reasons). What the prescribed statements cost over HTTP.
-from pilot.assigning import TillDb, _create_claim_and_insert, _row, till  # noqa: E402
-from pilot.assignment import variant_for  # noqa: E402
+from pilot.assignment import TillDb, _create_claim_and_insert, _row, till  # noqa: E402
 from pilot.auth import hash_token  # noqa: E402
+from pilot.bucketing import variant_for  # noqa: E402
 from pilot.customers import customer_row  # noqa: E402
 from pilot.driver import driver_rows  # noqa: E402
 
 
-def _till_sql(environ: dict, start_response):  # noqa: ANN202
+def _till_sql(environ: dict, start_response):
     body = json.loads(environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])))
     engine = app.extensions["pilot.db"][0]
     pooled = engine.raw_connection()
@@ -67,7 +67,7 @@ def _till_sql(environ: dict, start_response):  # noqa: ANN202
 _inner = app.wsgi_app
 
 
-def _route(environ: dict, start_response):  # noqa: ANN202
+def _route(environ: dict, start_response):
     if environ.get("PATH_INFO") == "/bench/till_sql":
         return _till_sql(environ, start_response)
     return _inner(environ, start_response)

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -35,18 +35,18 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.server import Server  # noqa: E402
 from pilot import create_app  # noqa: E402
 from pilot.auth import issue_token  # noqa: E402
 from pilot.db import db  # noqa: E402
 from pilot.demo import load_demo  # noqa: E402
-from pilot.ingest import FIELDS  # noqa: E402
+from pilot.ingestion import FIELDS  # noqa: E402
 from pilot.migrate import upgrade  # noqa: E402
-from bench.server import Server  # noqa: E402
 
 PG_ADMIN = os.environ.get("PILOT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_URL = PG_ADMIN.rsplit("/", 1)[0] + "/pilot_bench"
 PORT = int(os.environ.get("PILOT_BENCH_PORT", "8766"))
-START = datetime(2026, 9, 1, tzinfo=timezone.utc)
+START = datetime(2026, 9, 1, tzinfo=UTC)
 
 
 def write_csv(path: Path, rows: int, prefix: str = "e") -> None:

@@ -54,7 +54,7 @@ class PlanResult:
     design_effect: float
 
 
-def _solve_n(power_fn, target: float) -> float:  # noqa: ANN001
+def _solve_n(power_fn, target: float) -> float:
     if power_fn(2.0) >= target:
         return 2.0
     hi = 4.0
@@ -80,7 +80,7 @@ def sample_size_proportions(p_control: float, p_treatment: float, power: float =
     return _plan(n1, ratio, daily_units, deff)
 
 
-def _solve_effect(power_fn, target: float) -> float:  # noqa: ANN001
+def _solve_effect(power_fn, target: float) -> float:
     hi = 0.01
     while power_fn(hi) < target:
         hi *= 2

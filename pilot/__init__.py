@@ -19,15 +19,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     db.init_app(app)
 
-    from pilot import api, auth, errors, health, inputs, logs, pages, till
+    from pilot import api, auth, errors, health, inputs, logs, pages
+    from pilot.api import fast_assignment
     logs.install_root()  # the app's error lines name request paths: written escaped under any server
     errors.register(app)
     auth.init_app(app)
     api.init_app(app)
     health.init_app(app)
     pages.init_app(app)
-    till.init_app(app)
-    inputs.init_app(app)  # after till: its guard is the outermost middleware, before the lean path
+    fast_assignment.init_app(app)
+    inputs.init_app(app)  # after the fast assignment path: its guard is the outermost middleware, before the lean path
     if app.config["AUTO_MIGRATE"]:
         from pilot.migrate import upgrade
         with app.app_context():

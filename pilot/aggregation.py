@@ -23,11 +23,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateTableAs
 from sqlalchemy.sql.elements import ColumnElement
 
-from pilot.assigning import allocation_period
+from pilot.assignment import allocation_period
+from pilot.customer_groups import group_case, saved_groups
 from pilot.mechanics import member_period_cost
 from pilot.models import Assignment, Customer, Enrolment, Pilot, Stage, Transaction
 from pilot.query_plans import set_based_plan
-from pilot.segments import group_case, saved_groups
 from pilot.sqltime import at_least_after, epoch_seconds, time_literal
 
 WEEK = 7 * 86400
@@ -167,7 +167,7 @@ def _stage_units(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime)
 MERGE_SHARE = 0.5  # units of the stage / customers from which the unit rows merge-join (query_plans.set_based_plan)
 
 
-def _most_customers(conn, units: int) -> bool:  # noqa: ANN001
+def _most_customers(conn, units: int) -> bool:
     """Whether the stage's units are at least MERGE_SHARE of the customers (PostgreSQL's estimate of
     the table's rows, kept by ANALYZE and autovacuum; never analysed: no)."""
     if conn.dialect.name != "postgresql":
@@ -270,7 +270,7 @@ def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pr
             .where(stage_units))
 
 
-def _sums(unit) -> list[ColumnElement]:  # noqa: ANN001
+def _sums(unit) -> list[ColumnElement]:
     cols = [func.count().label("n")]
     cols += [func.sum(unit.c[v]).label(v) for v in UNIT_VALUES]
     cols += [func.sum(unit.c[a] * unit.c[b]).label(product_key(a, b)) for a, b in PRODUCTS]
@@ -326,7 +326,7 @@ def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
     return cube
 
 
-def _weekly(conn, unit: Table, weeks: int, value: str) -> dict[tuple[str, int, int], dict[str, float]]:  # noqa: ANN001
+def _weekly(conn, unit: Table, weeks: int, value: str) -> dict[tuple[str, int, int], dict[str, float]]:
     """Per arm × week since exposure × allocation period: Σ and Σ² of the value per unit-week, over
     the units exposed for the whole week (those without purchases that week add zeros)."""
     if not weeks:

@@ -1,6 +1,6 @@
 """The configuration an analysis run is computed with, typed.
 
-A run stores its configuration as plain JSON (`config`, built by pilot.runs.pilot_config) so that
+A run stores its configuration as plain JSON (`config`, built by pilot.analysis_runs.pilot_config) so that
 it can be read back as it was; `AnalysisConfig.from_dict` turns that JSON into the frozen object
 the effect tables (pilot.effects), the power glue (pilot.planning) and the decision
 (pilot.recommendation) read.

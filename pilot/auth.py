@@ -197,7 +197,7 @@ SEEN_MAX = 10_000
 def _seen() -> dict[str, Principal]:
     """Tokens this app (in this process) has seen live, by hash, for views that read the token again
     in their own first statement (`rechecks_token = True` on the view class; the view calls `forget`
-    when that statement finds it revoked), and for the lean till path (pilot.till). For them the role
+    when that statement finds it revoked), and for the lean till path (pilot.api.fast_assignment). For them the role
     check needs no query of its own: a token's role and store never change, and a token revoked
     anywhere is refused by its next request."""
     return seen_tokens(current_app)

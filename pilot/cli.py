@@ -8,11 +8,11 @@ from sqlalchemy import select
 from pilot import create_app
 from pilot.audit import record
 from pilot.auth import CLI, RULES, issue_token
-from pilot.catalog import get_store
 from pilot.db import db, utcnow
 from pilot.errors import ApiError
 from pilot.models import ApiToken
 from pilot.models.tokens import ROLES
+from pilot.stores import get_store
 
 cli = FlaskGroup(create_app=lambda: create_app(), help="Pilot: staged pilots of loyalty programmes.")
 
@@ -116,8 +116,7 @@ def assign(pilot_key: str) -> None:
     """Assign every eligible customer of the pilot's enrolled stores (set-based)."""
     import json
 
-    from pilot.api.assignments import holdout
-    from pilot.assigning import assign_bulk
+    from pilot.assignment import assign_bulk, holdout
     from pilot.rollout import get_pilot
     try:
         pilot = get_pilot(db.session, pilot_key)
@@ -142,13 +141,13 @@ def ingest_command(file: str, source: str, on_error: str, no_create_customers: b
     import json
     import sys
 
-    from pilot import ingest
-    from pilot.batches import csv_rows
-    raw = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
+    from pilot import ingestion
+    from pilot.row_validation import csv_rows
+    raw = sys.stdin.buffer if file == "-" else open(file, "rb")
     stream = gzip.open(raw, "rb") if file.endswith(".gz") else raw
     try:
-        rows = csv_rows(stream, ingest.REQUIRED, ingest.FIELDS)
-        out = ingest.run(db.session, CLI.actor, "cli", rows, source=source, on_error=on_error,
+        rows = csv_rows(stream, ingestion.REQUIRED, ingestion.FIELDS)
+        out = ingestion.run(db.session, CLI.actor, "cli", rows, source=source, on_error=on_error,
                          create_customers=not no_create_customers)
     except ApiError as exc:
         click.echo(json.dumps({"error": exc.description, **exc.details}, indent=1, default=str), err=True)
@@ -171,7 +170,7 @@ def simulate_command(scenario: str, key: str | None, customers: int | None, seed
     """Generate a realistic retailer and a running pilot with planted effects into the database."""
     import json
 
-    from pilot import runs
+    from pilot import analysis_runs
     from pilot.migrate import upgrade
     from pilot.rollout import get_pilot
     from pilot.simulate import SCENARIOS, preset, simulate
@@ -182,8 +181,8 @@ def simulate_command(scenario: str, key: str | None, customers: int | None, seed
     out = simulate(db.session, preset(scenario, **over))
     db.session.commit()
     if analyse:
-        run = runs.create_run(db.session, CLI.actor, get_pilot(db.session, out["pilot"]))
-        runs.execute(db.session, run)
+        run = analysis_runs.create_run(db.session, CLI.actor, get_pilot(db.session, out["pilot"]))
+        analysis_runs.execute(db.session, run)
         db.session.commit()
         out.update(analysis=run.id, decision=run.decision,
                    reasons=[r.get("message") for r in run.recommendation["reasons"]])

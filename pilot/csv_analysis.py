@@ -147,7 +147,7 @@ def _check(chunk: pd.DataFrame, numeric: list[str], groups: list[str], metrics: 
             raise FlatFileError(f"column {g!r}, row {start + int(np.argmax(empty.to_numpy())) + 1}: value is empty")
 
 
-def _stat(sums: pd.Series, metric: Metric, adjusted: bool = False):  # noqa: ANN202
+def _stat(sums: pd.Series, metric: Metric, adjusted: bool = False):
     g = lambda k: float(sums[f"{metric.name}|{k}"])  # noqa: E731
     n = int(sums["n"])
     if metric.kind == "ratio":

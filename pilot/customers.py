@@ -9,10 +9,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from pilot.audit import record
-from pilot.batches import RowErrors
 from pilot.db import utcnow
 from pilot.errors import ApiError
 from pilot.models import Customer, CustomerGroup, Store
+from pilot.row_validation import RowErrors
 
 CHUNK = 2000
 CUSTOMER_FIELDS = ("age_band", "household_size", "children", "attributes")

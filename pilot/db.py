@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, current_app, g
@@ -32,12 +32,12 @@ class UTCDateTime(TypeDecorator):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given; Pilot stores times in UTC")
-        return value.astimezone(timezone.utc).replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.astimezone(UTC).replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -47,7 +47,7 @@ class Base(DeclarativeBase):
 
 def utcnow() -> datetime:
     """The current time in UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def make_engine(url: str) -> Engine:
@@ -58,7 +58,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
+        def _sqlite_pragmas(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")
@@ -72,11 +72,11 @@ def make_engine(url: str) -> Engine:
     # Pessimistic disconnect handling, but only for a connection that sat idle in the pool: a busy
     # service checks out connections hundreds of times a second, and a ping each time is a round trip.
     @event.listens_for(engine, "checkin")
-    def _idle_since(_dbapi_conn, record) -> None:  # noqa: ANN001
+    def _idle_since(_dbapi_conn, record) -> None:
         record.info["idle_since"] = time.monotonic()
 
     @event.listens_for(engine, "checkout")
-    def _ping_if_idle(dbapi_conn, record, _proxy) -> None:  # noqa: ANN001
+    def _ping_if_idle(dbapi_conn, record, _proxy) -> None:
         if time.monotonic() - record.info.get("idle_since", 0.0) > PING_AFTER_IDLE_SECONDS:
             try:
                 engine.dialect.do_ping(dbapi_conn)
@@ -87,7 +87,7 @@ def make_engine(url: str) -> Engine:
 
 
 def _bucket(salt: str, unit_id: str) -> float:
-    from pilot.assignment import bucket
+    from pilot.bucketing import bucket
     return bucket(salt, unit_id)
 
 

@@ -7,8 +7,8 @@ from datetime import date, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pilot import runs
-from pilot.assigning import Holdout, assign_bulk
+from pilot import analysis_runs
+from pilot.assignment import Holdout, assign_bulk
 from pilot.auth import CLI, issue_token
 from pilot.db import utcnow
 from pilot.models import Pilot, Region
@@ -17,7 +17,8 @@ from pilot.rollout import create_pilot, transition
 from pilot.simulate import Scenario, backdate, history
 from pilot.synthetic import REGIONS, create_retailer
 
-PROGRAMME = {"key": "card2027", "name": "Loyalty card 2027", "description": "Which card mechanic to roll out next year.",
+PROGRAMME = {"key": "card2027", "name": "Loyalty card 2027",
+             "description": "Which card mechanic to roll out next year.",
              "variants": [
                  {"key": "control", "name": "No card", "mechanic": "control"},
                  {"key": "discount5", "name": "5% card", "mechanic": "fixed_discount", "parameters": {"rate": 0.05}},
@@ -75,6 +76,6 @@ def _history(session: Session, pilot: Pilot, seed: int) -> None:
     start = now - timedelta(weeks=scenario.post_weeks)
     backdate(session, pilot, start)
     history(session, pilot.id, scenario, random.Random(seed), start, now)
-    run = runs.create_run(session, CLI.actor, pilot)
-    runs.execute(session, run)
+    run = analysis_runs.create_run(session, CLI.actor, pilot)
+    analysis_runs.execute(session, run)
 

@@ -58,7 +58,7 @@ def _unavailable(exc: Exception) -> ApiError:
                     details={"reason": str(exc)} if current_app.debug else None)
 
 
-def to_response(exc: HTTPException):  # noqa: ANN201
+def to_response(exc: HTTPException):
     """Turn any HTTP exception (ours, Flask's or webargs') into the shared JSON shape."""
     status = exc.code or 500
     if isinstance(exc, ApiError):
@@ -82,7 +82,7 @@ def to_response(exc: HTTPException):  # noqa: ANN201
 def register(app: Flask) -> None:
     """JSON errors under /api and the health checks; HTML elsewhere."""
 
-    def handle(exc: Exception):  # noqa: ANN202
+    def handle(exc: Exception):
         if not isinstance(exc, HTTPException) and database_unavailable(exc):
             exc = _unavailable(exc)
         if not isinstance(exc, HTTPException):

@@ -4,7 +4,7 @@ bodies nested at most MAX_DEPTH levels.
 Both were 500s found on PostgreSQL: its text cannot hold NUL, so a NUL reaching a query (`GET
 /stores/S%00`) was a database error, and invalid UTF-8 was read as U+FFFD and stored so. Deep JSON
 (`[[[[…`, ~1,000 levels) exhausted the stack in the JSON decoder or in the code walking the value.
-`InputGuard` is the outermost WSGI middleware, so the lean till path (pilot.till) and every route
+`InputGuard` is the outermost WSGI middleware, so the lean till path (pilot.api.fast_assignment) and every route
 see only clean path and query text; `check_depth` runs before every JSON body is decoded (the app's
 JSON provider, the API's argument parser, the lean till path).
 """

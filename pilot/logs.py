@@ -37,10 +37,10 @@ class SafeFormatter(logging.Formatter):
         record.exc_text = None  # a plain formatter of another handler may have cached unescaped text
         return super().format(record)
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+    def formatMessage(self, record: logging.LogRecord) -> str:
         return escape(super().formatMessage(record))
 
-    def formatException(self, ei: tuple[type[BaseException], BaseException, TracebackType | None]) -> str:  # noqa: N802
+    def formatException(self, ei: tuple[type[BaseException], BaseException, TracebackType | None]) -> str:
         return _traceback(traceback.TracebackException(*ei)).rstrip("\n")
 
 
@@ -93,7 +93,7 @@ class GunicornLogger(GunicornBaseLogger):
     propagate to the root logger) write through the same error handlers unless a logging
     configuration gave the root logger handlers of its own."""
 
-    def setup(self, cfg) -> None:  # noqa: ANN001 - gunicorn's config object
+    def setup(self, cfg) -> None:
         super().setup(cfg)
         for log in (self.error_log, self.access_log):
             install(log)

@@ -234,7 +234,7 @@ def transition(session: Session, actor: str, pilot: Pilot, action: str, reason: 
         if action == "rollback" and not reason:
             raise _unprocessable("A roll back needs a reason.", "reason")
         withdrawn = withdraw_all(session, pilot, reason or {"complete": "completed", "cancel": "cancelled"}[action])
-        from pilot.assigning import release_layer
+        from pilot.assignment import release_layer
         release_layer(session, pilot)
         pilot.ended_at = now
         current = pilot.stage(pilot.current_stage)
@@ -248,7 +248,7 @@ def transition(session: Session, actor: str, pilot: Pilot, action: str, reason: 
     return pilot
 
 
-def _start(session: Session, pilot: Pilot, now) -> None:  # noqa: ANN001
+def _start(session: Session, pilot: Pilot, now) -> None:
     if not pilot.stages:
         raise ApiError(409, "A pilot needs at least one stage to start.", code="no_stages")
     first = pilot.stages[0]
@@ -259,7 +259,7 @@ def _start(session: Session, pilot: Pilot, now) -> None:  # noqa: ANN001
     enrol(session, pilot, first)
 
 
-def _advance(session: Session, pilot: Pilot, now) -> None:  # noqa: ANN001
+def _advance(session: Session, pilot: Pilot, now) -> None:
     nxt = pilot.stage((pilot.current_stage or 0) + 1)
     if nxt is None:
         raise ApiError(409, f"Stage {pilot.current_stage} is the last stage; complete the pilot instead.",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from pilot import ingest, rollout, runs
+from pilot import analysis_runs, ingestion, rollout
 from pilot.audit import record
 from pilot.db import db, utcnow
 from pilot.leases import Heartbeat, held_by, lease_seconds, lost_reason, worker_id
@@ -73,7 +73,7 @@ def _take_over(session: Session, job: str, slot: str, lease: dict[str, Any]) -> 
 
 def slot_for(minutes: float, now: datetime | None = None) -> str:
     """The interval number since the epoch: every scheduler computes the same slot for the same firing."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return str(int(now.timestamp() // (minutes * 60)))
 
 
@@ -95,7 +95,7 @@ def run_job(app: Flask, job: str, minutes: float, fn: Callable[[Session], dict[s
 def _attempt(session: Session, job: str, fn: Callable[[Session], dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     try:
         return "done", fn(session)
-    except Exception as exc:  # noqa: BLE001 - recorded on the job run, the scheduler keeps going
+    except Exception as exc:
         session.rollback()
         log.exception("job %s failed", job)
         return "failed", {"error": f"{type(exc).__name__}: {exc}"[:2000]}
@@ -122,14 +122,14 @@ def analyse_running(session: Session) -> dict[str, Any]:
     for key in [p.key for p in _running(session)]:
         pilot = session.scalar(select(Pilot).where(Pilot.key == key))
         try:
-            run = runs.create_run(session, ACTOR, pilot)
+            run = analysis_runs.create_run(session, ACTOR, pilot)
             session.commit()
-        except Exception as exc:  # noqa: BLE001 - one pilot's failure must not stop the others
+        except Exception as exc:
             session.rollback()
             log.exception("analysis of %s failed", key)
             done[key] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
             continue
-        run = runs.execute_leased(session, run.id)
+        run = analysis_runs.execute_leased(session, run.id)
         if run.status != "done":
             done[key] = {"run": run.id, "error": (run.error or run.status)[:500]}
             continue
@@ -199,10 +199,10 @@ def recover(app: Flask, minutes: float) -> dict[str, Any]:
         session = db.session
         current = {name: slot_for(m) for name, (m, _) in jobs(minutes).items()}
         closed = close_lost_slots(session, current)
-        analyses = [retry_lost(session, row) for row in runs.lost_runs(session)]
+        analyses = [retry_lost(session, row) for row in analysis_runs.lost_runs(session)]
         analyses = [a for a in analyses if a is not None]
         # a batch beats every HEARTBEAT_SECONDS while it streams; a lease without a beat: its worker is gone
-        batches = ingest.fail_stale_batches(session, utcnow() - timedelta(seconds=lease_seconds()))
+        batches = ingestion.fail_stale_batches(session, utcnow() - timedelta(seconds=lease_seconds()))
         session.commit()
         return {"job": "recover", "ran": bool(closed or analyses or batches),
                 "detail": {"closed": closed, "analyses": analyses, "batches_failed": batches}}
@@ -229,7 +229,7 @@ def close_lost_slots(session: Session, current: dict[str, str]) -> list[dict[str
 
 def retry_lost(session: Session, row: Any) -> dict[str, Any] | None:
     """End a lost analysis run failed and run its retry here (None if another scheduler got to it first)."""
-    ended = runs.end_lost(session, ACTOR, row)
+    ended = analysis_runs.end_lost(session, ACTOR, row)
     session.commit()
     if ended is None:
         return None
@@ -237,7 +237,7 @@ def retry_lost(session: Session, row: Any) -> dict[str, Any] | None:
     log.warning("analysis %s: %s", lost.id, lost.error)
     if retry is None:
         return {"run": lost.id, "retry": None, "status": lost.status}
-    return {"run": lost.id, "retry": retry.id, "status": runs.execute_leased(session, retry.id).status}
+    return {"run": lost.id, "retry": retry.id, "status": analysis_runs.execute_leased(session, retry.id).status}
 
 
 def serve(app: Flask, minutes: float) -> None:
@@ -250,10 +250,10 @@ def serve(app: Flask, minutes: float) -> None:
     scheduler.add_job(take_over_lost, "interval", seconds=app.config["JOB_LEASE_SECONDS"] / 3, args=(app, minutes),
                       max_instances=1, coalesce=True)
     scheduler.add_job(run_job, "interval", minutes=minutes, args=(app, "analyse_running", minutes, analyse_running),
-                      next_run_time=datetime.now(timezone.utc), max_instances=1, coalesce=True)
+                      next_run_time=datetime.now(UTC), max_instances=1, coalesce=True)
     scheduler.add_job(run_job, "interval", minutes=CALENDAR_MINUTES,
                       args=(app, "keep_calendar", CALENDAR_MINUTES, keep_calendar),
-                      next_run_time=datetime.now(timezone.utc), max_instances=1, coalesce=True)
+                      next_run_time=datetime.now(UTC), max_instances=1, coalesce=True)
     logging.basicConfig(level=logging.INFO)
     log.info("scheduler %s: analyses every %s minutes, leases of %s seconds", worker_id(), minutes,
              app.config["JOB_LEASE_SECONDS"])

@@ -6,7 +6,7 @@ The model, per customer: a weekly visit rate (gamma around the group's rate) and
 Poisson with a yearly season, each visit falls on a weekday by a weekly pattern, and each basket is
 log-normal around the customer's average. A treated customer's visit rate and basket move by the
 planted effects of their variant and group, optionally with a novelty boost that fades week by
-week. Transactions go in through the ingestion path (pilot.ingest), like any feed.
+week. Transactions go in through the ingestion path (pilot.ingestion), like any feed.
 """
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from pilot.assigning import Holdout, assign_bulk
+from pilot.assignment import Holdout, assign_bulk
 from pilot.auth import CLI
+from pilot.customer_groups import group_case, saved_groups
 from pilot.db import utcnow
-from pilot.ingest import Ingest
+from pilot.ingestion import Ingest
 from pilot.models import Assignment, Customer, Enrolment, Pilot, Region, Store
 from pilot.programmes import create_programme
 from pilot.rollout import create_pilot, transition
-from pilot.segments import group_case, saved_groups
 from pilot.synthetic import REGIONS, create_retailer
 
 GROUP_PROFILE = {  # weekly visits, average basket
@@ -167,7 +167,8 @@ def _poisson(rng: random.Random, lam: float) -> int:
 
 
 TIERS = {"key": "tiers", "name": "Silver/gold/platinum", "mechanic": "tiered", "parameters": {"tiers": [
-    {"name": "silver", "threshold": 0, "discount_rate": 0.01}, {"name": "gold", "threshold": 400, "discount_rate": 0.02},
+    {"name": "silver", "threshold": 0, "discount_rate": 0.01},
+    {"name": "gold", "threshold": 400, "discount_rate": 0.02},
     {"name": "platinum", "threshold": 1200, "discount_rate": 0.03}], "period_days": 90}}
 DISCOUNT10 = {"key": "discount10", "name": "10% card", "mechanic": "fixed_discount", "parameters": {"rate": 0.10}}
 CONTROL = {"key": "control", "name": "No programme", "mechanic": "control"}

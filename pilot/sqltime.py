@@ -1,7 +1,7 @@
 """Time arithmetic in SQL, written once for SQLite and PostgreSQL (times are stored in UTC)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Date, DateTime, cast, func, literal, literal_column
 from sqlalchemy.sql.elements import ColumnElement
@@ -31,7 +31,7 @@ def at_least_after(later: ColumnElement, earlier: ColumnElement, seconds: int, d
 
 def sqlite_text(moment: datetime) -> str:
     """The text SQLAlchemy's SQLite DateTime stores for a time (in UTC)."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def time_value(moment: datetime, dialect: str) -> datetime | str:

@@ -18,7 +18,7 @@ from fractions import Fraction
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pilot.assignment import variant_for
+from pilot.bucketing import variant_for
 from pilot.db import utcnow
 from pilot.models import Store, Transaction
 

@@ -8,10 +8,10 @@ from datetime import date, timedelta
 
 from sqlalchemy.orm import Session
 
-from pilot import catalog
+from pilot import stores
 from pilot.auth import CLI
-from pilot.batches import RowErrors
 from pilot.customers import create_group, upsert_customers
+from pilot.row_validation import RowErrors
 
 REGIONS = [("north", "North"), ("south", "South"), ("east", "East"), ("west", "West"), ("central", "Central")]
 FORMATS = [("hypermarket", 6000, 12000), ("supermarket", 1200, 3500), ("convenience", 150, 600)]
@@ -38,7 +38,7 @@ def create_retailer(session: Session, rng: random.Random, stores: int, customers
 def add_regions(session: Session) -> None:
     """Add the five regions."""
     for code, name in REGIONS:
-        catalog.create_region(session, CLI.actor, {"code": code, "name": name})
+        stores.create_region(session, CLI.actor, {"code": code, "name": name})
 
 
 def add_groups(session: Session) -> None:
@@ -52,7 +52,7 @@ def add_store(session: Session, rng: random.Random, i: int) -> str:
     region = REGIONS[i % len(REGIONS)][0]
     fmt, low, high = rng.choices(FORMATS, weights=[1, 4, 3])[0]
     code = f"S{i + 1:03d}"
-    catalog.create_store(session, CLI.actor, {
+    stores.create_store(session, CLI.actor, {
         "code": code, "name": f"{REGIONS[i % len(REGIONS)][1]} {fmt} {i // len(REGIONS) + 1}", "region": region,
         "format": fmt, "size_sqm": float(rng.randint(low, high)),
         "opening_date": date(2005, 1, 1) + timedelta(days=rng.randint(0, 6000)),

@@ -36,7 +36,7 @@ class LiveServer:
         environ = {**os.environ, "PILOT_DATABASE_URL": database_url, "PILOT_AUTO_MIGRATE": "0",
                    "PILOT_SECRET_KEY": "test-secret", "PILOT_INSTANCE_PATH": str(tmp_path / "instance"),
                    "PYTHONPATH": str(ROOT), "PORT": str(self.port), **(env or {})}
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:pilot.server",
                                       *(args or []), "wsgi:app"], cwd=ROOT, env=environ,
                                      stdout=self._log, stderr=subprocess.STDOUT)
@@ -106,7 +106,7 @@ class LiveServer:
                 sock.shutdown(socket.SHUT_WR)
             except OSError:
                 pass  # the server answered and closed before taking the whole body
-            except BaseException as exc:  # noqa: BLE001 - reported to the test below
+            except BaseException as exc:
                 failure.append(exc)
 
         sender = threading.Thread(target=send, daemon=True)

@@ -6,13 +6,13 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import text
 import statsmodels.formula.api as smf
+from sqlalchemy import text
 from statsmodels.stats.power import TTestIndPower
 from statsmodels.stats.proportion import proportions_ztest
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
-from pilot import runs
+from pilot import analysis_runs
 from pilot.aggregation import customer_cube
 from pilot.auth import CLI
 from pilot.db import db
@@ -21,10 +21,11 @@ from pilot.rollout import get_pilot
 from tests.factories import NOW, csrf, plant
 from tests.stats_helpers import gb_half_width, gb_p_value
 
+
 def analyse(app, key: str) -> AnalysisRun:
     with app.app_context():
-        run = runs.create_run(db.session, CLI.actor, get_pilot(db.session, key), cutoff=NOW)
-        runs.execute(db.session, run)
+        run = analysis_runs.create_run(db.session, CLI.actor, get_pilot(db.session, key), cutoff=NOW)
+        analysis_runs.execute(db.session, run)
         db.session.commit()
         return run
 
@@ -46,7 +47,7 @@ def add_refunds(app, key: str) -> int:
 
 
 def group_of(c: pd.DataFrame) -> np.ndarray:
-    """The demo's saved customer groups (pilot.segments), first match wins, in pandas."""
+    """The demo's saved customer groups (pilot.customer_groups), first match wins, in pandas."""
     young = c.age_band.isin(["18-24", "25-34", "35-44"]) & (c.children >= 1)
     return np.select([young, c.children >= 1, c.age_band == "65+", c.household_size == 1],
                      ["young_parents", "families", "seniors", "singles"], "other")

@@ -9,9 +9,9 @@ from scipy import stats
 from sqlalchemy import func, select, text
 
 from pilot import create_app
-from pilot.assigning import _till_query
-from pilot.assignment import bucket, variant_for
+from pilot.assignment import _till_query
 from pilot.auth import hash_token
+from pilot.bucketing import bucket, variant_for
 from pilot.db import db
 from pilot.driver import fast_rows
 from pilot.models import Assignment
@@ -23,7 +23,7 @@ GOLDEN = json.loads((Path(__file__).parent / "data" / "assignment_golden.json").
 @pytest.fixture(params=["lean", "full"])
 def app(request, backend, database_url):
     """Every test here runs on PostgreSQL twice: with the till's requests answered by the lean path
-    (pilot.till, as in production) and with the lean path off (the app's view answers them all).
+    (pilot.api.fast_assignment, as in production) and with the lean path off (the app's view answers them all).
     SQLite has no lean path: its tests run once."""
     if request.param == "lean" and backend[0] != "postgresql":
         pytest.skip("the lean till path acts on PostgreSQL only")
@@ -185,7 +185,7 @@ def test_bulk_matches_one_by_one_and_reports_reasons(app, client, running, auth)
     assert stage["p_value"] == pytest.approx(stats.chisquare([expected.get(k, 0) for k in sorted(ALLOCATION)]).pvalue)
 
 
-def test_bulk_store_level_gives_the_store_arm(client, world, auth):  # noqa: F811
+def test_bulk_store_level_gives_the_store_arm(client, world, auth):
     body = pilot_body("sp", unit="store")
     body["stages"] = [{"region_codes": ["ra"], "allocation": {"control": 0.5, "discount": 0.5}}]
     client.post("/api/v1/pilots", json=body, headers=world)

@@ -5,9 +5,9 @@ import multiprocessing as mp
 import pytest
 from sqlalchemy import func, select, text
 
+from pilot.api.fast_assignment import lean_till
 from pilot.db import db, make_engine
 from pilot.models import Assignment, Customer, LayerMembership
-from pilot.till import lean_till
 
 WORKERS = 6
 
@@ -28,9 +28,9 @@ def _worker(url, secret, customers, barrier, out, lean):
 
 
 @pytest.mark.parametrize("lean", [True, False], ids=["lean", "view"])
-def test_concurrent_processes_store_one_row_and_agree(app, backend, running, tokens, lean):  # noqa: F811
+def test_concurrent_processes_store_one_row_and_agree(app, backend, running, tokens, lean):
     """Six processes assign the same customers (some to be created) at once, through the lean till
-    path (pilot.till) or the app's view."""
+    path (pilot.api.fast_assignment) or the app's view."""
     if backend[0] != "postgresql":
         pytest.skip("races are checked against PostgreSQL (set PILOT_TEST_DATABASE_URL)")
     customers = [f"c{i}" for i in range(0, 60, 3)]  # home stores in region ra, enrolled
@@ -56,7 +56,7 @@ def test_concurrent_processes_store_one_row_and_agree(app, backend, running, tok
                                  .where(Customer.external_id.like("walk-in-%"))) == 20
 
 
-def test_a_dropped_connection_is_replaced_after_idle(app, backend, client, running, auth, monkeypatch):  # noqa: F811
+def test_a_dropped_connection_is_replaced_after_idle(app, backend, client, running, auth, monkeypatch):
     """The pool pings a connection that sat idle before handing it out, so a database restart (here:
     every connection of the app killed) costs no failed request."""
     if backend[0] != "postgresql":
@@ -73,7 +73,7 @@ def test_a_dropped_connection_is_replaced_after_idle(app, backend, client, runni
         assert r.status_code == 200 and r.json["assigned"], r.json
 
 
-def test_a_connection_dropped_under_the_till_costs_one_request(app, backend, client, running, auth,  # noqa: F811
+def test_a_connection_dropped_under_the_till_costs_one_request(app, backend, client, running, auth,
                                                                monkeypatch):
     """The view runs the till's statements on the driver (pilot.driver.fast_rows); a connection lost there
     must leave the pool as SQLAlchemy would make it: that request fails, the next one gets a new one."""
@@ -92,9 +92,9 @@ def test_a_connection_dropped_under_the_till_costs_one_request(app, backend, cli
         assert r.status_code == 200 and r.json["assigned"], r.json
 
 
-def test_a_connection_dropped_under_the_lean_till_costs_no_request(app, backend, client, running, auth,  # noqa: F811
+def test_a_connection_dropped_under_the_lean_till_costs_no_request(app, backend, client, running, auth,
                                                                    monkeypatch):
-    """The lean till path (pilot.till) drops a connection it finds lost from the pool and hands the
+    """The lean till path (pilot.api.fast_assignment) drops a connection it finds lost from the pool and hands the
     request on to the app, which answers it on a new connection: no request fails."""
     if backend[0] != "postgresql":
         pytest.skip("connection loss is checked against PostgreSQL (set PILOT_TEST_DATABASE_URL)")

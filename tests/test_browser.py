@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from pilot import runs
+from pilot import analysis_runs
 from pilot.auth import CLI
 from pilot.db import db
 from pilot.rollout import get_pilot
@@ -32,8 +32,8 @@ def site(app, backend, tokens):
         pytest.skip("pages are checked once, on SQLite; the database layer is covered on both elsewhere")
     key = plant(app, "clear_win", customers=1500, stores=10)
     with app.app_context():
-        run = runs.create_run(db.session, CLI.actor, get_pilot(db.session, key), cutoff=NOW)
-        runs.execute(db.session, run)
+        run = analysis_runs.create_run(db.session, CLI.actor, get_pilot(db.session, key), cutoff=NOW)
+        analysis_runs.execute(db.session, run)
         db.session.commit()
         run_id = run.id
     server = make_server("127.0.0.1", 0, app, threaded=True)

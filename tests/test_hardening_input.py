@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql
 
-from pilot.assigning import _create_claim_and_insert, _create_customer
+from pilot.assignment import _create_claim_and_insert, _create_customer
 from pilot.db import db
 from pilot.inputs import MAX_DEPTH, check_depth
 from pilot.models import Assignment, Customer, IngestionBatch

@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import func, select, text
 
-from pilot import effects, runs
+from pilot import analysis_runs, effects
 from pilot.db import db, make_engine, utcnow
 from pilot.models import AnalysisRun, JobRun, Transaction
 from pilot.rollout import get_pilot
@@ -240,7 +240,7 @@ def test_lost_claims_are_taken_over_in_their_slot_and_closed_after_it(app, clien
 def test_lost_analyses_are_retried_once_and_a_lost_retry_is_not(app):
     key = plant(app, "too_few")
     with app.app_context():
-        queued = runs.create_run(db.session, "analyst test", get_pilot(db.session, key), cutoff=NOW)
+        queued = analysis_runs.create_run(db.session, "analyst test", get_pilot(db.session, key), cutoff=NOW)
         queued.lease_until = utcnow() - timedelta(seconds=1)  # its worker died before it started the run
         db.session.commit()
     [recovered] = {r["job"]: r for r in run_all_once(app, 60)}["recover"]["detail"]["analyses"]
@@ -257,7 +257,7 @@ def test_lost_analyses_are_retried_once_and_a_lost_retry_is_not(app):
     assert again == {"run": retry.id, "retry": None, "status": "failed"}
     assert run_row(app, retry.id).status == "failed" and "not retried" in run_row(app, retry.id).error
     assert {r["job"]: r for r in run_all_once(app, 60)}["recover"] == {
-        "job": "recover", "ran": False, "detail": {"closed": [], "analyses": []}}
+        "job": "recover", "ran": False, "detail": {"closed": [], "analyses": [], "batches_failed": 0}}
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(AnalysisRun)
                                  .where(AnalysisRun.retry_of.is_not(None))) == 1

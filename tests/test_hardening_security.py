@@ -20,8 +20,8 @@ from sqlalchemy import select, update
 from pilot import create_app
 from pilot.db import db, utcnow
 from pilot.logs import SafeFormatter, escape, safe
-from tests.live import ROOT
 from tests.factories import csrf, login
+from tests.live import ROOT
 
 FORGED = "[2026-01-01 00:00:00 +0000] [1] [CRITICAL] forged"
 FORGED_URL = urllib.parse.quote("\n" + FORGED, safe="")

@@ -12,18 +12,18 @@ import json
 import time
 import uuid
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
 
-from pilot import batches as batches_module
-from pilot import create_app, ingest
+from pilot import create_app, ingestion
+from pilot import row_validation as batches_module
 from pilot.db import db, make_engine
 from pilot.models import Customer, IngestionBatch, Store, Transaction
-from tests.live import chunked, request_head
 from tests.factories import as_csv, as_json, count, row
+from tests.live import chunked, request_head
 
 ROOT = Path(__file__).resolve().parents[1]
 UPLOAD = "/api/v1/transactions/upload"
@@ -123,11 +123,11 @@ def test_gzip_json_without_its_trailer_is_refused(app, client, auth):
 def test_a_batch_is_recorded_running_before_its_rows_and_ends_failed_on_a_fault(app, tokens, monkeypatch):
     """The running record is committed on its own (another connection sees it, and its heartbeat move,
     while rows stream in), and a fault ends that same record failed with the reason."""
-    monkeypatch.setattr(ingest, "HEARTBEAT_SECONDS", 0)
+    monkeypatch.setattr(ingestion, "HEARTBEAT_SECONDS", 0)
     seen = []
 
     def rows():
-        yield from ((i, row(i)) for i in range(1, ingest.CHUNK + 2))  # one chunk staged: one beat
+        yield from ((i, row(i)) for i in range(1, ingestion.CHUNK + 2))  # one chunk staged: one beat
         other = make_engine(app.config["DATABASE_URL"])
         try:
             with other.connect() as conn:
@@ -137,18 +137,18 @@ def test_a_batch_is_recorded_running_before_its_rows_and_ends_failed_on_a_fault(
         raise RuntimeError("the feed broke")
 
     with app.app_context(), pytest.raises(RuntimeError):
-        ingest.run(db.session, "test", "csv", rows())
+        ingestion.run(db.session, "test", "csv", rows())
     [(status, started, beaten)] = seen
     assert status == "running" and str(beaten) > str(started)
     [batch] = batches(app)
-    assert batch.status == "failed" and batch.rows == ingest.CHUNK + 1 and batch.finished_at is not None
+    assert batch.status == "failed" and batch.rows == ingestion.CHUNK + 1 and batch.finished_at is not None
     assert "nothing was stored" in batch.errors[0]["message"]
     assert "the feed broke" not in json.dumps(batch.errors)  # internals stay in the log
     assert count(app) == 0
 
 
 def test_fail_stale_batches_ends_running_batches_without_a_recent_heartbeat(app):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     kw = {"source": "s", "actor": "a", "method": "csv", "on_error": "reject_batch"}
     with app.app_context():
         db.session.add_all([
@@ -158,7 +158,7 @@ def test_fail_stale_batches_ends_running_batches_without_a_recent_heartbeat(app)
             IngestionBatch(**kw, status="accepted", started_at=now - timedelta(hours=3), heartbeat_at=None),
         ])
         db.session.commit()
-        assert ingest.fail_stale_batches(db.session, now - timedelta(hours=1)) == 2
+        assert ingestion.fail_stale_batches(db.session, now - timedelta(hours=1)) == 2
         db.session.commit()
     stale, unbeaten, live, done = batches(app)
     assert stale.status == unbeaten.status == "failed" and stale.finished_at is not None
@@ -227,7 +227,7 @@ def gzip_bomb(header: str, megabytes: int, line: bytes = b"a" * 2**20) -> bytes:
 
 def test_gzip_bomb_is_refused_while_streaming_with_the_worker_memory_flat(app, live_server, auth):
     server = live_server()
-    bomb = gzip_bomb(",".join(ingest.FIELDS), 512)  # 512 MiB of one character, no newline
+    bomb = gzip_bomb(",".join(ingestion.FIELDS), 512)  # 512 MiB of one character, no newline
     assert len(bomb) < 2**20
     head = request_head("POST", UPLOAD, {**auth("feed"), "Content-Type": "text/csv", "Content-Encoding": "gzip"},
                         length=len(bomb))

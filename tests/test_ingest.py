@@ -7,7 +7,7 @@ import multiprocessing as mp
 import socket
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -43,7 +43,7 @@ def expected(rows: list[dict]) -> list[tuple]:
     """What the rows should become: UTC times, numbers, defaults."""
     out = []
     for r in rows:
-        t = datetime.fromisoformat(r["occurred_at"]).astimezone(timezone.utc)
+        t = datetime.fromisoformat(r["occurred_at"]).astimezone(UTC)
         out.append((r["event_id"], r["customer"], 1 if r["store"] == "T001" else 2, t.isoformat(), r["type"],
                     round(float(r["amount"]), 4), int(r["items"]),
                     None if r["discount_cost"] == "" else round(float(r["discount_cost"]), 4),
@@ -110,7 +110,7 @@ def test_a_bad_row_in_the_middle_of_100000_stores_nothing(app, client, auth):
 
 
 def test_every_bad_row_is_reported_with_field_and_reason(client, auth):
-    future = (datetime.now(timezone.utc) + timedelta(days=2)).isoformat()
+    future = (datetime.now(UTC) + timedelta(days=2)).isoformat()
     bad = [row(0, event_id=""), row(1, amount="abc"), row(2, occurred_at=future),
            row(3, occurred_at="2026-10-05T09:30:00"), row(4, type="gift"), row(5, amount="-3.00"),
            row(6, items="2.5"), row(7, channel="fax"), row(8, event_id="x" * 129), row(9, amount="1.23456"),
@@ -223,7 +223,7 @@ def test_cli_ingest_same_path(app, tmp_path, auth, client):
 
 
 def test_data_quality_counts_days_stores_late_events_and_batches(app, client, auth):
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     rows = [row(i, occurred_at=(now - timedelta(days=i % 5, hours=1)).isoformat(), store="T001" if i < 12 else "T002")
             for i in range(20)]
     post_json(client, auth("feed"), rows)
@@ -233,7 +233,7 @@ def test_data_quality_counts_days_stores_late_events_and_batches(app, client, au
     q = r.json
     by_day: dict[str, int] = {}
     for x in rows:
-        d = (datetime.fromisoformat(x["occurred_at"]).astimezone(timezone.utc)).date().isoformat()
+        d = (datetime.fromisoformat(x["occurred_at"]).astimezone(UTC)).date().isoformat()
         by_day[d] = by_day.get(d, 0) + 1
     assert {d["date"]: d["rows"] for d in q["per_day"]} == by_day
     late = sum(1 for i in range(20) if i % 5 >= 1)  # received now, happened a day or more ago

@@ -11,7 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
 
-from pilot.till import lean_till
+from pilot.api.fast_assignment import lean_till
 
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
           checks.response_schema_conformance]
@@ -46,7 +46,7 @@ def test_api_conforms_to_its_openapi_document(app, client, tokens, backend, runn
 
 
 def test_the_lean_till_path_conforms_too(app, tokens, backend, running):
-    """The assignment endpoint fuzzed on PostgreSQL, where the lean till path (pilot.till) answers
+    """The assignment endpoint fuzzed on PostgreSQL, where the lean till path (pilot.api.fast_assignment) answers
     what it can: no server error, every answer as documented, and some answered by the lean path."""
     if backend[0] != "postgresql":
         pytest.skip("the lean till path acts on PostgreSQL only (set PILOT_TEST_DATABASE_URL)")

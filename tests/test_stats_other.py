@@ -17,8 +17,15 @@ from experiments.economics import economics
 from experiments.heterogeneity import cochran_q
 from experiments.multiple import benjamini_hochberg, holm
 from experiments.novelty import effect_trend
-from experiments.power import (design_effect, mde_means, mde_proportion, power_normal, power_t,
-                               sample_size_means, sample_size_proportions)
+from experiments.power import (
+    design_effect,
+    mde_means,
+    mde_proportion,
+    power_normal,
+    power_t,
+    sample_size_means,
+    sample_size_proportions,
+)
 from experiments.srm import srm_test
 from experiments.statistics import ClusterSumStatistic
 from tests.stats_helpers import adjusted_stat

@@ -10,7 +10,7 @@ import statsmodels.formula.api as smf
 from sqlalchemy import text
 from statsmodels.stats.weightstats import ttest_ind
 
-from pilot import runs
+from pilot import analysis_runs
 from pilot.auth import CLI
 from pilot.db import db
 from pilot.programmes import get_programme
@@ -32,8 +32,8 @@ def test_store_pilot_did_and_ancova_equal_statsmodels(app):
         pilot.started_at = start  # matching reads the pre-period before the start
         transition(s, CLI.actor, pilot, "start")
         backdate(s, pilot, start)
-        run = runs.create_run(s, CLI.actor, get_pilot(s, "stores"), cutoff=NOW)
-        runs.execute(s, run)
+        run = analysis_runs.create_run(s, CLI.actor, get_pilot(s, "stores"), cutoff=NOW)
+        analysis_runs.execute(s, run)
         s.commit()
         arms = pd.read_sql(text("SELECT store_id, arm FROM enrolments WHERE pilot_id = :p"), s.connection(),
                            params={"p": pilot.id})

@@ -4,7 +4,7 @@ import statistics
 
 import pytest
 
-from pilot.assignment import variant_for
+from pilot.bucketing import variant_for
 from pilot.store_randomisation import balance, block_arms, matched_arms
 from tests.factories import act, pilot_body
 
@@ -42,7 +42,7 @@ def test_matching_is_deterministic_and_follows_weights_within_region():
     assert block_arms({"a": 0.25, "b": 0.25, "c": 0.5}) == ["a", "b", "c", "c"]
 
 
-def test_store_pilot_api_balance_and_status(client, world, auth):  # noqa: F811
+def test_store_pilot_api_balance_and_status(client, world, auth):
     body = pilot_body("sp", unit="store")
     body["stages"] = [{"region_codes": ["ra", "rb", "rc"], "allocation": {"control": 0.5, "discount": 0.5}}]
     assert client.post("/api/v1/pilots", json=body, headers=world).status_code == 201

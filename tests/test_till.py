@@ -1,4 +1,4 @@
-"""The lean till path (pilot.till): it answers byte for byte as the app's view does, and hands on
+"""The lean till path (pilot.api.fast_assignment): it answers byte for byte as the app's view does, and hands on
 to the app every request it cannot answer completely. tests/test_assignment.py runs every till
 test with and without it."""
 from functools import cache
@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from pilot import create_app
+from pilot.api.fast_assignment import LeanTill, lean_till
 from pilot.auth import hash_token
 from pilot.db import db
 from pilot.models import ApiToken, Assignment, Customer
-from pilot.till import LeanTill, lean_till
 from tests.factories import assign
 
 
@@ -44,7 +44,7 @@ REQUESTS = [
 
 
 @pytest.mark.parametrize("customer, body", REQUESTS, ids=[c for c, _ in REQUESTS])
-def test_lean_answers_as_the_view(app, client, running, auth, lean, customer, body):  # noqa: F811
+def test_lean_answers_as_the_view(app, client, running, auth, lean, customer, body):
     """The first answer comes from the lean path; the same request then answered by the view and
     again by the lean path must be the same bytes (a repeat: same variant, same time)."""
     feed = auth("feed")
@@ -61,7 +61,7 @@ def test_lean_answers_as_the_view(app, client, running, auth, lean, customer, bo
     assert first.json["new"] == first.json["assigned"]
 
 
-def test_what_the_lean_path_hands_on(app, client, running, auth, tokens, lean):  # noqa: F811
+def test_what_the_lean_path_hands_on(app, client, running, auth, tokens, lean):
     """Error answers, invalid bodies and steps that need the session are the view's: the same
     status and error as with the lean path off, and nothing answered by the lean path."""
     feed, store = auth("feed"), auth("store")
@@ -96,7 +96,7 @@ def test_what_the_lean_path_hands_on(app, client, running, auth, tokens, lean): 
         assert db.session.scalar(select(func.count()).select_from(Customer).where(Customer.external_id.like("w%"))) == 0
 
 
-def test_group_eligibility_is_the_views(client, running, auth, lean):  # noqa: F811
+def test_group_eligibility_is_the_views(client, running, auth, lean):
     """A stage limited to customer groups needs the groups' rules (the ORM session): the view decides."""
     client.patch("/api/v1/pilots/p1/stages/1", json={"eligible_groups": ["seniors"]}, headers=running)
     before = lean.answered
@@ -107,7 +107,7 @@ def test_group_eligibility_is_the_views(client, running, auth, lean):  # noqa: F
     assert lean.answered == before + 1
 
 
-def test_a_token_first_seen_by_the_lean_path_is_remembered(app, client, running, auth, tokens, lean):  # noqa: F811
+def test_a_token_first_seen_by_the_lean_path_is_remembered(app, client, running, auth, tokens, lean):
     seen = app.extensions.setdefault("pilot.tokens_seen", {})
     assert hash_token(tokens["feed"]) not in seen
     before = lean.answered

@@ -7,8 +7,25 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask, request, send_from_directory
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from pilot.api import (analyses, analysis_runs, assignments, audit, customer_groups, customers, data_quality,
-                       ingestion_batches, jobs, me, metrics, pilots, programmes, regions, stores, tokens, transactions)
+from pilot.api import (
+    analyses,
+    analysis_runs,
+    assignments,
+    audit,
+    customer_groups,
+    customers,
+    data_quality,
+    ingestion_batches,
+    jobs,
+    me,
+    metrics,
+    pilots,
+    programmes,
+    regions,
+    stores,
+    tokens,
+    transactions,
+)
 from pilot.api.base import Api
 from pilot.errors import ApiError
 

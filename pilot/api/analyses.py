@@ -4,7 +4,7 @@ from flask import current_app, jsonify
 from flask.views import MethodView
 from sqlalchemy import select
 
-from pilot import rollout, runs
+from pilot import analysis_runs, rollout
 from pilot.api.analysis_runs import RunSchema, RunSummarySchema, with_pilot_key
 from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
 from pilot.auth import current
@@ -46,7 +46,7 @@ class PilotAnalyses(MethodView):
     def post(self, data, key):
         """Analyse the pilot's current stage now (or in the background) and recommend"""
         pilot = rollout.get_pilot(db.session, key)
-        run = runs.run_now_or_later(current_app._get_current_object(), db.session, current().actor, pilot,
+        run = analysis_runs.run_now_or_later(current_app._get_current_object(), db.session, current().actor, pilot,
                                     data["cutoff"], data["background"])
         if run.status in ("queued", "running"):
             response = jsonify(RunSummarySchema().dump(with_pilot_key(run, key)))

@@ -3,7 +3,7 @@ import marshmallow as ma
 from flask.views import MethodView
 from sqlalchemy import select
 
-from pilot import runs
+from pilot import analysis_runs
 from pilot.api.base import Blueprint, Schema
 from pilot.auth import current
 from pilot.db import db
@@ -85,6 +85,6 @@ class AnalysisApply(MethodView):
     @blp.response(200, ApplyOut)
     def post(self, data, run_id):
         """Apply the run's recommendation (advance, pause, roll back, narrow groups…), audited"""
-        out = runs.apply(db.session, current().actor, get_run(run_id), data["action"])
+        out = analysis_runs.apply(db.session, current().actor, get_run(run_id), data["action"])
         db.session.commit()
         return out

@@ -1,14 +1,23 @@
 """Assignments: one customer at the till, or every eligible customer at once; counts and SRM."""
 import marshmallow as ma
-from flask import current_app
 from flask.views import MethodView
 
 from experiments.srm import srm_test
 from pilot import rollout
 from pilot.api.base import Blueprint, Schema
 from pilot.api.customers import CustomerIn
-from pilot.assigning import (Holdout, TillDb, TokenNotLive, assign_bulk, assign_one, assignment_counts,
-                             expected_shares, stage_counts, till)
+from pilot.assignment import (
+    Holdout,
+    TillDb,
+    TokenNotLive,
+    assign_bulk,
+    assign_one,
+    assignment_counts,
+    expected_shares,
+    holdout,
+    stage_counts,
+    till,
+)
 from pilot.auth import Principal, current, forget, store_scope_error, token_hash, unauthenticated
 from pilot.customers import customer_row
 from pilot.db import db
@@ -70,12 +79,6 @@ class SummaryOut(BulkOut):
     stages = ma.fields.List(ma.fields.Nested(StageSrm))
 
 
-def holdout(config: dict | None = None) -> Holdout:
-    """The global holdout configured for this installation (the app's config, else the current app's)."""
-    config = current_app.config if config is None else config
-    return Holdout(config["HOLDOUT_SHARE"], config["HOLDOUT_SALT"])
-
-
 def _revoked() -> ApiError:
     forget(token_hash())
     return unauthenticated()
@@ -96,7 +99,7 @@ def settle(tdb: TillDb, key: str, data: dict, principal: Principal, hashed: str,
     """The answer to one assignment request (AssignIn's data) of a caller allowed to assign: the
     variant, or why there is none. Raises ApiError for a request that cannot be answered, and
     TokenNotLive when the token (by its hash) turns out revoked. Shared by the view and the lean
-    till path (pilot.till), so both answer alike."""
+    till path (pilot.api.fast_assignment), so both answer alike."""
     new_home = (data["new_customer"] or {}).get("home_store")
     t = till(tdb, hashed, key, data["customer"], data["store"], new_home)
     if t is None:
@@ -121,7 +124,7 @@ class Assignments(MethodView):
     # Every write of an assignment is one race-safe statement (see assigning.assign_one), so the
     # request runs without BEGIN/COMMIT round trips; all checks come before any write. The context
     # query reads the token again, so a token already seen live needs no query of its own (auth._seen).
-    # On PostgreSQL most requests never reach this view: pilot.till answers them with `settle` too.
+    # On PostgreSQL most requests never reach this view: pilot.api.fast_assignment answers them with `settle` too.
     autocommit = True
     rechecks_token = True
 

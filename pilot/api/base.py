@@ -18,7 +18,7 @@ class Parser(FlaskParser):
     """webargs' parser, with JSON bodies checked for depth first (webargs decodes them itself, not
     through the app's JSON provider)."""
 
-    def _raw_load_json(self, req):  # noqa: ANN001, ANN202
+    def _raw_load_json(self, req):
         if is_json_request(req):
             check_depth(req.get_data(cache=True))
         return super()._raw_load_json(req)
@@ -29,7 +29,7 @@ class Blueprint(flask_smorest.Blueprint):
 
     ARGUMENTS_PARSER = Parser()
 
-    def arguments(self, schema, *args, **kwargs):  # noqa: ANN001, ANN201
+    def arguments(self, schema, *args, **kwargs):
         """As flask-smorest's, but a schema class is instantiated once, not on every request (webargs
         builds a new instance, deep-copying every field, per request when given a class)."""
         return super().arguments(schema() if isinstance(schema, type) else schema, *args, **kwargs)
@@ -57,7 +57,7 @@ class Schema(ma.Schema):
         ordered = True
 
     @ma.pre_load
-    def _refuse_nul(self, data, **_kwargs):  # noqa: ANN001, ANN202
+    def _refuse_nul(self, data, **_kwargs):
         """A 422 naming the field, not a database error: PostgreSQL text cannot hold NUL (a nested
         schema checks its own fields)."""
         if isinstance(data, dict):
@@ -91,7 +91,7 @@ class Api(flask_smorest.Api):
 
     ERROR_SCHEMA = ErrorSchema
 
-    def handle_http_exception(self, error):  # noqa: ANN001, ANN201
+    def handle_http_exception(self, error):
         return to_response(error)
 
 
@@ -108,8 +108,8 @@ def page_schema(item: type[ma.Schema]) -> type[ma.Schema]:
     })
 
 
-def paginate(session: Session, stmt: Select, id_column, limit: int, cursor: str | None,  # noqa: ANN001
-             key=lambda row: row.id) -> dict:  # noqa: ANN001
+def paginate(session: Session, stmt: Select, id_column, limit: int, cursor: str | None,
+             key=lambda row: row.id) -> dict:
     """One page of stmt ordered by id_column (unique), after the cursor's value."""
     if cursor:
         stmt = stmt.where(id_column > _decode_cursor(cursor))

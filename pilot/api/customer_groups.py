@@ -6,10 +6,10 @@ from sqlalchemy import select
 from pilot import customers as domain
 from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
 from pilot.auth import current
+from pilot.customer_groups import OPERATORS, OTHER, preview, rule_problem, saved_groups
 from pilot.db import db
 from pilot.errors import ApiError
 from pilot.models import CustomerGroup
-from pilot.segments import OPERATORS, OTHER, preview, rule_problem, saved_groups
 
 blp = Blueprint("customer_groups", __name__, url_prefix="/customer-groups", description="Customer groups")
 

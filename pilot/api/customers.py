@@ -5,13 +5,13 @@ from flask.views import MethodView
 from sqlalchemy import select
 
 from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
+from pilot.api.bodies import json_rows, request_body
 from pilot.auth import current
-from pilot.batches import RowErrors, csv_rows, finite_json, json_rows, validate_rows
-from pilot.bodies import request_body
 from pilot.customers import get_customer, upsert_customers
 from pilot.db import db
 from pilot.errors import ApiError
 from pilot.models import Customer, Store
+from pilot.row_validation import RowErrors, csv_rows, finite_json, validate_rows
 
 blp = Blueprint("customers", __name__, url_prefix="/customers", description="Customers")
 

@@ -3,7 +3,7 @@ import marshmallow as ma
 from flask.views import MethodView
 from sqlalchemy import select
 
-from pilot import catalog
+from pilot import stores
 from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
 from pilot.auth import current
 from pilot.db import db
@@ -41,7 +41,7 @@ class Regions(MethodView):
     @blp.response(201, RegionSchema)
     def post(self, data):
         """Create a region"""
-        region = catalog.create_region(db.session, current().actor, data)
+        region = stores.create_region(db.session, current().actor, data)
         db.session.commit()
         return region
 
@@ -51,18 +51,18 @@ class RegionByCode(MethodView):
     @blp.response(200, RegionSchema)
     def get(self, code):
         """Show a region"""
-        return catalog.get_region(db.session, code)
+        return stores.get_region(db.session, code)
 
     @blp.arguments(RegionPatch)
     @blp.response(200, RegionSchema)
     def patch(self, data, code):
         """Rename a region"""
-        region = catalog.update_region(db.session, current().actor, catalog.get_region(db.session, code), data)
+        region = stores.update_region(db.session, current().actor, stores.get_region(db.session, code), data)
         db.session.commit()
         return region
 
     @blp.response(204)
     def delete(self, code):
         """Delete a region without stores"""
-        catalog.delete_region(db.session, current().actor, catalog.get_region(db.session, code))
+        stores.delete_region(db.session, current().actor, stores.get_region(db.session, code))
         db.session.commit()

@@ -4,16 +4,16 @@ from flask import current_app, request
 from flask.views import MethodView
 from sqlalchemy import select
 
-from pilot import catalog
+from pilot import stores
 from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
+from pilot.api.bodies import json_rows, request_body
 from pilot.api.regions import CODE
 from pilot.auth import current, require_store_scope
-from pilot.batches import RowErrors, csv_rows, finite_json, json_rows, validate_rows
-from pilot.bodies import request_body
 from pilot.db import db
 from pilot.errors import ApiError
 from pilot.models import Region, Store
 from pilot.rollout import store_status
+from pilot.row_validation import RowErrors, csv_rows, finite_json, validate_rows
 
 blp = Blueprint("stores", __name__, url_prefix="/stores", description="Stores")
 
@@ -71,7 +71,7 @@ class Stores(MethodView):
     @blp.response(201, StoreSchema)
     def post(self, data):
         """Create a store"""
-        store = catalog.create_store(db.session, current().actor, data)
+        store = stores.create_store(db.session, current().actor, data)
         db.session.commit()
         return store
 
@@ -93,7 +93,7 @@ class StoreImport(MethodView):
             raise ApiError(415, "Send stores as text/csv or application/json.")
         rows = list(validate_rows(raw, StoreIn(), "code", errors))
         errors.raise_if_any(len(raw))
-        counts = catalog.upsert_stores(db.session, current().actor, rows, errors)
+        counts = stores.upsert_stores(db.session, current().actor, rows, errors)
         errors.raise_if_any(len(raw))
         db.session.commit()
         return {"rows": len(raw), **counts}
@@ -105,7 +105,7 @@ class StoreByCode(MethodView):
     def get(self, code):
         """Show a store (a store token: its own only)"""
         require_store_scope(code)
-        return catalog.get_store(db.session, code)
+        return stores.get_store(db.session, code)
 
     @blp.arguments(StoreIn(partial=True))
     @blp.response(200, StoreSchema)
@@ -113,14 +113,14 @@ class StoreByCode(MethodView):
         """Change a store"""
         if "code" in data and data["code"] != code:
             raise ApiError(422, "A store's code cannot change.", details={"fields": {"code": ["Read-only."]}})
-        store = catalog.update_store(db.session, current().actor, catalog.get_store(db.session, code), data)
+        store = stores.update_store(db.session, current().actor, stores.get_store(db.session, code), data)
         db.session.commit()
         return store
 
     @blp.response(204)
     def delete(self, code):
         """Delete a store"""
-        catalog.delete_store(db.session, current().actor, catalog.get_store(db.session, code))
+        stores.delete_store(db.session, current().actor, stores.get_store(db.session, code))
         db.session.commit()
 
 
@@ -160,6 +160,6 @@ class StoreStatus(MethodView):
     def get(self, code):
         """The pilots a store is in, since when, and what that means at the till"""
         require_store_scope(code)
-        store = catalog.get_store(db.session, code)
+        store = stores.get_store(db.session, code)
         pilots = store_status(db.session, store)
         return {"store": store.code, "name": store.name, "enrolled": bool(pilots), "pilots": pilots}

@@ -6,11 +6,11 @@ from sqlalchemy import select
 from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
 from pilot.audit import record
 from pilot.auth import current, issue_token, revoke_token
-from pilot.catalog import get_store
 from pilot.db import db
 from pilot.errors import ApiError
 from pilot.models import ApiToken
 from pilot.models.tokens import ROLES
+from pilot.stores import get_store
 
 blp = Blueprint("tokens", __name__, url_prefix="/tokens", description="API tokens (admin only)")
 

@@ -9,15 +9,15 @@ from flask import current_app, request
 from flask.views import MethodView
 from sqlalchemy import select
 
-from pilot import ingest
+from pilot import ingestion
 from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
+from pilot.api.bodies import batch_rows, content_encoding, request_body, request_data
 from pilot.auth import current
-from pilot.batches import batch_rows, csv_rows
-from pilot.bodies import content_encoding, request_body, request_data
 from pilot.db import db
 from pilot.errors import ApiError
 from pilot.inputs import check_depth
 from pilot.models import Customer, Store, Transaction
+from pilot.row_validation import csv_rows
 
 blp = Blueprint("transactions", __name__, url_prefix="/transactions", description="Outcomes: transactions")
 
@@ -25,7 +25,7 @@ blp = Blueprint("transactions", __name__, url_prefix="/transactions", descriptio
 class IngestArgs(Schema):
     source = ma.fields.String(load_default="default", validate=ma.validate.Length(1, 64),
                               metadata={"description": "Feed name; event ids are unique per source"})
-    on_error = ma.fields.String(load_default="reject_batch", validate=ma.validate.OneOf(ingest.ON_ERROR),
+    on_error = ma.fields.String(load_default="reject_batch", validate=ma.validate.OneOf(ingestion.ON_ERROR),
                                 metadata={"description": "reject_batch: one bad row and nothing is stored; "
                                                          "skip_rows: store the good rows, report the bad"})
     create_customers = ma.fields.Boolean(load_default=True,
@@ -43,7 +43,7 @@ class TransactionIn(Schema):
     discount_cost = ma.fields.Raw(metadata={"description": "Programme cost; empty: the mechanic's cost model"})
     points_issued = ma.fields.Integer()
     points_redeemed = ma.fields.Integer()
-    channel = ma.fields.String(metadata={"description": ", ".join(ingest.CHANNELS)})
+    channel = ma.fields.String(metadata={"description": ", ".join(ingestion.CHANNELS)})
 
 
 class TransactionBatchSchema(Schema):
@@ -167,7 +167,7 @@ class Transactions(MethodView):
     def post(self, args):
         """Ingest a JSON batch of transactions (idempotent by source and event id)"""
         rows = _json_rows(current_app.config["BATCH_ROW_LIMIT"])
-        return ingest.run(db.session, current().actor, "json", enumerate(rows, start=1), **args).as_dict()
+        return ingestion.run(db.session, current().actor, "json", enumerate(rows, start=1), **args).as_dict()
 
 
 @blp.route("/upload")
@@ -175,7 +175,7 @@ class TransactionUpload(MethodView):
     @blp.arguments(IngestArgs, location="query")
     @blp.doc(requestBody=CSV_BODY,
              description="A CSV file, streamed (never held in memory); `Content-Encoding: gzip` is accepted. "
-                         f"Columns: {', '.join(ingest.FIELDS)}; required: {', '.join(ingest.REQUIRED)}. "
+                         f"Columns: {', '.join(ingestion.FIELDS)}; required: {', '.join(ingestion.REQUIRED)}. "
                          "Row numbers in errors count data rows from 1 (the header is not counted).")
     @blp.response(200, OutcomeSchema)
     def post(self, args):
@@ -183,5 +183,5 @@ class TransactionUpload(MethodView):
         request.max_content_length = current_app.config["MAX_UPLOAD_BYTES"]
         if request.mimetype != "text/csv":
             raise ApiError(415, "Send the file as text/csv.")
-        rows = csv_rows(request_body(), ingest.REQUIRED, ingest.FIELDS)
-        return ingest.run(db.session, current().actor, "csv", rows, **args).as_dict()
+        rows = csv_rows(request_body(), ingestion.REQUIRED, ingestion.FIELDS)
+        return ingestion.run(db.session, current().actor, "csv", rows, **args).as_dict()

@@ -1,5 +1,6 @@
 """Alembic environment: the connection or URL comes from pilot.migrate."""
 from alembic import context
+
 from pilot.db import make_engine
 from pilot.models import Base
 
@@ -18,7 +19,7 @@ def run_migrations_online() -> None:
     engine.dispose()
 
 
-def _run(connection) -> None:  # noqa: ANN001
+def _run(connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata,
                       render_as_batch=connection.dialect.name == "sqlite", compare_type=True)
     with context.begin_transaction():

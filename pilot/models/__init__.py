@@ -11,5 +11,8 @@ from pilot.models.stores import Region, Store
 from pilot.models.tokens import ApiToken
 from pilot.models.transactions import IngestionBatch, Transaction
 
-__all__ = ["AnalysisRun", "JobRun", "ApiToken", "Assignment", "LayerMembership", "AuditEvent", "Base", "Customer", "CustomerGroup", "Enrolment", "Pilot", "Programme",
-           "IngestionBatch", "Region", "Stage", "Store", "Transaction", "Variant", "WebSession"]
+__all__ = [
+    "AnalysisRun", "JobRun", "ApiToken", "Assignment", "LayerMembership", "AuditEvent", "Base", "Customer",
+    "CustomerGroup", "Enrolment", "Pilot", "Programme", "IngestionBatch", "Region", "Stage", "Store", "Transaction",
+    "Variant", "WebSession"
+]

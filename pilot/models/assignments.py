@@ -11,7 +11,7 @@ from pilot.db import Base, utcnow
 
 class Assignment(Base):
     """A customer's variant in a pilot. No foreign keys (migration 0006): written only by
-    pilot.assigning from the pilot, customer and store rows it has just read."""
+    pilot.assignment from the pilot, customer and store rows it has just read."""
 
     __tablename__ = "assignments"
     __table_args__ = (Index("ix_assignments_pilot_variant", "pilot_id", "variant"),)

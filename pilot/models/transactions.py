@@ -32,7 +32,7 @@ class IngestionBatch(Base):
     customers_created: Mapped[int] = mapped_column(default=0)
     errors: Mapped[list[Any]] = mapped_column(default=list)
     started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    # while running: when the batch last said it was alive (pilot.ingest.fail_stale_batches)
+    # while running: when the batch last said it was alive (pilot.ingestion.fail_stale_batches)
     heartbeat_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
@@ -40,9 +40,9 @@ class IngestionBatch(Base):
 class Transaction(Base):
     """A purchase or refund; (source, event_id) is unique, so a replay adds nothing.
 
-    No foreign keys on purpose: the one writer (pilot.ingest) resolves customer and store ids by
+    No foreign keys on purpose: the one writer (pilot.ingestion) resolves customer and store ids by
     join, and PostgreSQL's per-row foreign-key triggers took half of the insert time. Deleting a
-    store with transactions is refused in code (pilot.catalog.delete_store).
+    store with transactions is refused in code (pilot.stores.delete_store).
     """
 
     __tablename__ = "transactions"

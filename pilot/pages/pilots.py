@@ -5,11 +5,11 @@ from flask import g, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 
 from pilot import rollout
+from pilot.customer_groups import preview, saved_groups
 from pilot.db import db, utcnow
 from pilot.mechanics import describe
 from pilot.models import AnalysisRun, AuditEvent, Customer, CustomerGroup, Pilot, Region, Store
 from pilot.pages.base import ANALYSTS, bp, commit_or_flash, login_required
-from pilot.segments import preview, saved_groups
 
 
 @bp.get("/")

@@ -9,7 +9,7 @@ from plotly.utils import PlotlyJSONEncoder
 from sqlalchemy import select
 
 import reports
-from pilot import rollout, runs
+from pilot import analysis_runs, rollout
 from pilot.db import db
 from pilot.errors import ApiError
 from pilot.models import AnalysisRun, Pilot
@@ -34,7 +34,7 @@ def _history(run: AnalysisRun) -> list[dict]:
             if r.get("role") == "primary" and r.get("method") != "ancova"]
 
 
-def _safe_json(value) -> str:  # noqa: ANN001
+def _safe_json(value) -> str:
     text = json.dumps(value, cls=PlotlyJSONEncoder, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
@@ -94,7 +94,7 @@ def report_apply(run_id: int):
     run, _ = _run(run_id)
 
     def change() -> str:
-        out = runs.apply(db.session, g.principal.actor, run)
+        out = analysis_runs.apply(db.session, g.principal.actor, run)
         return f"Applied {out['applied'].get('type')}: the pilot is {out['state']}, stage {out['current_stage']}."
     commit_or_flash(change, "Not applied")
     return redirect(url_for("pages.report_page", run_id=run_id))
@@ -106,7 +106,7 @@ def pilot_analyse(key: str):
     """Run an analysis of the pilot's current stage now and open its report."""
     pilot = rollout.get_pilot(db.session, key)
     try:
-        run = runs.run_now_or_later(current_app._get_current_object(), db.session, g.principal.actor, pilot,
+        run = analysis_runs.run_now_or_later(current_app._get_current_object(), db.session, g.principal.actor, pilot,
                                     None, None)
     except ApiError as exc:
         db.session.rollback()

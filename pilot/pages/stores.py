@@ -4,9 +4,9 @@ from __future__ import annotations
 from flask import abort, g, render_template
 
 from pilot import rollout
-from pilot.catalog import get_store
 from pilot.db import db
 from pilot.pages.base import bp, login_required
+from pilot.stores import get_store
 
 
 @bp.get("/store")

@@ -7,9 +7,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pilot.audit import record
-from pilot.batches import RowErrors
 from pilot.errors import ApiError
 from pilot.models import ApiToken, Customer, Region, Store, Transaction
+from pilot.row_validation import RowErrors
 
 STORE_FIELDS = ("code", "name", "format", "size_sqm", "opening_date", "attributes")
 

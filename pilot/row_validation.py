@@ -1,6 +1,6 @@
 """Row-by-row validation shared by every bulk path: JSON batches and streamed CSV.
 
-A streamed CSV is bounded while it is read (pilot.bodies bounds the body itself): the length of one
+A streamed CSV is bounded while it is read (pilot.api.bodies bounds the body itself): the length of one
 line (PILOT_MAX_LINE_BYTES), the columns of the header (PILOT_MAX_CSV_COLUMNS) and one field (the csv
 module's field limit), so no input makes a worker hold more than a line in memory or spin on it.
 """
@@ -14,42 +14,12 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 import marshmallow as ma
-from flask import current_app, request
+from flask import current_app
 
-from pilot.bodies import READ_SIZE, request_data
 from pilot.errors import ApiError
 
 MAX_REPORTED = 1000
-
-
-def json_body() -> Any:
-    """The request's JSON body, or a 400 naming what is wrong with it."""
-    if not request.is_json:
-        raise ApiError(415, "Send the body as application/json.")
-    request_data()
-    data = request.get_json(silent=True)
-    if data is None:
-        raise ApiError(400, "Request body is not valid JSON.", code="malformed_json")
-    return data
-
-
-def json_rows(key: str, limit: int) -> list[dict]:
-    """The list under `key` of a JSON batch body, checked for shape and size."""
-    return batch_rows(json_body(), key, limit)
-
-
-def batch_rows(body: Any, key: str, limit: int, hint: str = "") -> list[dict]:
-    """The list under `key` of a decoded batch body: an object with that one key, 1 to `limit` rows."""
-    if not isinstance(body, dict) or set(body) != {key}:
-        raise ApiError(422, f"Body must be an object with the single key {key!r}.",
-                       details={"fields": {key: ["Missing or unknown fields."]}})
-    rows = body[key]
-    if not isinstance(rows, list) or not rows:
-        raise ApiError(422, f"{key!r} must be a non-empty list.", details={"fields": {key: ["Not a non-empty list."]}})
-    if len(rows) > limit:
-        raise ApiError(413, f"A batch holds at most {limit} rows; this one has {len(rows)}.{hint}",
-                       details={"limit_rows": limit})
-    return rows
+READ_SIZE = 1 << 16  # bytes a streamed body is read in
 
 
 def finite_json(value: Any) -> None:

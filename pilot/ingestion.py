@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from time import monotonic, perf_counter
 from typing import Any
@@ -30,10 +30,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from pilot.batches import RowErrors
 from pilot.db import utcnow
 from pilot.errors import ApiError, database_unavailable
 from pilot.models import IngestionBatch, Store
+from pilot.row_validation import RowErrors
 from pilot.sqltime import sqlite_text, time_value
 
 FIELDS = ("event_id", "customer", "store", "occurred_at", "type", "amount", "items", "discount_cost",
@@ -44,7 +44,7 @@ TYPES = ("sale", "refund")
 CHANNELS = ("store", "online", "app", "phone")
 ON_ERROR = ("reject_batch", "skip_rows")
 MAX_AMOUNT = Decimal("1e9")
-EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 CHUNK = 5000
 SAMPLE = 100
 HEARTBEAT_SECONDS = 30  # a running batch's record says it is alive this often while its rows stream in
@@ -139,7 +139,7 @@ def _time(raw: dict, latest: datetime) -> datetime:
     if moment.tzinfo is None:
         raise RowError("occurred_at", "No UTC offset; send e.g. 2026-11-02T10:15:00+01:00.")
     try:
-        moment = moment.astimezone(timezone.utc)
+        moment = moment.astimezone(UTC)
     except OverflowError:  # 9999-12-31T23:59:59-14:00 is past the last datetime once in UTC
         raise RowError("occurred_at", "Out of range (after conversion to UTC).") from None
     if moment > latest:
@@ -324,7 +324,8 @@ class Ingest:
         out.customers_created = sql(text(
             "INSERT INTO customers (external_id, attributes, created_at, updated_at) "
             f"SELECT n.customer, {empty}, :now, :now FROM (SELECT DISTINCT s.customer FROM pilot_staging s "
-            "WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.external_id = s.customer)) n WHERE true ON CONFLICT (external_id) DO NOTHING"),
+            "WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.external_id = s.customer)) n "
+            "WHERE true ON CONFLICT (external_id) DO NOTHING"),
             {"now": time_value(now, self.dialect)}).rowcount
         out.accepted = sql(text(
             "INSERT INTO transactions (source, event_id, customer_id, store_id, occurred_at, type, amount, items, "
@@ -461,7 +462,8 @@ def _ending(exc: BaseException, rows: int) -> dict[str, Any]:
     """How a batch that raised `exc` ends: rejected (its bad rows) or failed (the reason, without internals)."""
     if _rejection(exc):
         d = exc.details
-        return {"status": "rejected", "rows": d["rows_in_batch"], "rejected": d["rejected"], "errors": d["rows"][:SAMPLE]}
+        return {"status": "rejected", "rows": d["rows_in_batch"], "rejected": d["rejected"],
+                "errors": d["rows"][:SAMPLE]}
     if isinstance(exc, ApiError):
         reason = exc.description
     elif database_unavailable(exc):
@@ -476,7 +478,7 @@ def fail_stale_batches(session: Session, before: datetime) -> int:
     """End as failed every running batch whose last heartbeat (or start) is older than `before`: its
     worker died, or lost the database for good. The caller commits; the count of batches ended."""
     b = IngestionBatch
-    reason = (f"No heartbeat since before {before.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC: the worker "
+    reason = (f"No heartbeat since before {before.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC: the worker "
               "ingesting it stopped; nothing was stored.")
     return session.execute(update(b).where(b.status == "running", func.coalesce(b.heartbeat_at, b.started_at) < before)
                            .values(status="failed", finished_at=utcnow(),

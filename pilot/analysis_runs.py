@@ -23,13 +23,12 @@ from sqlalchemy.orm import Session
 from pilot import effects, rollout
 from pilot.aggregation import customer_cube, store_cube
 from pilot.analysis_config import AnalysisConfig
-from pilot.assigning import allocation_changes, expected_shares
+from pilot.assignment import allocation_changes, expected_shares
 from pilot.audit import record
 from pilot.db import utcnow
 from pilot.errors import ApiError
 from pilot.leases import Heartbeat, lease_seconds, lost_reason, worker_id
-from pilot.models import (AnalysisRun, Assignment, Customer, Enrolment, IngestionBatch, Pilot, Stage, Store,
-                          Transaction)
+from pilot.models import AnalysisRun, Assignment, Customer, Enrolment, IngestionBatch, Pilot, Stage, Store, Transaction
 from pilot.recommendation import recommend
 from pilot.weekly_effects import weekly_value
 
@@ -198,7 +197,7 @@ def execute_leased(session: Session, run_id: int) -> AnalysisRun:
     with Heartbeat(session.get_bind(), AnalysisRun, run.id, run.worker, run.started_at, seconds) as beat:
         try:
             execute(session, run)
-        except Exception as exc:  # noqa: BLE001 - the failure is stored on the run for the caller to see
+        except Exception as exc:
             session.rollback()
             error = f"{type(exc).__name__}: {exc}"[:2000]
             return _failed(session, run_id, error) if beat.holds() else _lapsed(session, run_id)

@@ -18,8 +18,7 @@ from flask import current_app, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from pilot.errors import ApiError
-
-READ_SIZE = 1 << 16
+from pilot.row_validation import READ_SIZE
 
 
 def incomplete(received: int | None = None) -> ApiError:
@@ -54,14 +53,14 @@ class RequestBody(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # noqa: ANN001
+    def readinto(self, buffer) -> int:
         try:
             size = self.stream.readinto(buffer)
         except ClientDisconnected:
             raise incomplete() from None
         except HTTPException:
             raise  # e.g. werkzeug's 413 over the body limit
-        except Exception:  # noqa: BLE001 - whatever the server's chunked reader raises
+        except Exception:
             raise incomplete() from None
         if not size:
             require_complete(self.received)
@@ -89,7 +88,7 @@ class _Inflated(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # noqa: ANN001
+    def readinto(self, buffer) -> int:
         try:
             size = self.gzip.readinto(buffer)
         except (OSError, EOFError, zlib.error) as exc:
@@ -118,3 +117,33 @@ def request_body(gzipped: bool = True) -> IO[bytes]:
     if encoding == "gzip":
         raw = _Inflated(io.BufferedReader(raw, READ_SIZE), current_app.config["MAX_DECOMPRESSED_BYTES"])
     return io.BufferedReader(raw, READ_SIZE)
+
+
+def json_body() -> Any:
+    """The request's JSON body, or a 400 naming what is wrong with it."""
+    if not request.is_json:
+        raise ApiError(415, "Send the body as application/json.")
+    request_data()
+    data = request.get_json(silent=True)
+    if data is None:
+        raise ApiError(400, "Request body is not valid JSON.", code="malformed_json")
+    return data
+
+
+def json_rows(key: str, limit: int) -> list[dict]:
+    """The list under `key` of a JSON batch body, checked for shape and size."""
+    return batch_rows(json_body(), key, limit)
+
+
+def batch_rows(body: Any, key: str, limit: int, hint: str = "") -> list[dict]:
+    """The list under `key` of a decoded batch body: an object with that one key, 1 to `limit` rows."""
+    if not isinstance(body, dict) or set(body) != {key}:
+        raise ApiError(422, f"Body must be an object with the single key {key!r}.",
+                       details={"fields": {key: ["Missing or unknown fields."]}})
+    rows = body[key]
+    if not isinstance(rows, list) or not rows:
+        raise ApiError(422, f"{key!r} must be a non-empty list.", details={"fields": {key: ["Not a non-empty list."]}})
+    if len(rows) > limit:
+        raise ApiError(413, f"A batch holds at most {limit} rows; this one has {len(rows)}.{hint}",
+                       details={"limit_rows": limit})
+    return rows
