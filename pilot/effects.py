@@ -131,7 +131,7 @@ def compute(config: AnalysisConfig, cube: Cube, days: float, projected_customers
             daily_new_units: float | None = None, srm_shares: dict[str, float] | None = None) -> dict[str, Any]:
     """Every result table of one stage from its cube.
     `srm_shares`: the share of units each arm should hold when the stage's weights changed while it
-    ran (see assigning.expected_shares); the sample-ratio check expects the current weights otherwise."""
+    ran (see assignment.expected_shares); the sample-ratio check expects the current weights otherwise."""
     if config.unit == "store":
         return store_results(config, cube, days)
     compare = Comparison(cube, config)

@@ -121,7 +121,7 @@ def settle(tdb: TillDb, key: str, data: dict, principal: Principal, hashed: str,
 
 @blp.route("/<key>/assignments")
 class Assignments(MethodView):
-    # Every write of an assignment is one race-safe statement (see assigning.assign_one), so the
+    # Every write of an assignment is one race-safe statement (see assignment.assign_one), so the
     # request runs without BEGIN/COMMIT round trips; all checks come before any write. The context
     # query reads the token again, so a token already seen live needs no query of its own (auth._seen).
     # On PostgreSQL most requests never reach this view: pilot.api.fast_assignment answers them with `settle` too.
@@ -166,7 +166,7 @@ class AssignmentsSummary(MethodView):
 
 def srm_by_stage(pilot, by_stage):
     """χ² of each stage's assignments against that stage's weights (each period's units against the
-    weights of their period when a running stage's weights changed: assigning.expected_shares)."""
+    weights of their period when a running stage's weights changed: assignment.expected_shares)."""
     out = []
     for position, counts in sorted(by_stage.items()):
         stage = pilot.stage(position)

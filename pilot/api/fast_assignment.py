@@ -126,7 +126,7 @@ class LeanTill:
         pooled = engine.raw_connection()
         driver = pooled.driver_connection
         try:
-            driver.autocommit = True  # each statement commits by itself (see assigning.assign_one)
+            driver.autocommit = True  # each statement commits by itself (see assignment.assign_one)
             tdb = TillDb(True, partial(driver_rows, driver, engine.dialect))
             if principal is None:  # first seen here: its role is read once (the till query rechecks it live)
                 found = tdb.rows(by_hash(), {"token_hash": hashed})
