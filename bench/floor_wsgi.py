@@ -36,7 +36,7 @@ def floor():
 # The till's own SQL with the least Python around it, outside Flask as the lean till path is
 # (pilot/api.fast_assignment.py): the context query and the create-claim-insert statement, nothing else (no
 # validation, no token memory, no reasons). What the prescribed statements cost over HTTP.
-from pilot.assignment import TillDb, _create_claim_and_insert, _row, till  # noqa: E402
+from pilot.assignment import AssignmentDb, _create_claim_and_insert, _row, read_context  # noqa: E402
 from pilot.auth import hash_token  # noqa: E402
 from pilot.bucketing import variant_for  # noqa: E402
 from pilot.customers import customer_row  # noqa: E402
@@ -52,7 +52,7 @@ def _till_sql(environ: dict, start_response):
     try:
         rows = partial(driver_rows, driver, engine.dialect)
         secret = environ["HTTP_AUTHORIZATION"].partition(" ")[2]
-        t = till(TillDb(True, rows), hash_token(secret), "card-pilot", body["customer"], body["store"],
+        t = read_context(AssignmentDb(True, rows), hash_token(secret), "card-pilot", body["customer"], body["store"],
                  body["new_customer"]["home_store"])
         variant = variant_for(t.salt, body["customer"], t.allocation)
         won = rows(_create_claim_and_insert(), _row(t, variant, customer_row(body["customer"], {}, t.new_home_id)))

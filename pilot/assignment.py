@@ -70,30 +70,30 @@ class TokenNotLive(LookupError):
     """The caller's token was revoked (or removed) during the request."""
 
 
-class LongWay(Exception):
+class NeedsFullRequest(Exception):
     """A step the lean till path (pilot.api.fast_assignment) does not take: one that needs the ORM session."""
 
 
 @dataclass(frozen=True)
-class TillDb:
+class AssignmentDb:
     """Where the till's statements run: through a request's session, or straight on a pooled driver
     connection (the lean till path, pilot.api.fast_assignment, with `session` None: a step that needs the session
-    raises LongWay there, and the full request cycle answers the request from the start)."""
+    raises NeedsFullRequest there, and the full request cycle answers the request from the start)."""
 
     postgres: bool
     rows: Callable[[Executable, dict[str, Any]], list[tuple]]
     session: Session | None = None
 
     @classmethod
-    def of(cls, session: Session) -> TillDb:
+    def of(cls, session: Session) -> AssignmentDb:
         """The statements of a request's session (on the driver for PostgreSQL: pilot.driver.fast_rows)."""
         return cls(session.bind.dialect.name == "postgresql",
                    lambda stmt, params: fast_rows(session.connection(), stmt, params), session)
 
-    def long_way(self) -> Session:
+    def full_request_session(self) -> Session:
         """The session, for the steps the lean path leaves to the full request cycle."""
         if self.session is None:
-            raise LongWay
+            raise NeedsFullRequest
         return self.session
 
 
@@ -128,7 +128,7 @@ def variant_sql(session: Session, salt: str, unit: ColumnElement, weights: dict[
 
 
 @dataclass
-class Till:
+class AssignmentContext:
     """What one assignment request needs to know, read in one query: the caller's token (read again,
     so a token revoked a moment ago is refused), the pilot and its current stage, the customer and any
     stored assignment, the store of the purchase and its enrolment, the variants, and the home store a
@@ -167,7 +167,7 @@ def _json(value: str | None) -> Any:
 
 
 @cache
-def _till_query() -> Select:
+def _context_query() -> Select:
     p, st, c, hs, ps, nh, ts = (t.alias(n) for t, n in (
         (Pilot.__table__, "p"), (Stage.__table__, "st"), (Customer.__table__, "c"), (Store.__table__, "hs"),
         (Store.__table__, "ps"), (Store.__table__, "nh"), (Store.__table__, "ts")))
@@ -177,7 +177,7 @@ def _till_query() -> Select:
     store_code = func.coalesce(bindparam("store", type_=String), hs.c.code, case((c.c.id.is_(None), new_home)),
                                ts.c.code)
     # JSON columns come back as text: the stage's on every variant's row would otherwise be decoded
-    # once per row, and only the answered variant's parameters are needed (Till.variant)
+    # once per row, and only the answered variant's parameters are needed (AssignmentContext.variant)
     return (select(ts.c.code, p.c.id, p.c.state, p.c.layer, p.c.salt, p.c.unit, p.c.current_stage,
                    cast(st.c.allocation, Text), cast(st.c.eligible_groups, Text), c.c.id, store_code, ps.c.id,
                    e.c.id, e.c.arm, a.c.variant, a.c.assigned_at, nh.c.id, v.c.key, v.c.name, v.c.mechanic,
@@ -196,28 +196,30 @@ def _till_query() -> Select:
             .where(tok.c.token_hash == bindparam("token_hash", type_=String), tok.c.revoked_at.is_(None)))
 
 
-def till(tdb: TillDb, token_hash: str, pilot_key: str, customer: str, store: str | None,
-         new_home: str | None = None) -> Till | None:
+def read_context(tdb: AssignmentDb, token_hash: str, pilot_key: str, customer: str, store: str | None,
+         new_home: str | None = None) -> AssignmentContext | None:
     """The context of one assignment; None when the token (by its hash) is unknown or revoked. The
     store is the purchase's, else the customer's home store (`new_home` for a customer still to be
     created), else a store token's."""
     params = {"token_hash": token_hash, "pilot": pilot_key, "customer": customer, "store": store,
               "new_home": new_home}
-    rows = tdb.rows(_till_query(), params)
+    rows = tdb.rows(_context_query(), params)
     if not rows:
         return None
     r = rows[0]
-    return Till(params, *r[:7], _json(r[7]) or {}, _json(r[8]), *r[9:12], r[12] is not None, *r[13:17],
+    return AssignmentContext(params, *r[:7], _json(r[7]) or {}, _json(r[8]), *r[9:12], r[12] is not None, *r[13:17],
                 {x[17]: (x[18], x[19], x[20]) for x in rows if x[17] is not None})
 
 
-def assign_one(tdb: TillDb, t: Till, holdout: Holdout, create: dict[str, Any] | None = None) -> Decision:
+def assign_one(tdb: AssignmentDb, t: AssignmentContext, holdout: Holdout,
+               create: dict[str, Any] | None = None) -> Decision:
     """Decide (once, then forever) the variant of one customer buying in one store.
 
     `create` holds the columns of an unknown customer to create first. Every write is one statement
     that settles races by unique constraints, so the caller may run it without a transaction: on
     PostgreSQL the usual new assignment (customer, layer claim, assignment) is a single statement.
-    A layer claim lost to a race, and the group eligibility check, need the session (TillDb.long_way)."""
+    A layer claim lost to a race, and the group eligibility check, need the session
+    (AssignmentDb.full_request_session)."""
     if t.customer_id is None and create is not None:
         if tdb.postgres and t.state == "running" and t.eligible_groups is None:
             reason, variant = _eligibility(tdb, t, holdout)
@@ -227,7 +229,7 @@ def assign_one(tdb: TillDb, t: Till, holdout: Holdout, create: dict[str, Any] | 
                     return Decision(won[0][0], None, won[0][1], new=True)
         tdb.rows(_create_customer(tdb.postgres), {f"new_{k}": v for k, v in create.items()})
         p = t.params  # read again: the customer now exists (created here or by a concurrent request)
-        t = till(tdb, p["token_hash"], p["pilot"], p["customer"], p["store"], p["new_home"])
+        t = read_context(tdb, p["token_hash"], p["pilot"], p["customer"], p["store"], p["new_home"])
         if t is None:
             raise TokenNotLive("the token was revoked while the customer was created")
     if t.state != "running":
@@ -246,7 +248,7 @@ def assign_one(tdb: TillDb, t: Till, holdout: Holdout, create: dict[str, Any] | 
         won = tdb.rows(_claim_and_insert(), row)
         if won:  # the usual case: one statement claims the layer and stores the assignment
             return Decision(won[0][0], None, won[0][1], new=True)
-    session = tdb.long_way()
+    session = tdb.full_request_session()
     session.execute(_insert(session, LayerMembership).values(layer=t.layer, customer_id=t.customer_id,
                                                              pilot_id=t.pilot_id).on_conflict_do_nothing())
     holder = session.scalar(select(LayerMembership.pilot_id).where(LayerMembership.layer == t.layer,
@@ -263,7 +265,7 @@ def assign_one(tdb: TillDb, t: Till, holdout: Holdout, create: dict[str, Any] | 
 ASSIGNMENT_COLUMNS = ("pilot_id", "customer_id", "variant", "stage", "store_id", "assigned_at")
 
 
-def _row(t: Till, variant: str, create: dict[str, Any] | None = None) -> dict[str, Any]:
+def _row(t: AssignmentContext, variant: str, create: dict[str, Any] | None = None) -> dict[str, Any]:
     row = {"pilot_id": t.pilot_id, "customer_id": t.customer_id, "variant": variant, "stage": t.stage,
            "store_id": t.store_id, "assigned_at": utcnow(), "layer": t.layer}
     return row if create is None else {**row, **{f"new_{k}": v for k, v in create.items()}}
@@ -318,7 +320,7 @@ def _create_claim_and_insert() -> Insert:
 
 
 
-def _eligibility(tdb: TillDb, t: Till, holdout: Holdout) -> tuple[str | None, str | None]:
+def _eligibility(tdb: AssignmentDb, t: AssignmentContext, holdout: Holdout) -> tuple[str | None, str | None]:
     if t.store_id is None:
         return "no_store", None
     if not t.enrolled:
@@ -326,7 +328,7 @@ def _eligibility(tdb: TillDb, t: Till, holdout: Holdout) -> tuple[str | None, st
     if holdout.holds(t.params["customer"]):
         return "in_holdout", None
     if t.eligible_groups is not None:
-        session = tdb.long_way()
+        session = tdb.full_request_session()
         group = session.scalar(select(group_case(saved_groups(session))).where(Customer.id == t.customer_id))
         if group not in t.eligible_groups:
             return "group_not_eligible", None

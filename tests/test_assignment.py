@@ -9,7 +9,7 @@ from scipy import stats
 from sqlalchemy import func, select, text
 
 from pilot import create_app
-from pilot.assignment import _till_query
+from pilot.assignment import _context_query
 from pilot.auth import hash_token
 from pilot.bucketing import bucket, variant_for
 from pilot.db import db
@@ -241,8 +241,8 @@ def test_the_till_on_the_driver_reads_what_sqlalchemy_reads(app, client, running
         if conn.dialect.name == "postgresql":  # times come back in the session's zone unless converted
             conn.execute(text("SET LOCAL TIME ZONE 'America/New_York'"))
         for p in params:
-            assert fast_rows(conn, _till_query(), p) == [tuple(r) for r in conn.execute(_till_query(), p)], p
-        stored = fast_rows(conn, _till_query(), params[0])[0][15]
+            assert fast_rows(conn, _context_query(), p) == [tuple(r) for r in conn.execute(_context_query(), p)], p
+        stored = fast_rows(conn, _context_query(), params[0])[0][15]
         assert stored.utcoffset() == timedelta(0)
 
 

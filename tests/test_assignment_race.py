@@ -5,7 +5,7 @@ import multiprocessing as mp
 import pytest
 from sqlalchemy import func, select, text
 
-from pilot.api.fast_assignment import lean_till
+from pilot.api.fast_assignment import fast_assignment_path
 from pilot.db import db, make_engine
 from pilot.models import Assignment, Customer, LayerMembership
 
@@ -24,7 +24,7 @@ def _worker(url, secret, customers, barrier, out, lean):
             body.update(store="ra1", new_customer={"home_store": "ra1", "age_band": "35-44"})
         r = client.post("/api/v1/pilots/p1/assignments", json=body, headers={"Authorization": f"Bearer {secret}"})
         answers[c] = (r.status_code, (r.json.get("variant") or {}).get("key"))
-    out.put((answers, lean_till(app).answered))
+    out.put((answers, fast_assignment_path(app).answered))
 
 
 @pytest.mark.parametrize("lean", [True, False], ids=["lean", "view"])
@@ -100,7 +100,7 @@ def test_a_connection_dropped_under_the_lean_till_costs_no_request(app, backend,
         pytest.skip("connection loss is checked against PostgreSQL (set PILOT_TEST_DATABASE_URL)")
     db_module = importlib.import_module("pilot.db")
     monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 1e9)  # a busy pool: no ping at checkout
-    lean = lean_till(app)
+    lean = fast_assignment_path(app)
     for c in ("c0", "c3"):
         assert client.post("/api/v1/pilots/p1/assignments", json={"customer": c}, headers=auth("feed")).status_code == 200
     assert lean.answered == 2 and _kill_app_connections(app)

@@ -11,7 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
 
-from pilot.api.fast_assignment import lean_till
+from pilot.api.fast_assignment import fast_assignment_path
 
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
           checks.response_schema_conformance]
@@ -61,4 +61,4 @@ def test_the_lean_till_path_conforms_too(app, tokens, backend, running):
         case.call_and_validate(headers=headers, checks=CHECKS)
 
     check()
-    assert lean_till(app).answered > 0
+    assert fast_assignment_path(app).answered > 0

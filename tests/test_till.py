@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from pilot import create_app
-from pilot.api.fast_assignment import LeanTill, lean_till
+from pilot.api.fast_assignment import FastAssignmentPath, fast_assignment_path
 from pilot.auth import hash_token
 from pilot.db import db
 from pilot.models import ApiToken, Assignment, Customer
@@ -20,7 +20,7 @@ from tests.factories import assign
 def lean(app, backend):
     if backend[0] != "postgresql":
         pytest.skip("the lean till path acts on PostgreSQL only (set PILOT_TEST_DATABASE_URL)")
-    return lean_till(app)
+    return fast_assignment_path(app)
 
 
 def _by_the_view(app, client, headers, customer, **body):
@@ -125,8 +125,8 @@ _bodies = st.one_of(st.integers(), st.lists(st.integers(), max_size=1), st.dicti
 
 
 @cache
-def _lean() -> LeanTill:
-    return LeanTill(create_app({"DATABASE_URL": "sqlite://", "AUTO_MIGRATE": False}), None)
+def _lean() -> FastAssignmentPath:
+    return FastAssignmentPath(create_app({"DATABASE_URL": "sqlite://", "AUTO_MIGRATE": False}), None)
 
 
 @settings(max_examples=400, deadline=None)
@@ -136,7 +136,7 @@ def _lean() -> LeanTill:
 @example(body={"customer": "c1", "store": None, "new_customer": {}})
 @example(body={"customer": "x" * 128, "new_customer": {"home_store": None}})
 def test_the_plain_bodies_load_as_the_schema_loads_them(body):
-    """LeanTill.plain reads the usual bodies without marshmallow; whatever it reads must be exactly
+    """FastAssignmentPath.plain reads the usual bodies without marshmallow; whatever it reads must be exactly
     what AssignIn loads (and it must leave every other body to the schema)."""
     lean = _lean()
     got = lean.plain(body)

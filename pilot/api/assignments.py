@@ -7,16 +7,16 @@ from pilot import rollout
 from pilot.api.base import Blueprint, Schema
 from pilot.api.customers import CustomerIn
 from pilot.assignment import (
+    AssignmentDb,
     Holdout,
-    TillDb,
     TokenNotLive,
     assign_bulk,
     assign_one,
     assignment_counts,
     expected_shares,
     holdout,
+    read_context,
     stage_counts,
-    till,
 )
 from pilot.auth import Principal, current, forget, store_scope_error, token_hash, unauthenticated
 from pilot.customers import customer_row
@@ -95,13 +95,13 @@ def _new_customer(data, t) -> dict | None:
     return customer_row(data["customer"], fields, t.new_home_id)
 
 
-def settle(tdb: TillDb, key: str, data: dict, principal: Principal, hashed: str, held: Holdout) -> dict:
+def assign_customer(tdb: AssignmentDb, key: str, data: dict, principal: Principal, hashed: str, held: Holdout) -> dict:
     """The answer to one assignment request (AssignIn's data) of a caller allowed to assign: the
     variant, or why there is none. Raises ApiError for a request that cannot be answered, and
     TokenNotLive when the token (by its hash) turns out revoked. Shared by the view and the lean
     till path (pilot.api.fast_assignment), so both answer alike."""
     new_home = (data["new_customer"] or {}).get("home_store")
-    t = till(tdb, hashed, key, data["customer"], data["store"], new_home)
+    t = read_context(tdb, hashed, key, data["customer"], data["store"], new_home)
     if t is None:
         raise TokenNotLive
     if t.pilot_id is None:
@@ -124,7 +124,8 @@ class Assignments(MethodView):
     # Every write of an assignment is one race-safe statement (see assignment.assign_one), so the
     # request runs without BEGIN/COMMIT round trips; all checks come before any write. The context
     # query reads the token again, so a token already seen live needs no query of its own (auth._seen).
-    # On PostgreSQL most requests never reach this view: pilot.api.fast_assignment answers them with `settle` too.
+    # On PostgreSQL most requests never reach this view: pilot.api.fast_assignment answers them with
+    # `assign_customer` too.
     autocommit = True
     rechecks_token = True
 
@@ -133,7 +134,7 @@ class Assignments(MethodView):
     def post(self, data, key):
         """Assign one customer (sticky): the variant to apply, or why there is none"""
         try:
-            answer = settle(TillDb.of(db.session), key, data, current(), token_hash(), holdout())
+            answer = assign_customer(AssignmentDb.of(db.session), key, data, current(), token_hash(), holdout())
         except TokenNotLive:
             raise _revoked() from None
         db.session.commit()

@@ -5,10 +5,10 @@ pilot's traffic. Through the full request cycle (routing, the before-request hoo
 marshmallow in and out, the ORM session and its pooled connection) a new assignment cost about
 twice the CPU of its own work (bench/assign.py: 1.5 ms of worker CPU against 0.8 ms here).
 
-`LeanTill` wraps the app's WSGI callable. On PostgreSQL it answers an assignment request itself
+`FastAssignmentPath` wraps the app's WSGI callable. On PostgreSQL it answers an assignment request itself
 when it can answer it completely: a live token allowed to assign (its role read once per process,
 then remembered as the view remembers it: auth._seen), a JSON body that AssignIn loads, and a
-decision that needs no ORM session. It runs the view's own code (`api.assignments.settle`: the
+decision that needs no ORM session. It runs the view's own code (`api.assignments.assign_customer`: the
 same statements, checks and answer) on a pooled connection, straight on the driver. Anything else
 goes on to the Flask app with the body put back, and the full cycle answers it from the start:
 SQLite, invalid input, every error answer (401, 403, 404, 422), group eligibility, a race lost, a
@@ -32,9 +32,9 @@ from typing import Any
 import marshmallow as ma
 from flask import Flask
 
-from pilot.api.assignments import AssignIn, settle
+from pilot.api.assignments import AssignIn, assign_customer
 from pilot.api.regions import CODE
-from pilot.assignment import LongWay, TillDb, TokenNotLive, holdout
+from pilot.assignment import AssignmentDb, NeedsFullRequest, TokenNotLive, holdout
 from pilot.auth import allowed, bearer_hash, by_hash, live_principal, remember, seen_tokens, touch_due, touch_statement
 from pilot.db import utcnow
 from pilot.driver import driver_rows
@@ -50,7 +50,7 @@ HEADERS = [("Content-Type", "application/json")]
 FIELDS = {"customer", "store", "new_customer"}
 
 
-class LeanTill:
+class FastAssignmentPath:
     """WSGI middleware answering the till's assignment requests it can answer completely (module doc)."""
 
     def __init__(self, app: Flask, wsgi_app: Callable) -> None:
@@ -127,7 +127,7 @@ class LeanTill:
         driver = pooled.driver_connection
         try:
             driver.autocommit = True  # each statement commits by itself (see assignment.assign_one)
-            tdb = TillDb(True, partial(driver_rows, driver, engine.dialect))
+            tdb = AssignmentDb(True, partial(driver_rows, driver, engine.dialect))
             if principal is None:  # first seen here: its role is read once (the till query rechecks it live)
                 found = tdb.rows(by_hash(), {"token_hash": hashed})
                 principal = live_principal(found[0] if found else None)
@@ -138,8 +138,8 @@ class LeanTill:
                 return None
             if touch_due(self.app, principal.token_id):
                 tdb.rows(touch_statement(), {"token_id": principal.token_id, "now": utcnow()})
-            answer = settle(tdb, key, data, principal, hashed, holdout(self.app.config))
-        except (LongWay, TokenNotLive, ApiError):
+            answer = assign_customer(tdb, key, data, principal, hashed, holdout(self.app.config))
+        except (NeedsFullRequest, TokenNotLive, ApiError):
             return None
         except engine.dialect.loaded_dbapi.Error as exc:
             if engine.dialect.is_disconnect(exc, driver, None):
@@ -164,9 +164,9 @@ class LeanTill:
 
 def init_app(app: Flask) -> None:
     """Put the lean path in front of the app (it acts on PostgreSQL while TILL_LEAN_PATH is set)."""
-    app.wsgi_app = app.extensions["pilot.api.fast_assignment"] = LeanTill(app, app.wsgi_app)
+    app.wsgi_app = app.extensions["pilot.api.fast_assignment"] = FastAssignmentPath(app, app.wsgi_app)
 
 
-def lean_till(app: Flask) -> LeanTill:
+def fast_assignment_path(app: Flask) -> FastAssignmentPath:
     """The app's lean path (other middleware may stand in front of it in app.wsgi_app)."""
     return app.extensions["pilot.api.fast_assignment"]
