@@ -107,6 +107,10 @@ def test_imports_and_json_batches_cut_short_store_nothing(app, live_server, auth
         body = json.dumps(document).encode() + b" " * 4000
         head = request_head("POST", path, {**auth(role), "Content-Type": "application/json"}, length=len(body))
         assert_incomplete(server.exchange(head, [body[:-2000]]))
+        # chunked: cut before the last chunk, and the last chunk without its terminating line
+        head = request_head("POST", path, {**auth(role), "Content-Type": "application/json"})
+        assert_incomplete(server.exchange(head, list(chunked([body], last=False))))
+        assert_incomplete(server.exchange(head, [*chunked([body], last=False), b"0\r\n"]))
     assert count(app) == 0 and count(app, Customer) == 0 and count(app, Store) == 2  # the fixture's two stores
 
 

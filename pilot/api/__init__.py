@@ -5,7 +5,6 @@ import marshmallow as ma
 import swagger_ui_bundle
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask, request, send_from_directory
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from pilot.api import (
     analyses,
@@ -27,6 +26,7 @@ from pilot.api import (
     transactions,
 )
 from pilot.api.base import Api
+from pilot.api.bodies import request_data
 from pilot.errors import ApiError
 
 BLUEPRINTS = [me.blp, tokens.blp, audit.blp, regions.blp, stores.blp, customers.blp, customer_groups.blp,
@@ -44,14 +44,6 @@ def schema_name(schema: type[ma.Schema] | ma.Schema) -> str:
     return name + "Patch" if getattr(schema, "partial", False) else name
 
 
-def _cut_at_the_limit(data: bytes) -> bool:
-    """Whether a body sent without Content-Length (chunked) was read up to max_content_length with
-    more to come: Werkzeug stops there without a word, and the cut JSON read as malformed (a 400)."""
-    limit = request.max_content_length
-    return request.content_length is None and limit is not None and len(data) >= limit \
-        and bool(request.environ["wsgi.input"].read(1))
-
-
 def init_app(app: Flask) -> None:
     """Register every API blueprint and the bearer-token security scheme."""
     plugin = MarshmallowPlugin(schema_name_resolver=schema_name)
@@ -64,11 +56,8 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def _read_json_body() -> None:
         if request.path.startswith("/api/v1/") and request.method in ("POST", "PUT", "PATCH") and request.is_json:
-            data = request.get_data(cache=True)
-            if not data:
+            if not request_data():  # complete (or a 400) and within the limit (or a 413)
                 raise ApiError(400, "The request body is empty; send a JSON document.", code="empty_body")
-            if _cut_at_the_limit(data):
-                raise RequestEntityTooLarge()
 
     @app.get("/api/docs/static/<path:filename>")
     def swagger_ui_static(filename: str):

@@ -12,10 +12,12 @@ from __future__ import annotations
 import gzip
 import io
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import IO, Any
 
 from flask import current_app, request
-from werkzeug.exceptions import ClientDisconnected, HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from pilot.errors import ApiError
 from pilot.row_validation import READ_SIZE
@@ -36,6 +38,28 @@ def incomplete(received: int | None = None) -> ApiError:
     return ApiError(400, message + "; nothing was stored.", code="incomplete_body", details=details)
 
 
+@contextmanager
+def _reading() -> Iterator[None]:
+    """Reading the body: a failure of the server's reader (a disconnect, broken chunked framing) is an
+    incomplete body; werkzeug's own answers (e.g. its 413 over the body limit) stay as they are."""
+    try:
+        yield
+    except ClientDisconnected:
+        raise incomplete() from None
+    except HTTPException:
+        raise
+    except Exception:
+        raise incomplete() from None
+
+
+def _cut_at_the_limit(data: bytes) -> bool:
+    """Whether a body sent without Content-Length (chunked) was read up to max_content_length with
+    more to come: Werkzeug stops there without a word, and the cut JSON read as malformed (a 400)."""
+    limit = request.max_content_length
+    return request.content_length is None and limit is not None and len(data) >= limit \
+        and bool(request.environ["wsgi.input"].read(1))
+
+
 def require_complete(received: int) -> None:
     """A 400 when fewer bytes arrived than the request's Content-Length announced."""
     expected = request.content_length
@@ -54,14 +78,8 @@ class RequestBody(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        try:
+        with _reading():
             size = self.stream.readinto(buffer)
-        except ClientDisconnected:
-            raise incomplete() from None
-        except HTTPException:
-            raise  # e.g. werkzeug's 413 over the body limit
-        except Exception:
-            raise incomplete() from None
         if not size:
             require_complete(self.received)
             return 0
@@ -70,12 +88,13 @@ class RequestBody(io.RawIOBase):
 
 
 def request_data() -> bytes:
-    """The whole request body as Flask read it, or a 400 when it ended early."""
-    try:
+    """The whole request body as Flask read it: a 400 when it ended early, a 413 when a chunked body
+    goes on past the limit."""
+    with _reading():
         data = request.get_data(cache=True)
-    except ClientDisconnected:
-        raise incomplete() from None
     require_complete(len(data))
+    if _cut_at_the_limit(data):
+        raise RequestEntityTooLarge()
     return data
 
 
