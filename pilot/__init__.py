@@ -19,10 +19,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config or {})
     db.init_app(app)
 
-    from pilot import api, auth, errors, health, inputs, logs, pages
+    from pilot import api, auth, health, http_errors, inputs, logs, pages
     from pilot.api import fast_assignment
     logs.install_root()  # the app's error lines name request paths: written escaped under any server
-    errors.register(app)
+    http_errors.register(app)
     auth.init_app(app)
     api.init_app(app)
     health.init_app(app)

@@ -26,7 +26,7 @@ from pilot.analysis_config import AnalysisConfig
 from pilot.assignment import allocation_changes, expected_shares
 from pilot.audit import record
 from pilot.db import utcnow
-from pilot.errors import ApiError
+from pilot.errors import Conflict, Invalid
 from pilot.leases import Heartbeat, lease_seconds, lost_reason, worker_id
 from pilot.models import AnalysisRun, Assignment, Customer, Enrolment, IngestionBatch, Pilot, Stage, Store, Transaction
 from pilot.recommendation import recommend
@@ -51,11 +51,11 @@ def pilot_config(pilot: Pilot, stage: Stage) -> dict[str, Any]:
 def create_run(session: Session, actor: str, pilot: Pilot, cutoff: datetime | None = None) -> AnalysisRun:
     """A queued run of the pilot's current stage, leased to this process (which is to start it)."""
     if pilot.started_at is None or pilot.current_stage is None:
-        raise ApiError(409, f"Pilot {pilot.key!r} has not started; there is nothing to analyse.", code="not_started")
+        raise Conflict(f"Pilot {pilot.key!r} has not started; there is nothing to analyse.", code="not_started")
     stage = pilot.stage(pilot.current_stage)
     cutoff = min(cutoff or utcnow(), utcnow())
     if cutoff <= (stage.started_at or pilot.started_at):
-        raise ApiError(422, "The cut-off is before the stage started.", details={"fields": {"cutoff": ["Too early."]}})
+        raise Invalid("The cut-off is before the stage started.", details={"fields": {"cutoff": ["Too early."]}})
     run = AnalysisRun(pilot_id=pilot.id, stage=stage.position, status="queued", requested_by=actor, cutoff=cutoff,
                       config=pilot_config(pilot, stage), worker=worker_id(),
                       lease_until=utcnow() + timedelta(seconds=lease_seconds()))
@@ -261,10 +261,10 @@ def apply(session: Session, actor: str, run: AnalysisRun, action: dict[str, Any]
     """Carry out a run's recommended action (or a chosen one) on its pilot, audited."""
     pilot = session.get(Pilot, run.pilot_id)
     if run.status != "done":
-        raise ApiError(409, f"Analysis {run.id} is {run.status}; only a finished run can be applied.",
+        raise Conflict(f"Analysis {run.id} is {run.status}; only a finished run can be applied.",
                        code="not_done")
     if pilot.current_stage != run.stage:
-        raise ApiError(409, f"The pilot is in stage {pilot.current_stage} now; this run is of stage {run.stage}.",
+        raise Conflict(f"The pilot is in stage {pilot.current_stage} now; this run is of stage {run.stage}.",
                        code="stale_run")
     action = action or run.recommendation.get("action") or {}
     kind = action.get("type")
@@ -284,11 +284,11 @@ def apply(session: Session, actor: str, run: AnalysisRun, action: dict[str, Any]
         rollout.update_stage(session, actor, pilot, stage.position,
                              {"planned_end": end + timedelta(days=int(action.get("days") or 7))})
     elif kind in ("reprice", "make_dynamic"):
-        raise ApiError(409, "This recommendation changes the programme's variant; edit the variant's parameters "
+        raise Conflict("This recommendation changes the programme's variant; edit the variant's parameters "
                             "(PATCH /api/v1/programmes/{key}) — it cannot be applied automatically.",
                        code="manual_change")
     else:
-        raise ApiError(422, f"Unknown action {kind!r}.", details={"fields": {"type": ["Unknown action."]}})
+        raise Invalid(f"Unknown action {kind!r}.", details={"fields": {"type": ["Unknown action."]}})
     run.applied_at, run.applied_by = utcnow(), actor
     record(session, actor, "apply_recommendation", "pilot", pilot.key,
            after={"run": run.id, "decision": run.decision, "action": action})

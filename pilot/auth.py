@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from pilot.db import db, utcnow
-from pilot.errors import ApiError
+from pilot.errors import Forbidden, Invalid, PilotError, Unauthenticated
 from pilot.models import ApiToken, Store, WebSession
 from pilot.models.tokens import ROLES
 
@@ -95,10 +95,10 @@ def hash_token(secret: str) -> str:
 def issue_token(session: Session, name: str, role: str, store: Store | None) -> tuple[ApiToken, str]:
     """Create a token; the secret is returned once and never stored."""
     if role not in ROLES:
-        raise ApiError(422, f"Unknown role {role!r}.", details={"fields": {"role": [f"One of {', '.join(ROLES)}."]}})
+        raise Invalid(f"Unknown role {role!r}.", details={"fields": {"role": [f"One of {', '.join(ROLES)}."]}})
     if (role == STORE) != (store is not None):
         msg = "A store token needs a store." if role == STORE else "Only a store token is bound to a store."
-        raise ApiError(422, msg, details={"fields": {"store": [msg]}})
+        raise Invalid(msg, details={"fields": {"store": [msg]}})
     secret = "plt_" + secrets.token_urlsafe(32)
     token = ApiToken(name=name, role=role, store=store, token_hash=hash_token(secret), prefix=secret[:8])
     session.add(token)
@@ -159,10 +159,10 @@ def require_store_scope(store_code: str) -> None:
         raise refused
 
 
-def store_scope_error(principal: Principal, store_code: str) -> ApiError | None:
+def store_scope_error(principal: Principal, store_code: str) -> PilotError | None:
     """The 403 of a store token asking about another store, else None."""
     if principal.role == STORE and principal.store_code != store_code:
-        return ApiError(403, "This token may only read its own store.", code="store_scope")
+        return Forbidden("This token may only read its own store.", code="store_scope")
     return None
 
 
@@ -183,7 +183,7 @@ def init_app(app: Flask) -> None:
         if request.endpoint is None:
             return  # 404/405 follow
         if not allowed(request.endpoint, request.method, g.principal.role):
-            raise ApiError(403, f"Role {g.principal.role!r} may not {request.method} {request.path}.")
+            raise Forbidden(f"Role {g.principal.role!r} may not {request.method} {request.path}.")
 
 
 def _view_class() -> type | None:
@@ -220,9 +220,9 @@ def forget(token_hash: str) -> None:
     _seen().pop(token_hash, None)
 
 
-def unauthenticated() -> ApiError:
+def unauthenticated() -> PilotError:
     """The 401 of a request without a live token."""
-    return ApiError(401, "A valid API token is required (Authorization: Bearer <token>).")
+    return Unauthenticated("A valid API token is required (Authorization: Bearer <token>).")
 
 
 def token_hash() -> str:

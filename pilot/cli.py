@@ -9,7 +9,7 @@ from pilot import create_app
 from pilot.audit import record
 from pilot.auth import CLI, RULES, issue_token
 from pilot.db import db, utcnow
-from pilot.errors import ApiError
+from pilot.errors import PilotError
 from pilot.models import ApiToken
 from pilot.models.tokens import ROLES
 from pilot.stores import get_store
@@ -44,8 +44,8 @@ def tokens_create(role: str, name: str, store_code: str | None) -> None:
     try:
         store = get_store(db.session, store_code) if store_code else None
         token, secret = issue_token(db.session, name, role, store)
-    except ApiError as exc:
-        raise click.UsageError(exc.description) from None
+    except PilotError as exc:
+        raise click.UsageError(exc.message) from None
     record(db.session, CLI.actor, "create", "api_token", token.id, after={"name": name, "role": role})
     db.session.commit()
     click.echo(f"token {token.id} ({role}) created; the secret is shown only now:\n{secret}")
@@ -120,8 +120,8 @@ def assign(pilot_key: str) -> None:
     from pilot.rollout import get_pilot
     try:
         pilot = get_pilot(db.session, pilot_key)
-    except ApiError as exc:
-        raise click.UsageError(exc.description) from None
+    except PilotError as exc:
+        raise click.UsageError(exc.message) from None
     if pilot.state != "running":
         raise click.UsageError(f"pilot {pilot_key} is {pilot.state}; only a running pilot assigns")
     counts = assign_bulk(db.session, pilot, holdout())
@@ -149,8 +149,8 @@ def ingest_command(file: str, source: str, on_error: str, no_create_customers: b
         rows = csv_rows(stream, ingestion.REQUIRED, ingestion.FIELDS)
         out = ingestion.run(db.session, CLI.actor, "cli", rows, source=source, on_error=on_error,
                          create_customers=not no_create_customers)
-    except ApiError as exc:
-        click.echo(json.dumps({"error": exc.description, **exc.details}, indent=1, default=str), err=True)
+    except PilotError as exc:
+        click.echo(json.dumps({"error": exc.message, **exc.details}, indent=1, default=str), err=True)
         raise click.exceptions.Exit(1) from None
     finally:
         stream.close()

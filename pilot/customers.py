@@ -9,8 +9,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from pilot.audit import record
-from pilot.db import utcnow
-from pilot.errors import ApiError
+from pilot.db import found, utcnow
+from pilot.errors import Conflict
 from pilot.models import Customer, CustomerGroup, Store
 from pilot.row_validation import RowErrors
 
@@ -81,10 +81,7 @@ def upsert_customers(session: Session, actor: str, rows: Iterable[tuple[int, dic
 
 def get_customer(session: Session, external_id: str) -> Customer:
     """The customer with the external id, or a 404."""
-    customer = session.scalar(select(Customer).where(Customer.external_id == external_id))
-    if customer is None:
-        raise ApiError(404, f"No customer with external id {external_id!r}.")
-    return customer
+    return found(session, Customer, f"No customer with external id {external_id!r}.", external_id=external_id)
 
 
 def group_dict(group: CustomerGroup) -> dict[str, Any]:
@@ -94,16 +91,13 @@ def group_dict(group: CustomerGroup) -> dict[str, Any]:
 
 def get_group(session: Session, key: str) -> CustomerGroup:
     """The group with the key, or a 404."""
-    group = session.scalar(select(CustomerGroup).where(CustomerGroup.key == key))
-    if group is None:
-        raise ApiError(404, f"No customer group {key!r}.")
-    return group
+    return found(session, CustomerGroup, f"No customer group {key!r}.", key=key)
 
 
 def create_group(session: Session, actor: str, data: dict[str, Any]) -> CustomerGroup:
     """Add a group at its position (default: last); later groups move down one."""
     if session.scalar(select(CustomerGroup.id).where(CustomerGroup.key == data["key"])):
-        raise ApiError(409, f"Customer group {data['key']!r} exists already.")
+        raise Conflict(f"Customer group {data['key']!r} exists already.")
     count = session.scalar(select(func.count()).select_from(CustomerGroup))
     position = min(data.pop("position", None) or count + 1, count + 1)
     session.execute(update(CustomerGroup).where(CustomerGroup.position >= position)

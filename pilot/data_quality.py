@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
-from pilot.errors import ApiError
+from pilot.errors import Invalid, NotFound
 from pilot.models import IngestionBatch, Store, Transaction
 from pilot.sqltime import day, epoch_seconds
 
@@ -26,7 +26,7 @@ def report(session: Session, args: dict) -> dict:
     if "store" in args:
         store_id = session.scalar(select(Store.id).where(Store.code == args["store"]))
         if store_id is None:
-            raise ApiError(404, f"No store {args['store']!r}.")
+            raise NotFound(f"No store {args['store']!r}.")
         where.append(t.store_id == store_id)
         only.append(Store.id == store_id)
     per_day = _per_day(session, dialect, where, args["late_hours"])
@@ -48,9 +48,9 @@ def _window(args: dict) -> tuple[date, date]:
     end = args.get("end") or datetime.now(UTC).date()
     start = args.get("start") or max(end - timedelta(days=29), FIRST_DAY)
     if start > end:
-        raise ApiError(422, "'from' is after 'to'.", details={"fields": {"query": {"from": ["After 'to'."]}}})
+        raise Invalid("'from' is after 'to'.", details={"fields": {"query": {"from": ["After 'to'."]}}})
     if (end - start).days > 3660:
-        raise ApiError(422, "The window is at most ten years.", details={"fields": {"query": {"from": ["Too early."]}}})
+        raise Invalid("The window is at most ten years.", details={"fields": {"query": {"from": ["Too early."]}}})
     return start, end
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, create_engine, event
+from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, create_engine, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -119,3 +119,14 @@ class Database:
 
 
 db = Database()
+
+
+def found(session: Session, model: type, message: str, **where: Any) -> Any:
+    """The one row of `model` whose columns equal `where` (its primary key: `id=`), or NotFound(message):
+    the one get-or-404 of the domain and the API."""
+    from pilot.errors import NotFound
+    row = session.get(model, where["id"]) if list(where) == ["id"] else session.scalar(
+        select(model).filter_by(**where))
+    if row is None:
+        raise NotFound(message)
+    return row

@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from pilot.db import utcnow
-from pilot.errors import ApiError, database_unavailable
+from pilot.errors import Invalid, PilotError, database_unavailable
 from pilot.models import IngestionBatch, Store
 from pilot.row_validation import RowErrors
 from pilot.sqltime import sqlite_text, time_value
@@ -393,10 +393,10 @@ def _sqlite_row(row: tuple) -> tuple:
 def check_args(source: str, on_error: str) -> None:
     """A 422 for a source or on_error a batch cannot have."""
     if on_error not in ON_ERROR:
-        raise ApiError(422, f"on_error must be one of {', '.join(ON_ERROR)}.",
+        raise Invalid(f"on_error must be one of {', '.join(ON_ERROR)}.",
                        details={"fields": {"on_error": ["Not a valid choice."]}})
     if not source or len(source) > 64:
-        raise ApiError(422, "source must be 1 to 64 characters.", details={"fields": {"source": ["Bad length."]}})
+        raise Invalid("source must be 1 to 64 characters.", details={"fields": {"source": ["Bad length."]}})
 
 
 def run(session: Session, actor: str, method: str, rows: Iterable[tuple[int, Any]], source: str = "default",
@@ -455,7 +455,7 @@ def _abandon(session: Session) -> None:
 
 
 def _rejection(exc: BaseException) -> bool:
-    return isinstance(exc, ApiError) and exc.code == 422 and "rows_in_batch" in (exc.details or {})
+    return isinstance(exc, Invalid) and "rows_in_batch" in exc.details
 
 
 def _ending(exc: BaseException, rows: int) -> dict[str, Any]:
@@ -464,8 +464,8 @@ def _ending(exc: BaseException, rows: int) -> dict[str, Any]:
         d = exc.details
         return {"status": "rejected", "rows": d["rows_in_batch"], "rejected": d["rejected"],
                 "errors": d["rows"][:SAMPLE]}
-    if isinstance(exc, ApiError):
-        reason = exc.description
+    if isinstance(exc, PilotError):
+        reason = exc.message
     elif database_unavailable(exc):
         reason = "The database connection was lost during the batch; nothing was stored."
     else:

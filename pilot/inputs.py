@@ -19,9 +19,10 @@ from urllib.parse import unquote_to_bytes
 import numpy as np
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest as HttpBadRequest
 
-from pilot.errors import ApiError, error_payload
+from pilot.errors import BadRequest
+from pilot.http_errors import error_payload
 
 MAX_DEPTH = 64
 
@@ -99,7 +100,7 @@ class InputGuard:
             response = self.app.json.response(error_payload(400, "invalid_text", message, details))
             response.status_code = 400
         else:
-            response = BadRequest(message).get_response(environ)
+            response = HttpBadRequest(message).get_response(environ)
         return response(environ, start_response)
 
 
@@ -132,7 +133,7 @@ def check_depth(data: bytes | str, limit: int = MAX_DEPTH) -> None:
     if encoding not in ("utf-8", "utf-8-sig"):  # UTF-16/32: the brackets are in the text, not its bytes
         raw = raw.decode(encoding, "replace").encode("utf-8", "surrogatepass")
     if json_depth(raw) > limit:
-        raise ApiError(400, f"The JSON body is nested deeper than {limit} levels.", code="malformed_json",
+        raise BadRequest(f"The JSON body is nested deeper than {limit} levels.", code="malformed_json",
                        details={"limit_depth": limit})
 
 

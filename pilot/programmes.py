@@ -8,7 +8,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pilot.audit import record
-from pilot.errors import ApiError
+from pilot.db import found
+from pilot.errors import Conflict, Invalid
 from pilot.mechanics import describe, validate_parameters
 from pilot.models import Pilot, Programme, Variant
 from pilot.models.pilots import LIVE_STATES
@@ -28,10 +29,7 @@ def variant_dict(v: Variant) -> dict[str, Any]:
 
 def get_programme(session: Session, key: str) -> Programme:
     """The programme with the key, or a 404."""
-    programme = session.scalar(select(Programme).where(Programme.key == key))
-    if programme is None:
-        raise ApiError(404, f"No programme {key!r}.")
-    return programme
+    return found(session, Programme, f"No programme {key!r}.", key=key)
 
 
 def checked_variant(data: dict[str, Any], index: int | None = None) -> Variant:
@@ -41,7 +39,7 @@ def checked_variant(data: dict[str, Any], index: int | None = None) -> Variant:
     except ma.ValidationError as exc:
         where = {"variants": {str(index): {"parameters": exc.messages}}} if index is not None else \
             {"parameters": exc.messages}
-        raise ApiError(422, f"Parameters of variant {data['key']!r} ({data['mechanic']}) are invalid.",
+        raise Invalid(f"Parameters of variant {data['key']!r} ({data['mechanic']}) are invalid.",
                        details={"fields": where}) from None
     return Variant(key=data["key"], name=data.get("name") or data["key"], mechanic=data["mechanic"], parameters=params)
 
@@ -49,10 +47,10 @@ def checked_variant(data: dict[str, Any], index: int | None = None) -> Variant:
 def create_programme(session: Session, actor: str, data: dict[str, Any]) -> Programme:
     """Add a programme with its variants."""
     if session.scalar(select(Programme.id).where(Programme.key == data["key"])):
-        raise ApiError(409, f"Programme {data['key']!r} exists already.")
+        raise Conflict(f"Programme {data['key']!r} exists already.")
     keys = [v["key"] for v in data["variants"]]
     if len(set(keys)) != len(keys):
-        raise ApiError(422, "Variant keys must be unique.", details={"fields": {"variants": ["Repeated key."]}})
+        raise Invalid("Variant keys must be unique.", details={"fields": {"variants": ["Repeated key."]}})
     programme = Programme(key=data["key"], name=data["name"], description=data.get("description", ""),
                           variants=[checked_variant(v, i) for i, v in enumerate(data["variants"])])
     session.add(programme)
@@ -71,7 +69,7 @@ def update_programme(session: Session, actor: str, programme: Programme, data: d
     before = programme_dict(programme)
     if "variants" in data:
         if _live_pilots(session, programme):
-            raise ApiError(409, "Variants cannot change while a pilot of this programme runs or is paused.",
+            raise Conflict("Variants cannot change while a pilot of this programme runs or is paused.",
                            code="programme_in_use")
         by_key = {v.key: v for v in programme.variants}
         for i, new in enumerate(data.pop("variants")):
@@ -91,6 +89,6 @@ def update_programme(session: Session, actor: str, programme: Programme, data: d
 def delete_programme(session: Session, actor: str, programme: Programme) -> None:
     """Remove a programme no pilot uses."""
     if session.scalar(select(func.count()).select_from(Pilot).where(Pilot.programme_id == programme.id)):
-        raise ApiError(409, f"Programme {programme.key!r} has pilots.", code="programme_in_use")
+        raise Conflict(f"Programme {programme.key!r} has pilots.", code="programme_in_use")
     record(session, actor, "delete", "programme", programme.key, before=programme_dict(programme))
     session.delete(programme)

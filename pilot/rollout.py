@@ -8,8 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pilot.audit import record
-from pilot.db import utcnow
-from pilot.errors import ApiError
+from pilot.db import found, utcnow
+from pilot.errors import Conflict, Invalid, NotFound, PilotError
 from pilot.metrics import CATALOGUE
 from pilot.models import CustomerGroup, Enrolment, Pilot, Programme, Region, Stage, Store
 from pilot.models.pilots import LIVE_STATES
@@ -42,14 +42,11 @@ def stage_dict(s: Stage) -> dict[str, Any]:
 
 def get_pilot(session: Session, key: str) -> Pilot:
     """The pilot with the key, or a 404."""
-    pilot = session.scalar(select(Pilot).where(Pilot.key == key))
-    if pilot is None:
-        raise ApiError(404, f"No pilot {key!r}.")
-    return pilot
+    return found(session, Pilot, f"No pilot {key!r}.", key=key)
 
 
-def _unprocessable(message: str, field: str) -> ApiError:
-    return ApiError(422, message, details={"fields": {field: [message]}})
+def _unprocessable(message: str, field: str) -> PilotError:
+    return Invalid(message, details={"fields": {field: [message]}})
 
 
 def _check_metrics(data: dict[str, Any]) -> None:
@@ -101,7 +98,7 @@ def _check_codes(session: Session, model: type, codes: list[str], message: str, 
 def create_pilot(session: Session, actor: str, programme: Programme, data: dict[str, Any]) -> Pilot:
     """A new draft pilot with its stages."""
     if session.scalar(select(Pilot.id).where(Pilot.key == data["key"])):
-        raise ApiError(409, f"Pilot {data['key']!r} exists already.")
+        raise Conflict(f"Pilot {data['key']!r} exists already.")
     _check_metrics(data)
     stages = [checked_stage(session, programme, s, i) for i, s in enumerate(data.pop("stages"), start=1)]
     data.pop("programme", None)
@@ -117,7 +114,7 @@ def update_pilot(session: Session, actor: str, pilot: Pilot, data: dict[str, Any
     if pilot.state != "draft":
         locked = sorted(set(data) & set(LOCKED_WHEN_LIVE))
         if locked:
-            raise ApiError(409, f"{', '.join(locked)} cannot change once the pilot has started "
+            raise Conflict(f"{', '.join(locked)} cannot change once the pilot has started "
                                 "(it would move assigned units).", code="locked_when_live")
     _check_metrics(data)
     before = pilot_dict(pilot)
@@ -132,18 +129,18 @@ def update_stage(session: Session, actor: str, pilot: Pilot, position: int, data
     """Edit a stage; a running stage keeps its scope and variants so no assigned unit moves."""
     stage = pilot.stage(position)
     if stage is None:
-        raise ApiError(404, f"Pilot {pilot.key!r} has no stage {position}.")
+        raise NotFound(f"Pilot {pilot.key!r} has no stage {position}.")
     live = pilot.state in LIVE_STATES
     if live and position < (pilot.current_stage or 0) or pilot.state in ("completed", "rolled_back", "cancelled"):
-        raise ApiError(409, "A finished stage cannot change.", code="stage_finished")
+        raise Conflict("A finished stage cannot change.", code="stage_finished")
     merged = {**stage_dict(stage), **data}
     checked = checked_stage(session, pilot.programme, merged, position)
     if live and position == pilot.current_stage:
         if set(checked.store_codes) != set(stage.store_codes) or set(checked.region_codes) != set(stage.region_codes):
-            raise ApiError(409, "The scope of the running stage cannot change; add a stage and advance instead.",
+            raise Conflict("The scope of the running stage cannot change; add a stage and advance instead.",
                            code="running_stage_scope")
         if set(checked.allocation) != set(stage.allocation):
-            raise ApiError(409, "The running stage cannot add or drop variants: assigned units would move. "
+            raise Conflict("The running stage cannot add or drop variants: assigned units would move. "
                                 "Set a weight to 0 to stop new assignments.", code="running_stage_variants")
     before = stage_dict(stage)
     if live and position == pilot.current_stage and checked.allocation != stage.allocation:
@@ -160,7 +157,7 @@ def update_stage(session: Session, actor: str, pilot: Pilot, position: int, data
 def add_stage(session: Session, actor: str, pilot: Pilot, data: dict[str, Any]) -> Stage:
     """Append a stage (also to a live pilot: the next widening)."""
     if pilot.state not in ("draft", *LIVE_STATES):
-        raise ApiError(409, f"A {pilot.state} pilot gets no new stages.", code="pilot_finished")
+        raise Conflict(f"A {pilot.state} pilot gets no new stages.", code="pilot_finished")
     stage = checked_stage(session, pilot.programme, data, len(pilot.stages) + 1)
     pilot.stages.append(stage)
     session.flush()
@@ -184,7 +181,7 @@ def enrol(session: Session, pilot: Pilot, stage: Stage) -> list[Enrolment]:
     """Enrol the stage's stores not yet in the pilot; refuse stores live in another pilot of the layer."""
     stores = scope_stores(session, stage)
     if not stores:
-        raise ApiError(409, f"Stage {stage.position} has no stores in scope.", code="no_scope")
+        raise Conflict(f"Stage {stage.position} has no stores in scope.", code="no_scope")
     have = {e.store_id for e in active_enrolments(session, pilot)}
     new = [s for s in stores if s.id not in have]
     busy = session.execute(select(Store.code, Pilot.key).join(Enrolment, Enrolment.store_id == Store.id)
@@ -194,7 +191,7 @@ def enrol(session: Session, pilot: Pilot, stage: Stage) -> list[Enrolment]:
                                   Pilot.state.in_(LIVE_STATES))).all()
     if busy:
         listed = ", ".join(f"{code} ({key})" for code, key in sorted(busy))
-        raise ApiError(409, f"Store(s) already in a live pilot of layer {pilot.layer!r}: {listed}.",
+        raise Conflict(f"Store(s) already in a live pilot of layer {pilot.layer!r}: {listed}.",
                        code="store_in_other_pilot", details={"stores": sorted({c for c, _ in busy})})
     arms = _store_arms(session, pilot, stage, new)
     enrolments = [Enrolment(pilot=pilot, stage=stage, store=s, arm=arms.get(s.code), reason="enrolled") for s in new]
@@ -222,7 +219,7 @@ def withdraw_all(session: Session, pilot: Pilot, reason: str) -> int:
 def transition(session: Session, actor: str, pilot: Pilot, action: str, reason: str | None = None) -> Pilot:
     """Apply a lifecycle action, checked and audited; an invalid one is a 409 naming the rule."""
     if pilot.state not in TRANSITIONS[action]:
-        raise ApiError(409, f"Cannot {action} a {pilot.state} pilot (allowed from: "
+        raise Conflict(f"Cannot {action} a {pilot.state} pilot (allowed from: "
                             f"{', '.join(TRANSITIONS[action])}).", code="invalid_transition")
     before = {"state": pilot.state, "current_stage": pilot.current_stage}
     now = utcnow()
@@ -250,11 +247,11 @@ def transition(session: Session, actor: str, pilot: Pilot, action: str, reason: 
 
 def _start(session: Session, pilot: Pilot, now) -> None:
     if not pilot.stages:
-        raise ApiError(409, "A pilot needs at least one stage to start.", code="no_stages")
+        raise Conflict("A pilot needs at least one stage to start.", code="no_stages")
     first = pilot.stages[0]
     mechanics = {v.key: v.mechanic for v in pilot.programme.variants}
     if not any(mechanics.get(k) == "control" and w > 0 for k, w in first.allocation.items()):
-        raise ApiError(409, "A pilot cannot start without a control variant.", code="no_control")
+        raise Conflict("A pilot cannot start without a control variant.", code="no_control")
     pilot.started_at, pilot.current_stage, first.started_at = now, 1, now
     enrol(session, pilot, first)
 
@@ -262,7 +259,7 @@ def _start(session: Session, pilot: Pilot, now) -> None:
 def _advance(session: Session, pilot: Pilot, now) -> None:
     nxt = pilot.stage((pilot.current_stage or 0) + 1)
     if nxt is None:
-        raise ApiError(409, f"Stage {pilot.current_stage} is the last stage; complete the pilot instead.",
+        raise Conflict(f"Stage {pilot.current_stage} is the last stage; complete the pilot instead.",
                        code="last_stage")
     enrol(session, pilot, nxt)
     current = pilot.stage(pilot.current_stage)

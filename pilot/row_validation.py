@@ -16,7 +16,7 @@ from typing import IO, Any
 import marshmallow as ma
 from flask import current_app
 
-from pilot.errors import ApiError
+from pilot.errors import Invalid, PilotError, TooLarge
 
 MAX_REPORTED = 1000
 READ_SIZE = 1 << 16  # bytes a streamed body is read in
@@ -59,10 +59,10 @@ def _lines(stream: IO[bytes], limit: int) -> Iterator[str]:
         yield pending.decode()
 
 
-def _too_long(before: int, lines: list[bytes], limit: int) -> ApiError:
+def _too_long(before: int, lines: list[bytes], limit: int) -> PilotError:
     """The 413 of the first line over the limit among `lines`, which follow line number `before`."""
     number = before + 1 + next(i for i, line in enumerate(lines) if len(line) > limit)
-    return ApiError(413, f"Line {number} is longer than PILOT_MAX_LINE_BYTES ({limit} bytes).",
+    return TooLarge(f"Line {number} is longer than PILOT_MAX_LINE_BYTES ({limit} bytes).",
                     details={"limit_bytes": limit, "line": number})
 
 
@@ -71,7 +71,7 @@ def _records(reader: Iterator[list[str]], required: Iterable[str], known: Iterab
     try:
         header = [h.strip() for h in next(_decoded(reader))]
     except StopIteration:
-        raise ApiError(422, "The CSV file is empty.", details={"columns": {}}) from None
+        raise Invalid("The CSV file is empty.", details={"columns": {}}) from None
     _check_header(header, set(required), set(known), extra_into, max_columns)
     known = set(known)
     width = len(header)
@@ -104,19 +104,19 @@ def _decoded(reader: Iterator[list[str]]) -> Iterator[list[str]]:
     try:
         yield from reader
     except UnicodeDecodeError:
-        raise ApiError(422, "The CSV file is not UTF-8.") from None
+        raise Invalid("The CSV file is not UTF-8.") from None
     except csv.Error as exc:
         if "field limit" in str(exc):
             limit = csv.field_size_limit()
-            raise ApiError(422, f"A CSV field is longer than the field limit ({limit} characters).",
+            raise Invalid(f"A CSV field is longer than the field limit ({limit} characters).",
                            details={"limit_field_chars": limit}) from None
-        raise ApiError(422, f"The CSV file is malformed: {exc}.") from None
+        raise Invalid(f"The CSV file is malformed: {exc}.") from None
 
 
 def _check_header(header: list[str], required: set[str], known: set[str], extra_into: str | None,
                   max_columns: int) -> None:
     if len(header) > max_columns:
-        raise ApiError(422, f"The CSV header has {len(header)} columns; PILOT_MAX_CSV_COLUMNS allows {max_columns}.",
+        raise Invalid(f"The CSV header has {len(header)} columns; PILOT_MAX_CSV_COLUMNS allows {max_columns}.",
                        details={"limit_columns": max_columns, "header_columns": len(header)})
     counts = Counter(header)  # one pass: header.count() per column was quadratic
     missing = sorted(required - counts.keys())
@@ -126,7 +126,7 @@ def _check_header(header: list[str], required: set[str], known: set[str], extra_
         parts = [f"missing column(s) {', '.join(missing)}" if missing else "",
                  f"unknown column(s) {', '.join(unknown)}" if unknown else "",
                  f"repeated column(s) {', '.join(dupes)}" if dupes else ""]
-        raise ApiError(422, "CSV header: " + "; ".join(p for p in parts if p) + ".",
+        raise Invalid("CSV header: " + "; ".join(p for p in parts if p) + ".",
                        details={"columns": {"missing": missing, "unknown": unknown, "repeated": dupes}})
 
 
@@ -148,7 +148,7 @@ class RowErrors:
 
     def raise_if_any(self, total: int, extra: dict[str, Any] | None = None) -> None:
         if self.count:
-            raise ApiError(422, f"{self.count} row error(s) in {total} row(s); nothing was stored.",
+            raise Invalid(f"{self.count} row error(s) in {total} row(s); nothing was stored.",
                            details={"rows": self.rows, "rejected_rows": len({r['row'] for r in self.rows}),
                                     "errors": self.count, "truncated": self.count > len(self.rows), **(extra or {})})
 

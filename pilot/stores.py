@@ -7,7 +7,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pilot.audit import record
-from pilot.errors import ApiError
+from pilot.db import found
+from pilot.errors import Conflict, Invalid
 from pilot.models import ApiToken, Customer, Region, Store, Transaction
 from pilot.row_validation import RowErrors
 
@@ -28,24 +29,18 @@ def store_dict(store: Store) -> dict[str, Any]:
 
 def get_region(session: Session, code: str) -> Region:
     """The region with the code, or a 404."""
-    region = session.scalar(select(Region).where(Region.code == code))
-    if region is None:
-        raise ApiError(404, f"No region with code {code!r}.")
-    return region
+    return found(session, Region, f"No region with code {code!r}.", code=code)
 
 
 def get_store(session: Session, code: str) -> Store:
     """The store with the code, or a 404."""
-    store = session.scalar(select(Store).where(Store.code == code))
-    if store is None:
-        raise ApiError(404, f"No store with code {code!r}.")
-    return store
+    return found(session, Store, f"No store with code {code!r}.", code=code)
 
 
 def create_region(session: Session, actor: str, data: dict[str, Any]) -> Region:
     """Add a region; its code must be new."""
     if session.scalar(select(Region.id).where(Region.code == data["code"])):
-        raise ApiError(409, f"Region {data['code']!r} exists already.", details={"fields": {"code": ["Exists."]}})
+        raise Conflict(f"Region {data['code']!r} exists already.", details={"fields": {"code": ["Exists."]}})
     region = Region(**data)
     session.add(region)
     session.flush()
@@ -65,7 +60,7 @@ def update_region(session: Session, actor: str, region: Region, data: dict[str, 
 def delete_region(session: Session, actor: str, region: Region) -> None:
     """Remove a region that has no stores."""
     if session.scalar(select(func.count()).where(Store.region_id == region.id)):
-        raise ApiError(409, f"Region {region.code!r} still has stores.", code="region_in_use")
+        raise Conflict(f"Region {region.code!r} still has stores.", code="region_in_use")
     record(session, actor, "delete", "region", region.code, before=region_dict(region))
     session.delete(region)
 
@@ -73,7 +68,7 @@ def delete_region(session: Session, actor: str, region: Region) -> None:
 def create_store(session: Session, actor: str, data: dict[str, Any]) -> Store:
     """Add a store in an existing region; its code must be new."""
     if session.scalar(select(Store.id).where(Store.code == data["code"])):
-        raise ApiError(409, f"Store {data['code']!r} exists already.", details={"fields": {"code": ["Exists."]}})
+        raise Conflict(f"Store {data['code']!r} exists already.", details={"fields": {"code": ["Exists."]}})
     region = _region_or_422(session, data["region"])
     store = Store(region=region, **{k: v for k, v in data.items() if k != "region"})
     session.add(store)
@@ -97,12 +92,12 @@ def update_store(session: Session, actor: str, store: Store, data: dict[str, Any
 def delete_store(session: Session, actor: str, store: Store) -> None:
     """Remove a store no customer calls home."""
     if session.scalar(select(func.count()).where(Customer.home_store_id == store.id)):
-        raise ApiError(409, f"Store {store.code!r} is the home store of customers.", code="store_in_use")
+        raise Conflict(f"Store {store.code!r} is the home store of customers.", code="store_in_use")
     if session.scalar(select(func.count()).where(ApiToken.store_id == store.id)):
-        raise ApiError(409, f"Store {store.code!r} has API tokens; revoke and reissue them first.",
+        raise Conflict(f"Store {store.code!r} has API tokens; revoke and reissue them first.",
                        code="store_in_use")
     if session.scalar(select(Transaction.id).where(Transaction.store_id == store.id).limit(1)):
-        raise ApiError(409, f"Store {store.code!r} has transactions; they are kept, so the store is too.",
+        raise Conflict(f"Store {store.code!r} has transactions; they are kept, so the store is too.",
                        code="store_in_use")
     record(session, actor, "delete", "store", store.code, before=store_dict(store))
     session.delete(store)
@@ -146,5 +141,5 @@ def upsert_stores(session: Session, actor: str, rows: list[tuple[int, dict[str, 
 def _region_or_422(session: Session, code: str) -> Region:
     region = session.scalar(select(Region).where(Region.code == code))
     if region is None:
-        raise ApiError(422, f"Unknown region {code!r}.", details={"fields": {"region": ["Unknown region."]}})
+        raise Invalid(f"Unknown region {code!r}.", details={"fields": {"region": ["Unknown region."]}})
     return region

@@ -27,7 +27,7 @@ from pilot.api import (
 )
 from pilot.api.base import Api
 from pilot.api.bodies import request_data
-from pilot.errors import ApiError
+from pilot.errors import BadRequest
 
 BLUEPRINTS = [me.blp, tokens.blp, audit.blp, regions.blp, stores.blp, customers.blp, customer_groups.blp,
               programmes.blp, metrics.blp, pilots.blp, assignments.blp,
@@ -57,7 +57,7 @@ def init_app(app: Flask) -> None:
     def _read_json_body() -> None:
         if request.path.startswith("/api/v1/") and request.method in ("POST", "PUT", "PATCH") and request.is_json:
             if not request_data():  # complete (or a 400) and within the limit (or a 413)
-                raise ApiError(400, "The request body is empty; send a JSON document.", code="empty_body")
+                raise BadRequest("The request body is empty; send a JSON document.", code="empty_body")
 
     @app.get("/api/docs/static/<path:filename>")
     def swagger_ui_static(filename: str):

@@ -6,8 +6,7 @@ from sqlalchemy import select
 from pilot import analysis_runs
 from pilot.api.base import Blueprint, Schema
 from pilot.auth import current
-from pilot.db import db
-from pilot.errors import ApiError
+from pilot.db import db, found
 from pilot.models import AnalysisRun, Pilot
 
 blp = Blueprint("analysis_runs", __name__, url_prefix="/analyses", description="Analysis runs by id")
@@ -65,10 +64,7 @@ def with_pilot_key(run: AnalysisRun, pilot_key: str | None = None) -> AnalysisRu
 
 def get_run(run_id: int) -> AnalysisRun:
     """The analysis run with this id, or a 404."""
-    run = db.session.get(AnalysisRun, run_id)
-    if run is None:
-        raise ApiError(404, f"No analysis run {run_id}.")
-    return run
+    return found(db.session, AnalysisRun, f"No analysis run {run_id}.", id=run_id)
 
 
 @blp.route("/<int(max=2147483647):run_id>")

@@ -21,7 +21,7 @@ from pilot.assignment import (
 from pilot.auth import Principal, current, forget, store_scope_error, token_hash, unauthenticated
 from pilot.customers import customer_row
 from pilot.db import db
-from pilot.errors import ApiError
+from pilot.errors import Conflict, Invalid, NotFound, PilotError
 from pilot.mechanics import describe
 
 blp = Blueprint("assignments", __name__, url_prefix="/pilots", description="Assigning customers to variants")
@@ -79,7 +79,7 @@ class SummaryOut(BulkOut):
     stages = ma.fields.List(ma.fields.Nested(StageSrm))
 
 
-def _revoked() -> ApiError:
+def _revoked() -> PilotError:
     forget(token_hash())
     return unauthenticated()
 
@@ -90,14 +90,14 @@ def _new_customer(data, t) -> dict | None:
         return None
     fields = data["new_customer"]
     if fields.get("home_store") is not None and t.new_home_id is None:
-        raise ApiError(422, f"Unknown store {fields['home_store']!r}.",
+        raise Invalid(f"Unknown store {fields['home_store']!r}.",
                        details={"fields": {"new_customer": {"home_store": ["Unknown store."]}}})
     return customer_row(data["customer"], fields, t.new_home_id)
 
 
 def assign_customer(tdb: AssignmentDb, key: str, data: dict, principal: Principal, hashed: str, held: Holdout) -> dict:
     """The answer to one assignment request (AssignIn's data) of a caller allowed to assign: the
-    variant, or why there is none. Raises ApiError for a request that cannot be answered, and
+    variant, or why there is none. Raises PilotError for a request that cannot be answered, and
     TokenNotLive when the token (by its hash) turns out revoked. Shared by the view and the lean
     till path (pilot.api.fast_assignment), so both answer alike."""
     new_home = (data["new_customer"] or {}).get("home_store")
@@ -105,13 +105,13 @@ def assign_customer(tdb: AssignmentDb, key: str, data: dict, principal: Principa
     if t is None:
         raise TokenNotLive
     if t.pilot_id is None:
-        raise ApiError(404, f"No pilot {key!r}.")
+        raise NotFound(f"No pilot {key!r}.")
     # a store token acts for its own store: it buys there, and a customer it creates is homed there
     for code in (t.store_code, new_home):
         if code is not None and (refused := store_scope_error(principal, code)):
             raise refused
     if data["store"] is not None and t.store_id is None:
-        raise ApiError(422, f"Unknown store {data['store']!r}.", details={"fields": {"store": ["Unknown store."]}})
+        raise Invalid(f"Unknown store {data['store']!r}.", details={"fields": {"store": ["Unknown store."]}})
     decision = assign_one(tdb, t, held, _new_customer(data, t))
     v = t.variant(decision.variant)
     return {"pilot": key, "customer": data["customer"], "assigned": v is not None,
@@ -148,7 +148,7 @@ class AssignmentsBulk(MethodView):
         """Assign every eligible customer of the enrolled stores at once (set-based)"""
         pilot = rollout.get_pilot(db.session, key)
         if pilot.state != "running":
-            raise ApiError(409, f"Pilot {key!r} is {pilot.state}; only a running pilot assigns.",
+            raise Conflict(f"Pilot {key!r} is {pilot.state}; only a running pilot assigns.",
                            code="pilot_not_running")
         counts = assign_bulk(db.session, pilot, holdout())
         db.session.commit()

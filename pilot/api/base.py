@@ -10,7 +10,8 @@ from sqlalchemy import Select
 from sqlalchemy.orm import Session
 from webargs.flaskparser import FlaskParser, is_json_request
 
-from pilot.errors import ApiError, to_response
+from pilot.errors import Invalid
+from pilot.http_errors import to_response
 from pilot.inputs import check_depth
 
 
@@ -131,4 +132,4 @@ def _decode_cursor(cursor: str) -> int:
             return value
     except (ValueError, binascii.Error, UnicodeDecodeError):
         pass
-    raise ApiError(422, "Invalid cursor.", details={"fields": {"query": {"cursor": ["Invalid cursor."]}}})
+    raise Invalid("Invalid cursor.", details={"fields": {"query": {"cursor": ["Invalid cursor."]}}})

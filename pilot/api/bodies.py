@@ -19,11 +19,11 @@ from typing import IO, Any
 from flask import current_app, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
-from pilot.errors import ApiError
+from pilot.errors import BadRequest, Invalid, PilotError, TooLarge, Unsupported
 from pilot.row_validation import READ_SIZE
 
 
-def incomplete(received: int | None = None) -> ApiError:
+def incomplete(received: int | None = None) -> PilotError:
     """The 400 of a body that ended before the client finished sending it."""
     expected = request.content_length
     details: dict[str, Any] = {}
@@ -35,7 +35,7 @@ def incomplete(received: int | None = None) -> ApiError:
         if received is not None:
             message += f" ({received} arrived)"
             details["received_bytes"] = received
-    return ApiError(400, message + "; nothing was stored.", code="incomplete_body", details=details)
+    return BadRequest(message + "; nothing was stored.", code="incomplete_body", details=details)
 
 
 @contextmanager
@@ -111,10 +111,10 @@ class _Inflated(io.RawIOBase):
         try:
             size = self.gzip.readinto(buffer)
         except (OSError, EOFError, zlib.error) as exc:
-            raise ApiError(400, f"The body is not valid gzip: {exc}.", code="bad_encoding") from None
+            raise BadRequest(f"The body is not valid gzip: {exc}.", code="bad_encoding") from None
         self.total += size
         if self.total > self.limit:
-            raise ApiError(413, f"The decompressed body is larger than PILOT_MAX_DECOMPRESSED_BYTES "
+            raise TooLarge(f"The decompressed body is larger than PILOT_MAX_DECOMPRESSED_BYTES "
                                 f"({self.limit} bytes).", details={"limit_bytes": self.limit})
         return size
 
@@ -124,7 +124,7 @@ def content_encoding(gzipped: bool = True) -> str:
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
     if encoding not in (("identity", "gzip") if gzipped else ("identity",)):
         accepted = "gzip or none" if gzipped else "it uncompressed"
-        raise ApiError(415, f"Content-Encoding {encoding!r} is not supported here; send {accepted}.")
+        raise Unsupported(f"Content-Encoding {encoding!r} is not supported here; send {accepted}.")
     return encoding
 
 
@@ -141,11 +141,11 @@ def request_body(gzipped: bool = True) -> IO[bytes]:
 def json_body() -> Any:
     """The request's JSON body, or a 400 naming what is wrong with it."""
     if not request.is_json:
-        raise ApiError(415, "Send the body as application/json.")
+        raise Unsupported("Send the body as application/json.")
     request_data()
     data = request.get_json(silent=True)
     if data is None:
-        raise ApiError(400, "Request body is not valid JSON.", code="malformed_json")
+        raise BadRequest("Request body is not valid JSON.", code="malformed_json")
     return data
 
 
@@ -157,12 +157,12 @@ def json_rows(key: str, limit: int) -> list[dict]:
 def batch_rows(body: Any, key: str, limit: int, hint: str = "") -> list[dict]:
     """The list under `key` of a decoded batch body: an object with that one key, 1 to `limit` rows."""
     if not isinstance(body, dict) or set(body) != {key}:
-        raise ApiError(422, f"Body must be an object with the single key {key!r}.",
+        raise Invalid(f"Body must be an object with the single key {key!r}.",
                        details={"fields": {key: ["Missing or unknown fields."]}})
     rows = body[key]
     if not isinstance(rows, list) or not rows:
-        raise ApiError(422, f"{key!r} must be a non-empty list.", details={"fields": {key: ["Not a non-empty list."]}})
+        raise Invalid(f"{key!r} must be a non-empty list.", details={"fields": {key: ["Not a non-empty list."]}})
     if len(rows) > limit:
-        raise ApiError(413, f"A batch holds at most {limit} rows; this one has {len(rows)}.{hint}",
+        raise TooLarge(f"A batch holds at most {limit} rows; this one has {len(rows)}.{hint}",
                        details={"limit_rows": limit})
     return rows

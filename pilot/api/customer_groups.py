@@ -8,7 +8,7 @@ from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
 from pilot.auth import current
 from pilot.customer_groups import OPERATORS, OTHER, preview, rule_problem, saved_groups
 from pilot.db import db
-from pilot.errors import ApiError
+from pilot.errors import Invalid
 from pilot.models import CustomerGroup
 
 blp = Blueprint("customer_groups", __name__, url_prefix="/customer-groups", description="Customer groups")
@@ -111,7 +111,7 @@ class CustomerGroupByKey(MethodView):
     def patch(self, data, key):
         """Change a customer group's name, rules or position"""
         if data.get("key", key) != key:
-            raise ApiError(422, "A group's key cannot change.", details={"fields": {"key": ["Read-only."]}})
+            raise Invalid("A group's key cannot change.", details={"fields": {"key": ["Read-only."]}})
         data.pop("key", None)
         group = domain.update_group(db.session, current().actor, domain.get_group(db.session, key), data)
         db.session.commit()

@@ -9,7 +9,7 @@ from pilot.api.bodies import json_rows, request_body
 from pilot.auth import current
 from pilot.customers import get_customer, upsert_customers
 from pilot.db import db
-from pilot.errors import ApiError
+from pilot.errors import Unsupported
 from pilot.models import Customer, Store
 from pilot.row_validation import RowErrors, csv_rows, finite_json, validate_rows
 
@@ -82,7 +82,7 @@ class CustomerImport(MethodView):
     def post(self):
         """Upsert customers from a streamed CSV; other columns become attributes"""
         if request.mimetype != "text/csv":
-            raise ApiError(415, "Send customers as text/csv.")
+            raise Unsupported("Send customers as text/csv.")
         return _upsert(csv_rows(request_body(gzipped=False), ("external_id",), CustomerIn().fields,
                                 extra_into="attributes"))
 

@@ -38,7 +38,7 @@ from pilot.assignment import AssignmentDb, NeedsFullRequest, TokenNotLive, holdo
 from pilot.auth import allowed, bearer_hash, by_hash, live_principal, remember, seen_tokens, touch_due, touch_statement
 from pilot.db import utcnow
 from pilot.driver import driver_rows
-from pilot.errors import ApiError
+from pilot.errors import PilotError
 from pilot.inputs import loads
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class FastAssignmentPath:
         try:
             raw = loads(body)  # depth-checked as the app checks it: a body too deep is the app's 400
             data = self.plain(raw) or self.schema.load(raw)
-        except (ValueError, TypeError, ma.ValidationError, ApiError):
+        except (ValueError, TypeError, ma.ValidationError, PilotError):
             return None
         seen = seen_tokens(self.app)
         principal = seen.get(hashed)
@@ -139,7 +139,7 @@ class FastAssignmentPath:
             if touch_due(self.app, principal.token_id):
                 tdb.rows(touch_statement(), {"token_id": principal.token_id, "now": utcnow()})
             answer = assign_customer(tdb, key, data, principal, hashed, holdout(self.app.config))
-        except (NeedsFullRequest, TokenNotLive, ApiError):
+        except (NeedsFullRequest, TokenNotLive, PilotError):
             return None
         except engine.dialect.loaded_dbapi.Error as exc:
             if engine.dialect.is_disconnect(exc, driver, None):

@@ -4,8 +4,7 @@ from flask.views import MethodView
 from sqlalchemy import select
 
 from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
-from pilot.db import db
-from pilot.errors import ApiError
+from pilot.db import db, found
 from pilot.models import IngestionBatch
 
 blp = Blueprint("ingestion_batches", __name__, url_prefix="/ingestion-batches",
@@ -53,7 +52,4 @@ class IngestionBatchById(MethodView):
     @blp.response(200, BatchSchema)
     def get(self, batch_id):
         """Show an ingestion batch with its rejected rows"""
-        batch = db.session.get(IngestionBatch, batch_id)
-        if batch is None:
-            raise ApiError(404, f"No ingestion batch {batch_id}.")
-        return batch
+        return found(db.session, IngestionBatch, f"No ingestion batch {batch_id}.", id=batch_id)

@@ -8,7 +8,7 @@ from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
 from pilot.api.regions import CODE
 from pilot.auth import current
 from pilot.db import db
-from pilot.errors import ApiError
+from pilot.errors import Conflict
 from pilot.metrics import CATALOGUE
 from pilot.models import AuditEvent, Enrolment, Pilot
 from pilot.models.pilots import STATES
@@ -198,7 +198,7 @@ class PilotByKey(MethodView):
         """Delete a draft pilot (cancel a started one instead)"""
         pilot = rollout.get_pilot(db.session, key)
         if pilot.state != "draft":
-            raise ApiError(409, "Only a draft pilot can be deleted; cancel it instead.", code="invalid_transition")
+            raise Conflict("Only a draft pilot can be deleted; cancel it instead.", code="invalid_transition")
         from pilot.audit import record
         record(db.session, current().actor, "delete", "pilot", pilot.key, before=rollout.pilot_dict(pilot))
         db.session.delete(pilot)
@@ -260,7 +260,7 @@ class PilotBalance(MethodView):
         """Pre-period balance of a store-level pilot's arms (standardised mean differences)"""
         pilot = rollout.get_pilot(db.session, key)
         if pilot.unit != "store":
-            raise ApiError(409, "Balance tables are for store-level pilots.", code="not_store_level")
+            raise Conflict("Balance tables are for store-level pilots.", code="not_store_level")
         enrolments = rollout.active_enrolments(db.session, pilot)
         values = pre_period_values(db.session, [e.store for e in enrolments], pilot.started_at)
         control = next(v.key for v in pilot.programme.variants if v.mechanic == "control")

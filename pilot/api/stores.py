@@ -10,7 +10,7 @@ from pilot.api.bodies import json_rows, request_body
 from pilot.api.regions import CODE
 from pilot.auth import current, require_store_scope
 from pilot.db import db
-from pilot.errors import ApiError
+from pilot.errors import Invalid, Unsupported
 from pilot.models import Region, Store
 from pilot.rollout import store_status
 from pilot.row_validation import RowErrors, csv_rows, finite_json, validate_rows
@@ -90,7 +90,7 @@ class StoreImport(MethodView):
         elif request.is_json:
             raw = list(enumerate(json_rows("stores", current_app.config["BATCH_ROW_LIMIT"]), start=1))
         else:
-            raise ApiError(415, "Send stores as text/csv or application/json.")
+            raise Unsupported("Send stores as text/csv or application/json.")
         rows = list(validate_rows(raw, StoreIn(), "code", errors))
         errors.raise_if_any(len(raw))
         counts = stores.upsert_stores(db.session, current().actor, rows, errors)
@@ -112,7 +112,7 @@ class StoreByCode(MethodView):
     def patch(self, data, code):
         """Change a store"""
         if "code" in data and data["code"] != code:
-            raise ApiError(422, "A store's code cannot change.", details={"fields": {"code": ["Read-only."]}})
+            raise Invalid("A store's code cannot change.", details={"fields": {"code": ["Read-only."]}})
         store = stores.update_store(db.session, current().actor, stores.get_store(db.session, code), data)
         db.session.commit()
         return store

@@ -6,8 +6,7 @@ from sqlalchemy import select
 from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
 from pilot.audit import record
 from pilot.auth import current, issue_token, revoke_token
-from pilot.db import db
-from pilot.errors import ApiError
+from pilot.db import db, found
 from pilot.models import ApiToken
 from pilot.models.tokens import ROLES
 from pilot.stores import get_store
@@ -82,7 +81,4 @@ class TokenById(MethodView):
 
 
 def _token(token_id: int) -> ApiToken:
-    token = db.session.get(ApiToken, token_id)
-    if token is None:
-        raise ApiError(404, f"No token {token_id}.")
-    return token
+    return found(db.session, ApiToken, f"No token {token_id}.", id=token_id)

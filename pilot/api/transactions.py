@@ -14,7 +14,7 @@ from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
 from pilot.api.bodies import batch_rows, content_encoding, request_body, request_data
 from pilot.auth import current
 from pilot.db import db
-from pilot.errors import ApiError
+from pilot.errors import BadRequest, TooLarge, Unsupported
 from pilot.inputs import check_depth
 from pilot.models import Customer, Store, Transaction
 from pilot.row_validation import csv_rows
@@ -106,18 +106,18 @@ CSV_BODY = {"required": True, "content": {"text/csv": {"schema": {"type": "strin
 
 def _json_rows(limit: int) -> list:
     if request.mimetype != "application/json":
-        raise ApiError(415, "Send transactions as application/json (or text/csv to /transactions/upload).")
+        raise Unsupported("Send transactions as application/json (or text/csv to /transactions/upload).")
     cap = current_app.config["MAX_CONTENT_LENGTH"]
     data = request_data()  # read already (and size-checked) by the empty-body check
     if content_encoding() == "gzip":
         data = _gunzipped(data, cap)
     if len(data) > cap:
-        raise ApiError(413, f"The decompressed body exceeds the limit of {cap} bytes.", details={"limit_bytes": cap})
+        raise TooLarge(f"The decompressed body exceeds the limit of {cap} bytes.", details={"limit_bytes": cap})
     check_depth(data)
     try:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "Request body is not valid JSON.", code="malformed_json") from None
+        raise BadRequest("Request body is not valid JSON.", code="malformed_json") from None
     return batch_rows(body, "transactions", limit,
                       hint=" Split it, or upload a CSV to /api/v1/transactions/upload.")
 
@@ -128,10 +128,10 @@ def _gunzipped(data: bytes, cap: int) -> bytes:
     try:
         out = inflater.decompress(data, cap + 1)
     except zlib.error as exc:
-        raise ApiError(400, f"The body is not valid gzip: {exc}.", code="bad_encoding") from None
+        raise BadRequest(f"The body is not valid gzip: {exc}.", code="bad_encoding") from None
     if len(out) <= cap and (not inflater.eof or inflater.unused_data):
         # a gzip cut before its trailer inflates without a word; its checksum was never seen
-        raise ApiError(400, "The body is not valid gzip: it ends early or has data after its end.",
+        raise BadRequest("The body is not valid gzip: it ends early or has data after its end.",
                        code="bad_encoding")
     return out
 
@@ -182,6 +182,6 @@ class TransactionUpload(MethodView):
         """Ingest a CSV file of transactions (idempotent by source and event id)"""
         request.max_content_length = current_app.config["MAX_UPLOAD_BYTES"]
         if request.mimetype != "text/csv":
-            raise ApiError(415, "Send the file as text/csv.")
+            raise Unsupported("Send the file as text/csv.")
         rows = csv_rows(request_body(), ingestion.REQUIRED, ingestion.FIELDS)
         return ingestion.run(db.session, current().actor, "csv", rows, **args).as_dict()

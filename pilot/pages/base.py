@@ -8,7 +8,7 @@ from functools import wraps
 from flask import Blueprint, abort, flash, g, redirect, request, session, url_for
 
 from pilot.db import db
-from pilot.errors import ApiError
+from pilot.errors import PilotError
 from pilot.pages import web_sessions
 
 bp = Blueprint("pages", __name__, template_folder="templates")
@@ -53,9 +53,9 @@ def commit_or_flash(change: Callable[[], str], refused: str) -> None:
     try:
         message = change()
         db.session.commit()
-    except ApiError as exc:
+    except PilotError as exc:
         db.session.rollback()
-        flash(f"{refused}: {exc.description}", "error")
+        flash(f"{refused}: {exc.message}", "error")
         return
     flash(message)
 

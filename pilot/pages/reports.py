@@ -11,7 +11,7 @@ from sqlalchemy import select
 import reports
 from pilot import analysis_runs, rollout
 from pilot.db import db
-from pilot.errors import ApiError
+from pilot.errors import PilotError
 from pilot.models import AnalysisRun, Pilot
 from pilot.pages.base import ANALYSTS, bp, commit_or_flash, login_required
 
@@ -108,9 +108,9 @@ def pilot_analyse(key: str):
     try:
         run = analysis_runs.run_now_or_later(current_app._get_current_object(), db.session, g.principal.actor, pilot,
                                     None, None)
-    except ApiError as exc:
+    except PilotError as exc:
         db.session.rollback()
-        flash(f"Not analysed: {exc.description}", "error")
+        flash(f"Not analysed: {exc.message}", "error")
         return redirect(url_for("pages.pilot_page", key=key))
     return redirect(url_for("pages.report_page", run_id=run.id))
 

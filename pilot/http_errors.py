@@ -1,0 +1,115 @@
+"""The one place errors become HTTP: each domain error kind's status, and one JSON error shape for every
+API failure — {"error": {status, code, message, details}} — beside HTML error pages for the pages."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, InternalServerError, default_exceptions
+
+from pilot.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PilotError,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+    Unsupported,
+    database_unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "payload_too_large",
+    415: "unsupported_media_type", 422: "validation_error", 429: "too_many_requests",
+    500: "internal_error", 503: "service_unavailable",
+}
+
+STATUS: dict[type[PilotError], int] = {
+    BadRequest: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Conflict: 409, TooLarge: 413,
+    Unsupported: 415, Invalid: 422, Unavailable: 503,
+}
+
+
+def status_of(exc: PilotError) -> int:
+    """The HTTP status of a domain error (its nearest kind's)."""
+    for kind in type(exc).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return 400
+
+
+def error_payload(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> dict:
+    """The error body every API failure shares."""
+    return {"error": {"status": status, "code": code, "message": message, "details": _str_keys(details or {})}}
+
+
+def _str_keys(value: Any) -> Any:
+    """marshmallow keys list errors by int index: JSON object keys must be strings."""
+    if isinstance(value, dict):
+        return {str(k): _str_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_str_keys(v) for v in value]
+    return value
+
+
+def _unavailable(exc: Exception) -> Unavailable:
+    log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+    return Unavailable("The database is unavailable; try again shortly.", code="database_unavailable",
+                       details={"reason": str(exc)} if current_app.debug else None)
+
+
+def to_response(exc: HTTPException | PilotError):
+    """Turn a domain error or any HTTP exception (Flask's or webargs') into the shared JSON shape."""
+    if isinstance(exc, PilotError):
+        status = status_of(exc)
+        return jsonify(error_payload(status, exc.code, exc.message, exc.details)), status
+    status = exc.code or 500
+    data = getattr(exc, "data", None) or {}
+    messages = data.get("messages") or data.get("errors")
+    code, message, details = CODES.get(status, "error"), exc.description or exc.name, {}
+    if status == 422 and messages:
+        message, details = "Request validation failed.", {"fields": messages}
+    elif status == 400 and messages:
+        code, message = "malformed_json", "Request body is not valid JSON."
+    elif status == 413:
+        limit = request.max_content_length if request else current_app.config.get("MAX_CONTENT_LENGTH")
+        message = f"Request body exceeds the limit of {limit} bytes."
+        details = {"limit_bytes": limit}
+    elif status == 500:
+        message = "Internal server error."
+    return jsonify(error_payload(status, code, message, details)), status
+
+
+def as_http(exc: PilotError) -> HTTPException:
+    """A domain error as werkzeug's exception of its status (for the HTML pages)."""
+    return default_exceptions[status_of(exc)](description=exc.message)
+
+
+def register(app: Flask) -> None:
+    """JSON errors under /api and the health checks; HTML elsewhere."""
+
+    def handle(exc: Exception):
+        if not isinstance(exc, (HTTPException, PilotError)) and database_unavailable(exc):
+            exc = _unavailable(exc)
+        if not isinstance(exc, (HTTPException, PilotError)):
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            if current_app.debug:
+                raise exc
+            exc = InternalServerError()
+        if _wants_json():
+            return to_response(exc)
+        return as_http(exc) if isinstance(exc, PilotError) else exc
+
+    app.register_error_handler(HTTPException, handle)
+    app.register_error_handler(Exception, handle)
+
+
+def _wants_json() -> bool:
+    return request.path.startswith(("/api/", "/healthz", "/readyz"))
