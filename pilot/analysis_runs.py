@@ -30,6 +30,7 @@ from pilot.errors import Conflict, Invalid
 from pilot.leases import Heartbeat, lease_seconds, lost_reason, worker_id
 from pilot.models import AnalysisRun, Assignment, Customer, Enrolment, IngestionBatch, Pilot, Stage, Store, Transaction
 from pilot.recommendation import recommend
+from pilot.verdicts import versus_best
 from pilot.weekly_effects import weekly_value
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,10 @@ def execute(session: Session, run: AnalysisRun) -> AnalysisRun:
     results["pre_start"] = cube.pre_start.isoformat() if cube.pre_start else None
     results["stage"] = {"position": stage.position, "name": stage.name,
                         "started_at": start.isoformat() if start else None}
+    if pilot.unit == "customer":
+        results["versus_best"] = versus_best(config, cube, results)
     run.recommendation = recommend(config, results, quality)
+    results["verdicts"] = run.recommendation["verdicts"]
     timings["compute_s"] = round(time.perf_counter() - t1, 4)
     timings["total_s"] = round(time.perf_counter() - started, 4)
     run.results, run.timings, run.decision = results, timings, run.recommendation["decision"]
@@ -156,17 +160,23 @@ def stage_quality(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
             "failed_batches": failed, "transactions": int(sum(per_store.values())), "problems": problems}
 
 
-def run_now_or_later(app: Flask, session: Session, actor: str, pilot: Pilot, cutoff: datetime | None,
-                     background: bool | None) -> AnalysisRun:
-    """Run at once (small pilots) or in a background thread with a status to poll (large ones)."""
+def request_run(session: Session, actor: str, pilot: Pilot, cutoff: datetime | None,
+                background: bool | None) -> AnalysisRun:
+    """A queued run of the pilot's current stage, audited; `run.background` says whether it is to run
+    in the background (large pilots) or at once. The caller commits, then calls `launch`."""
     run = create_run(session, actor, pilot, cutoff)
-    stage = pilot.stage(run.stage)
     if background is None:
-        background = units(session, pilot, stage) > BACKGROUND_UNITS
+        background = units(session, pilot, pilot.stage(run.stage)) > BACKGROUND_UNITS
+    run.background = background
     record(session, actor, "analyse", "pilot", pilot.key, after={"run": run.id, "stage": run.stage,
                                                                  "background": background})
-    session.commit()
-    if not background:
+    return run
+
+
+def launch(app: Flask, session: Session, run: AnalysisRun) -> AnalysisRun:
+    """Compute a committed, queued run at once, or start it in a background thread with a status to poll.
+    From here the run is a leased job: `execute_leased` commits its own steps (running, then done or failed)."""
+    if not getattr(run, "background", False):
         return execute_leased(session, run.id)
     thread = threading.Thread(target=_background, args=(app, run.id), name=f"analysis-{run.id}", daemon=True)
     thread.start()
@@ -270,15 +280,17 @@ def apply(session: Session, actor: str, run: AnalysisRun, action: dict[str, Any]
     kind = action.get("type")
     stage = pilot.stage(run.stage)
     reason = f"analysis {run.id}: {run.decision}"
+    drops = action.get("drop_arms") or ([action.get("arm")] if kind == "drop_arm" else [])
+    drops = drops if isinstance(drops, list) else [drops]
+    if kind == "advance":  # the next stage starts without the dropped arms
+        drop_arms(session, actor, pilot, drops, stage.position + 1)
     if kind in ("advance", "pause", "rollback", "resume", "complete"):
         rollout.transition(session, actor, pilot, kind, reason if kind == "rollback" else None)
     elif kind == "narrow_groups":
         rollout.update_stage(session, actor, pilot, stage.position, {"eligible_groups": list(action["groups"])})
+        drop_arms(session, actor, pilot, drops, stage.position)
     elif kind == "drop_arm":
-        allocation = {k: (0.0 if k == action["arm"] else w) for k, w in stage.allocation.items()}
-        total = sum(allocation.values())
-        rollout.update_stage(session, actor, pilot, stage.position,
-                             {"allocation": {k: w / total for k, w in allocation.items()}})
+        drop_arms(session, actor, pilot, drops, stage.position)
     elif kind == "extend":
         end = stage.planned_end or utcnow().date()
         rollout.update_stage(session, actor, pilot, stage.position,
@@ -297,4 +309,23 @@ def apply(session: Session, actor: str, run: AnalysisRun, action: dict[str, Any]
             "current_stage": pilot.current_stage}
 
 
-
+def drop_arms(session: Session, actor: str, pilot: Pilot, arms: list[str], first: int) -> list[int]:
+    """Set the arms' weights to 0 (the others scaled up to sum 1) in stage `first` and every later one;
+    the positions of the stages changed. Assigned units keep their arm (a running stage logs the change)."""
+    if not arms:
+        return []
+    mechanics = {v.key: v.mechanic for v in pilot.programme.variants}
+    bad = [a for a in arms if not isinstance(a, str) or mechanics.get(a) in (None, "control")]
+    if bad:
+        raise Invalid(f"Cannot drop {', '.join(map(repr, bad))}: not a treatment variant of the programme.",
+                      details={"fields": {"drop_arms": ["Not a treatment variant."]}})
+    changed = []
+    for stage in [s for s in pilot.stages if s.position >= first]:
+        if not any(stage.allocation.get(a, 0) > 0 for a in arms):
+            continue
+        kept = {k: (0.0 if k in arms else w) for k, w in stage.allocation.items()}
+        total = sum(kept.values())
+        rollout.update_stage(session, actor, pilot, stage.position,
+                             {"allocation": {k: w / total for k, w in kept.items()}})
+        changed.append(stage.position)
+    return changed

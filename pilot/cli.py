@@ -147,8 +147,11 @@ def ingest_command(file: str, source: str, on_error: str, no_create_customers: b
     stream = gzip.open(raw, "rb") if file.endswith(".gz") else raw
     try:
         rows = csv_rows(stream, ingestion.REQUIRED, ingestion.FIELDS)
-        out = ingestion.run(db.session, CLI.actor, "cli", rows, source=source, on_error=on_error,
-                         create_customers=not no_create_customers)
+        with ingestion.batch(db.session, CLI.actor, "cli", source=source, on_error=on_error,
+                             create_customers=not no_create_customers) as ingest:
+            ingest.add_all(rows)
+            out = ingest.finish()
+            db.session.commit()
     except PilotError as exc:
         click.echo(json.dumps({"error": exc.message, **exc.details}, indent=1, default=str), err=True)
         raise click.exceptions.Exit(1) from None

@@ -9,7 +9,7 @@ compare every staged row with what is stored to count duplicates (same content) 
 event id, other content; never applied). All of it happens in the
 caller's transaction: a rejected or interrupted batch leaves nothing behind but its record.
 
-The record is not part of that transaction (`run`): it is written `running` in a short transaction
+The record is not part of that transaction (`batch`): it is written `running` in a short transaction
 of its own when the batch starts, beats while rows stream in, and ends `accepted` in the caller's
 transaction with the rows, or `rejected`/`failed` with the reason in another short transaction (on a
 fresh connection when the first one died). A batch whose worker died stays `running` without a
@@ -18,7 +18,8 @@ heartbeat until `fail_stale_batches` ends it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -399,26 +400,26 @@ def check_args(source: str, on_error: str) -> None:
         raise Invalid("source must be 1 to 64 characters.", details={"fields": {"source": ["Bad length."]}})
 
 
-def run(session: Session, actor: str, method: str, rows: Iterable[tuple[int, Any]], source: str = "default",
-        on_error: str = "reject_batch", create_customers: bool = True) -> Outcome:
-    """Ingest the rows and commit them with their batch's record; a rejected or broken batch stores no
-    row, and its record ends rejected or failed with the reason (module docstring)."""
+@contextmanager
+def batch(session: Session, actor: str, method: str, source: str = "default", on_error: str = "reject_batch",
+          create_customers: bool = True) -> Iterator[Ingest]:
+    """A batch being ingested, recorded `running` at once; the caller adds its rows, calls `finish()` and
+    commits inside the block, so the rows and the batch's accepted record are one transaction the caller
+    owns. A block that raises (bad rows, a cut body, a lost database — the commit included) stores no row:
+    the batch's record ends rejected or failed with the reason (module docstring), and the error goes on."""
     check_args(source, on_error)
     engine = session.get_bind()
     batch_id = open_batch(engine, source=source, actor=actor, method=method, on_error=on_error)
     ingest = None
     try:
         ingest = Ingest(session, actor, method, source, on_error, create_customers, batch_id=batch_id)
-        ingest.add_all(rows)
-        out = ingest.finish()
-        session.commit()
+        yield ingest
     except BaseException as exc:
         _abandon(session)
         end_batch(engine, batch_id, _ending(exc, ingest.rows if ingest else 0))
         if _rejection(exc):
             exc.details["batch_id"] = batch_id
         raise
-    return out
 
 
 def open_batch(engine: Engine, **values: Any) -> int:

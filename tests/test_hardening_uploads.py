@@ -141,7 +141,8 @@ def test_a_batch_is_recorded_running_before_its_rows_and_ends_failed_on_a_fault(
         raise RuntimeError("the feed broke")
 
     with app.app_context(), pytest.raises(RuntimeError):
-        ingestion.run(db.session, "test", "csv", rows())
+        with ingestion.batch(db.session, "test", "csv") as ingest:
+            ingest.add_all(rows())
     [(status, started, beaten)] = seen
     assert status == "running" and str(beaten) > str(started)
     [batch] = batches(app)

@@ -46,8 +46,9 @@ class PilotAnalyses(MethodView):
     def post(self, data, key):
         """Analyse the pilot's current stage now (or in the background) and recommend"""
         pilot = rollout.get_pilot(db.session, key)
-        run = analysis_runs.run_now_or_later(current_app._get_current_object(), db.session, current().actor, pilot,
-                                    data["cutoff"], data["background"])
+        run = analysis_runs.request_run(db.session, current().actor, pilot, data["cutoff"], data["background"])
+        db.session.commit()
+        run = analysis_runs.launch(current_app._get_current_object(), db.session, run)
         if run.status in ("queued", "running"):
             response = jsonify(RunSummarySchema().dump(with_pilot_key(run, key)))
             response.status_code = 202

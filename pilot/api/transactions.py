@@ -167,7 +167,7 @@ class Transactions(MethodView):
     def post(self, args):
         """Ingest a JSON batch of transactions (idempotent by source and event id)"""
         rows = _json_rows(current_app.config["BATCH_ROW_LIMIT"])
-        return ingestion.run(db.session, current().actor, "json", enumerate(rows, start=1), **args).as_dict()
+        return _ingested("json", enumerate(rows, start=1), args)
 
 
 @blp.route("/upload")
@@ -184,4 +184,13 @@ class TransactionUpload(MethodView):
         if request.mimetype != "text/csv":
             raise Unsupported("Send the file as text/csv.")
         rows = csv_rows(request_body(), ingestion.REQUIRED, ingestion.FIELDS)
-        return ingestion.run(db.session, current().actor, "csv", rows, **args).as_dict()
+        return _ingested("csv", rows, args)
+
+
+def _ingested(method: str, rows, args: dict) -> dict:
+    """Ingest the rows as one batch, committed here (the view owns the transaction)."""
+    with ingestion.batch(db.session, current().actor, method, **args) as ingest:
+        ingest.add_all(rows)
+        out = ingest.finish()
+        db.session.commit()
+    return out.as_dict()

@@ -106,12 +106,13 @@ def pilot_analyse(key: str):
     """Run an analysis of the pilot's current stage now and open its report."""
     pilot = rollout.get_pilot(db.session, key)
     try:
-        run = analysis_runs.run_now_or_later(current_app._get_current_object(), db.session, g.principal.actor, pilot,
-                                    None, None)
+        run = analysis_runs.request_run(db.session, g.principal.actor, pilot, None, None)
+        db.session.commit()
     except PilotError as exc:
         db.session.rollback()
         flash(f"Not analysed: {exc.message}", "error")
         return redirect(url_for("pages.pilot_page", key=key))
+    run = analysis_runs.launch(current_app._get_current_object(), db.session, run)
     return redirect(url_for("pages.report_page", run_id=run.id))
 
 
