@@ -20,15 +20,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
 
     from pilot import api, auth, health, http_errors, inputs, logs, pages
-    from pilot.api import fast_assignment
     logs.install_root()  # the app's error lines name request paths: written escaped under any server
     http_errors.register(app)
     auth.init_app(app)
     api.init_app(app)
     health.init_app(app)
     pages.init_app(app)
-    fast_assignment.init_app(app)
-    inputs.init_app(app)  # after the fast assignment path: its guard is the outermost middleware, before the lean path
+    inputs.init_app(app)  # last: the input guard is the outermost middleware, before the fast assignment path (api)
     if app.config["AUTO_MIGRATE"]:
         from pilot.migrate import upgrade
         with app.app_context():

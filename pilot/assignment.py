@@ -40,11 +40,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from experiments.srm import srm_test
+from pilot.auth import Principal, store_scope_error
 from pilot.bucketing import bucket, edges, variant_for
 from pilot.customer_groups import group_case, saved_groups
-from pilot.customers import ROW_COLUMNS
+from pilot.customers import ROW_COLUMNS, customer_row
 from pilot.db import utcnow
 from pilot.driver import fast_rows
+from pilot.errors import Invalid, NotFound
+from pilot.mechanics import describe
 from pilot.models import ApiToken, Assignment, Customer, Enrolment, LayerMembership, Pilot, Stage, Store, Variant
 from pilot.query_plans import set_based_plan
 
@@ -474,3 +478,54 @@ def expected_shares(session: Session, pilot: Pilot, stage: Stage, cutoff: dateti
                 expected[k] += n * weights[i].get(k, 0.0) / total
     total = sum(expected.values())
     return {k: v / total for k, v in expected.items()} if total > 0 else None
+
+
+def _new_customer(data: dict, t: AssignmentContext) -> dict | None:
+    """The columns of the request's unknown customer (validated by NewCustomerIn), or None."""
+    if t.customer_id is not None or data["new_customer"] is None:
+        return None
+    fields = data["new_customer"]
+    if fields.get("home_store") is not None and t.new_home_id is None:
+        raise Invalid(f"Unknown store {fields['home_store']!r}.",
+                       details={"fields": {"new_customer": {"home_store": ["Unknown store."]}}})
+    return customer_row(data["customer"], fields, t.new_home_id)
+
+
+def assign_customer(tdb: AssignmentDb, key: str, data: dict, principal: Principal, hashed: str, held: Holdout) -> dict:
+    """The answer to one assignment request (AssignIn's data) of a caller allowed to assign: the
+    variant, or why there is none. Raises PilotError for a request that cannot be answered, and
+    TokenNotLive when the token (by its hash) turns out revoked. Shared by the view and the lean
+    path (pilot.api.fast_assignment), so both answer alike."""
+    new_home = (data["new_customer"] or {}).get("home_store")
+    t = read_context(tdb, hashed, key, data["customer"], data["store"], new_home)
+    if t is None:
+        raise TokenNotLive
+    if t.pilot_id is None:
+        raise NotFound(f"No pilot {key!r}.")
+    # a store token acts for its own store: it buys there, and a customer it creates is homed there
+    for code in (t.store_code, new_home):
+        if code is not None and (refused := store_scope_error(principal, code)):
+            raise refused
+    if data["store"] is not None and t.store_id is None:
+        raise Invalid(f"Unknown store {data['store']!r}.", details={"fields": {"store": ["Unknown store."]}})
+    decision = assign_one(tdb, t, held, _new_customer(data, t))
+    v = t.variant(decision.variant)
+    return {"pilot": key, "customer": data["customer"], "assigned": v is not None,
+            "reason": decision.reason, "assigned_at": decision.assigned_at, "new": decision.new,
+            "variant": None if v is None else {**v, "description": describe(v["mechanic"], v["parameters"])}}
+
+
+def srm_by_stage(session: Session, pilot: Pilot, by_stage: dict[int, dict[str, int]]) -> list[dict[str, Any]]:
+    """χ² of each stage's assignments against that stage's weights (each period's units against the
+    weights of their period when a running stage's weights changed: assignment.expected_shares)."""
+    out = []
+    for position, counts in sorted(by_stage.items()):
+        stage = pilot.stage(position)
+        keys = sorted(k for k in stage.allocation if stage.allocation[k] > 0 or counts.get(k))
+        weights = expected_shares(session, pilot, stage, arms=keys) or stage.allocation
+        res = srm_test([counts.get(k, 0) for k in keys], [weights.get(k, 0.0) for k in keys])
+        finite = lambda x: x if x == x and x not in (float("inf"),) else None  # noqa: E731
+        out.append({"stage": position, "counts": {k: counts.get(k, 0) for k in keys},
+                    "weights": {k: weights.get(k, 0.0) for k in keys}, "statistic": finite(res.statistic),
+                    "p_value": finite(res.p_value), "mismatch": res.mismatch})
+    return out

@@ -9,7 +9,7 @@ from scipy import stats
 from sqlalchemy import func, select, text
 
 from pilot import create_app
-from pilot.assignment import _context_query
+from pilot.assignment import AssignmentDb, read_context
 from pilot.auth import hash_token
 from pilot.bucketing import bucket, variant_for
 from pilot.db import db
@@ -240,10 +240,13 @@ def test_the_till_on_the_driver_reads_what_sqlalchemy_reads(app, client, running
         conn = db.session.connection()
         if conn.dialect.name == "postgresql":  # times come back in the session's zone unless converted
             conn.execute(text("SET LOCAL TIME ZONE 'America/New_York'"))
+        on_driver = AssignmentDb(True, lambda stmt, params: fast_rows(conn, stmt, params))
+        on_sqlalchemy = AssignmentDb(False, lambda stmt, params: [tuple(r) for r in conn.execute(stmt, params)])
         for p in params:
-            assert fast_rows(conn, _context_query(), p) == [tuple(r) for r in conn.execute(_context_query(), p)], p
-        stored = fast_rows(conn, _context_query(), params[0])[0][15]
-        assert stored.utcoffset() == timedelta(0)
+            args = (p["token_hash"], p["pilot"], p["customer"], p["store"], p["new_home"])
+            assert read_context(on_driver, *args) == read_context(on_sqlalchemy, *args), p
+        stored = read_context(on_driver, *(params[0][k] for k in ("token_hash", "pilot", "customer", "store")))
+        assert stored.stored_variant is not None and stored.stored_at.utcoffset() == timedelta(0)
 
 
 def test_a_ramp_of_the_weights_is_no_sample_ratio_mismatch(app, client, running, auth):

@@ -5,7 +5,6 @@ import multiprocessing as mp
 import pytest
 from sqlalchemy import func, select, text
 
-from pilot.api.fast_assignment import fast_assignment_path
 from pilot.db import db, make_engine
 from pilot.models import Assignment, Customer, LayerMembership
 
@@ -17,14 +16,15 @@ def _worker(url, secret, customers, barrier, out, lean):
     app = create_app({"DATABASE_URL": url, "AUTO_MIGRATE": False, "TESTING": True, "TILL_LEAN_PATH": lean})
     client = app.test_client()
     barrier.wait()
-    answers = {}
+    answers, fast = {}, 0
     for c in customers:
         body = {"customer": c}
         if c.startswith("walk-in"):  # unknown: created by whichever process comes first
             body.update(store="ra1", new_customer={"home_store": "ra1", "age_band": "35-44"})
         r = client.post("/api/v1/pilots/p1/assignments", json=body, headers={"Authorization": f"Bearer {secret}"})
         answers[c] = (r.status_code, (r.json.get("variant") or {}).get("key"))
-    out.put((answers, fast_assignment_path(app).answered))
+        fast += r.headers.get("X-Pilot-Path") == "fast"
+    out.put((answers, fast))
 
 
 @pytest.mark.parametrize("lean", [True, False], ids=["lean", "view"])
@@ -100,14 +100,17 @@ def test_a_connection_dropped_under_the_lean_till_costs_no_request(app, backend,
         pytest.skip("connection loss is checked against PostgreSQL (set PILOT_TEST_DATABASE_URL)")
     db_module = importlib.import_module("pilot.db")
     monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 1e9)  # a busy pool: no ping at checkout
-    lean = fast_assignment_path(app)
+    paths = []
     for c in ("c0", "c3"):
-        assert client.post("/api/v1/pilots/p1/assignments", json={"customer": c}, headers=auth("feed")).status_code == 200
-    assert lean.answered == 2 and _kill_app_connections(app)
+        r = client.post("/api/v1/pilots/p1/assignments", json={"customer": c}, headers=auth("feed"))
+        assert r.status_code == 200
+        paths.append(r.headers.get("X-Pilot-Path"))
+    assert paths == ["fast", "fast"] and _kill_app_connections(app)
     for c in ("c6", "c9"):
         r = client.post("/api/v1/pilots/p1/assignments", json={"customer": c}, headers=auth("feed"))
         assert r.status_code == 200 and r.json["assigned"], r.json
-    assert lean.answered == 3  # c6 was the app's; c9 the lean path's again, on a new connection
+        paths.append(r.headers.get("X-Pilot-Path"))
+    assert paths[2:] == [None, "fast"]  # c6 was the app's; c9 the lean path's again, on a new connection
 
 
 def _kill_app_connections(app) -> list:

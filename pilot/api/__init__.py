@@ -45,7 +45,9 @@ def schema_name(schema: type[ma.Schema] | ma.Schema) -> str:
 
 
 def init_app(app: Flask) -> None:
-    """Register every API blueprint and the bearer-token security scheme."""
+    """Register every API blueprint and the bearer-token security scheme, and put the fast assignment
+    path in front of the app (pilot.api.fast_assignment: the app factory adds only the input guard after it)."""
+    from pilot.api import fast_assignment
     plugin = MarshmallowPlugin(schema_name_resolver=schema_name)
     api.init_app(app, spec_kwargs={"servers": [{"url": "/"}], "marshmallow_plugin": plugin})
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
@@ -63,3 +65,5 @@ def init_app(app: Flask) -> None:
     def swagger_ui_static(filename: str):
         """Swagger UI's files, served locally: installations often have no internet."""
         return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename)
+
+    fast_assignment.init_app(app)
