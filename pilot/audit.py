@@ -1,6 +1,8 @@
 """Write audit events in the caller's transaction."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -16,6 +18,25 @@ def record(session: Session, actor: str, action: str, entity_type: str, entity_i
                        before=_jsonable(before), after=_jsonable(after))
     session.add(event)
     return event
+
+
+def created(session: Session, actor: str, entity_type: str, obj: Any, key: str,
+            as_dict: Callable[[Any], dict[str, Any]]) -> Any:
+    """Add a new row, flush it (ids, defaults) and audit its creation."""
+    session.add(obj)
+    session.flush()
+    record(session, actor, "create", entity_type, key, after=as_dict(obj))
+    return obj
+
+
+@contextmanager
+def updating(session: Session, actor: str, entity_type: str, key: str, obj: Any,
+             as_dict: Callable[[Any], dict[str, Any]]) -> Iterator[Any]:
+    """Audit the change the block makes to `obj`: its state before the block and after it."""
+    before = as_dict(obj)
+    yield obj
+    session.flush()
+    record(session, actor, "update", entity_type, key, before=before, after=as_dict(obj))
 
 
 def _jsonable(value: Any) -> Any:

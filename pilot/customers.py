@@ -8,9 +8,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from pilot.audit import record
-from pilot.db import found, utcnow
-from pilot.errors import Conflict
+from pilot.audit import created, record, updating
+from pilot.db import ensure_new, found, utcnow
 from pilot.models import Customer, CustomerGroup, Store
 from pilot.row_validation import RowErrors
 
@@ -96,28 +95,21 @@ def get_group(session: Session, key: str) -> CustomerGroup:
 
 def create_group(session: Session, actor: str, data: dict[str, Any]) -> CustomerGroup:
     """Add a group at its position (default: last); later groups move down one."""
-    if session.scalar(select(CustomerGroup.id).where(CustomerGroup.key == data["key"])):
-        raise Conflict(f"Customer group {data['key']!r} exists already.")
+    ensure_new(session, CustomerGroup, f"Customer group {data['key']!r} exists already.", key=data["key"])
     count = session.scalar(select(func.count()).select_from(CustomerGroup))
     position = min(data.pop("position", None) or count + 1, count + 1)
     session.execute(update(CustomerGroup).where(CustomerGroup.position >= position)
                     .values(position=CustomerGroup.position + 1))
-    group = CustomerGroup(position=position, **data)
-    session.add(group)
-    session.flush()
-    record(session, actor, "create", "customer_group", group.key, after=group_dict(group))
-    return group
+    return created(session, actor, "customer_group", CustomerGroup(position=position, **data), data["key"], group_dict)
 
 
 def update_group(session: Session, actor: str, group: CustomerGroup, data: dict[str, Any]) -> CustomerGroup:
     """Change a group's name, rules or position."""
-    before = group_dict(group)
-    if "position" in data:
-        _move(session, group, data.pop("position"))
-    for key, value in data.items():
-        setattr(group, key, value)
-    session.flush()
-    record(session, actor, "update", "customer_group", group.key, before=before, after=group_dict(group))
+    with updating(session, actor, "customer_group", group.key, group, group_dict):
+        if "position" in data:
+            _move(session, group, data.pop("position"))
+        for key, value in data.items():
+            setattr(group, key, value)
     return group
 
 

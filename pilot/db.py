@@ -130,3 +130,11 @@ def found(session: Session, model: type, message: str, **where: Any) -> Any:
     if row is None:
         raise NotFound(message)
     return row
+
+
+def ensure_new(session: Session, model: type, message: str, details: dict[str, Any] | None = None,
+               **where: Any) -> None:
+    """Conflict(message) when a row of `model` with these column values exists already."""
+    from pilot.errors import Conflict
+    if session.scalar(select(model.id).filter_by(**where).limit(1)) is not None:
+        raise Conflict(message, details=details)

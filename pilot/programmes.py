@@ -7,8 +7,8 @@ import marshmallow as ma
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pilot.audit import record
-from pilot.db import found
+from pilot.audit import created, record
+from pilot.db import ensure_new, found
 from pilot.errors import Conflict, Invalid
 from pilot.mechanics import describe, validate_parameters
 from pilot.models import Pilot, Programme, Variant
@@ -46,17 +46,13 @@ def checked_variant(data: dict[str, Any], index: int | None = None) -> Variant:
 
 def create_programme(session: Session, actor: str, data: dict[str, Any]) -> Programme:
     """Add a programme with its variants."""
-    if session.scalar(select(Programme.id).where(Programme.key == data["key"])):
-        raise Conflict(f"Programme {data['key']!r} exists already.")
+    ensure_new(session, Programme, f"Programme {data['key']!r} exists already.", key=data["key"])
     keys = [v["key"] for v in data["variants"]]
     if len(set(keys)) != len(keys):
         raise Invalid("Variant keys must be unique.", details={"fields": {"variants": ["Repeated key."]}})
     programme = Programme(key=data["key"], name=data["name"], description=data.get("description", ""),
                           variants=[checked_variant(v, i) for i, v in enumerate(data["variants"])])
-    session.add(programme)
-    session.flush()
-    record(session, actor, "create", "programme", programme.key, after=programme_dict(programme))
-    return programme
+    return created(session, actor, "programme", programme, programme.key, programme_dict)
 
 
 def _live_pilots(session: Session, programme: Programme) -> int:

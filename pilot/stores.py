@@ -6,8 +6,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pilot.audit import record
-from pilot.db import found
+from pilot.audit import created, record, updating
+from pilot.db import ensure_new, found
 from pilot.errors import Conflict, Invalid
 from pilot.models import ApiToken, Customer, Region, Store, Transaction
 from pilot.row_validation import RowErrors
@@ -37,23 +37,20 @@ def get_store(session: Session, code: str) -> Store:
     return found(session, Store, f"No store with code {code!r}.", code=code)
 
 
+EXISTS = {"fields": {"code": ["Exists."]}}
+
+
 def create_region(session: Session, actor: str, data: dict[str, Any]) -> Region:
     """Add a region; its code must be new."""
-    if session.scalar(select(Region.id).where(Region.code == data["code"])):
-        raise Conflict(f"Region {data['code']!r} exists already.", details={"fields": {"code": ["Exists."]}})
-    region = Region(**data)
-    session.add(region)
-    session.flush()
-    record(session, actor, "create", "region", region.code, after=region_dict(region))
-    return region
+    ensure_new(session, Region, f"Region {data['code']!r} exists already.", EXISTS, code=data["code"])
+    return created(session, actor, "region", Region(**data), data["code"], region_dict)
 
 
 def update_region(session: Session, actor: str, region: Region, data: dict[str, Any]) -> Region:
     """Change a region's name."""
-    before = region_dict(region)
-    for key, value in data.items():
-        setattr(region, key, value)
-    record(session, actor, "update", "region", region.code, before=before, after=region_dict(region))
+    with updating(session, actor, "region", region.code, region, region_dict):
+        for key, value in data.items():
+            setattr(region, key, value)
     return region
 
 
@@ -67,25 +64,19 @@ def delete_region(session: Session, actor: str, region: Region) -> None:
 
 def create_store(session: Session, actor: str, data: dict[str, Any]) -> Store:
     """Add a store in an existing region; its code must be new."""
-    if session.scalar(select(Store.id).where(Store.code == data["code"])):
-        raise Conflict(f"Store {data['code']!r} exists already.", details={"fields": {"code": ["Exists."]}})
+    ensure_new(session, Store, f"Store {data['code']!r} exists already.", EXISTS, code=data["code"])
     region = _region_or_422(session, data["region"])
     store = Store(region=region, **{k: v for k, v in data.items() if k != "region"})
-    session.add(store)
-    session.flush()
-    record(session, actor, "create", "store", store.code, after=store_dict(store))
-    return store
+    return created(session, actor, "store", store, store.code, store_dict)
 
 
 def update_store(session: Session, actor: str, store: Store, data: dict[str, Any]) -> Store:
     """Change a store's fields; `region` is a region code."""
-    before = store_dict(store)
-    if "region" in data:
-        store.region = _region_or_422(session, data.pop("region"))
-    for key, value in data.items():
-        setattr(store, key, value)
-    session.flush()
-    record(session, actor, "update", "store", store.code, before=before, after=store_dict(store))
+    with updating(session, actor, "store", store.code, store, store_dict):
+        if "region" in data:
+            store.region = _region_or_422(session, data.pop("region"))
+        for key, value in data.items():
+            setattr(store, key, value)
     return store
 
 
