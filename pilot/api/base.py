@@ -6,10 +6,11 @@ import binascii
 
 import flask_smorest
 import marshmallow as ma
-from sqlalchemy import Select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 from webargs.flaskparser import FlaskParser, is_json_request
 
+from pilot.db import db
 from pilot.errors import Invalid
 from pilot.http_errors import to_response
 from pilot.inputs import check_depth
@@ -119,6 +120,33 @@ def paginate(session: Session, stmt: Select, id_column, limit: int, cursor: str 
     rows = rows[:limit]
     nxt = _encode_cursor(key(rows[-1])) if more else None
     return {"items": rows, "next_cursor": nxt}
+
+
+def list_view(blp: Blueprint, model: type, schema: type[Schema], summary: str,
+              args_schema: type[Schema] = PageArgs, filters: tuple[str, ...] = ()):
+    """The GET of a plain list endpoint: `model`'s rows by id, paginated, with optional equality
+    filters (query arguments of the same name as the model's columns). A MethodView's `get = list_view(…)`."""
+
+    @blp.arguments(args_schema, location="query")
+    @blp.response(200, page_schema(schema))
+    def get(self, args):
+        stmt = select(model).where(*(getattr(model, name) == args[name] for name in filters if name in args))
+        return paginate(db.session, stmt, model.id, args["limit"], args["cursor"])
+
+    get.__doc__ = summary
+    return get
+
+
+def after_cursor(cursor: str | None) -> int:
+    """The key a cursor stands for (0 without one), for lists paged by a key other than an id column."""
+    return _decode_cursor(cursor) if cursor else 0
+
+
+def keyset_page(rows: list, limit: int, key) -> dict:
+    """A page from rows fetched with one more than `limit` (so whether another page follows is known)."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": rows, "next_cursor": _encode_cursor(key(rows[-1])) if more else None}
 
 
 def _encode_cursor(last_id: int) -> str:

@@ -1,9 +1,8 @@
 """Ingestion batches: each JSON batch or CSV upload of transactions, and what became of its rows."""
 import marshmallow as ma
 from flask.views import MethodView
-from sqlalchemy import select
 
-from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
+from pilot.api.base import Blueprint, PageArgs, Schema, list_view
 from pilot.db import db, found
 from pilot.models import IngestionBatch
 
@@ -37,14 +36,7 @@ class BatchArgs(PageArgs):
 
 @blp.route("")
 class IngestionBatches(MethodView):
-    @blp.arguments(BatchArgs, location="query")
-    @blp.response(200, page_schema(BatchSchema))
-    def get(self, args):
-        """List ingestion batches, oldest first"""
-        stmt = select(IngestionBatch)
-        if "status" in args:
-            stmt = stmt.where(IngestionBatch.status == args["status"])
-        return paginate(db.session, stmt, IngestionBatch.id, args["limit"], args["cursor"])
+    get = list_view(blp, IngestionBatch, BatchSchema, "List ingestion batches, oldest first", BatchArgs, ("status",))
 
 
 @blp.route("/<int(max=2147483647):batch_id>")

@@ -1,10 +1,8 @@
 """Scheduler job history."""
 import marshmallow as ma
 from flask.views import MethodView
-from sqlalchemy import select
 
-from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
-from pilot.db import db
+from pilot.api.base import Blueprint, Schema, list_view
 from pilot.models import JobRun
 
 blp = Blueprint("jobs", __name__, url_prefix="/jobs", description="Scheduler job history")
@@ -27,8 +25,4 @@ class JobSchema(Schema):
 
 @blp.route("")
 class Jobs(MethodView):
-    @blp.arguments(PageArgs, location="query")
-    @blp.response(200, page_schema(JobSchema))
-    def get(self, args):
-        """Scheduler job history, oldest first"""
-        return paginate(db.session, select(JobRun), JobRun.id, args["limit"], args["cursor"])
+    get = list_view(blp, JobRun, JobSchema, "Scheduler job history, oldest first")

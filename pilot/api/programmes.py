@@ -1,10 +1,9 @@
 """Programmes and their variants, each variant a mechanic with validated parameters."""
 import marshmallow as ma
 from flask.views import MethodView
-from sqlalchemy import select
 
 from pilot import programmes as domain
-from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
+from pilot.api.base import Blueprint, Schema, list_view
 from pilot.api.regions import CODE
 from pilot.auth import current
 from pilot.db import db
@@ -54,11 +53,7 @@ class ProgrammeSchema(Schema):
 
 @blp.route("")
 class Programmes(MethodView):
-    @blp.arguments(PageArgs, location="query")
-    @blp.response(200, page_schema(ProgrammeSchema))
-    def get(self, args):
-        """List programmes"""
-        return paginate(db.session, select(Programme), Programme.id, args["limit"], args["cursor"])
+    get = list_view(blp, Programme, ProgrammeSchema, "List programmes")
 
     @blp.arguments(ProgrammeIn)
     @blp.response(201, ProgrammeSchema)

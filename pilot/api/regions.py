@@ -1,10 +1,9 @@
 """Regions: create, list, show, rename, delete."""
 import marshmallow as ma
 from flask.views import MethodView
-from sqlalchemy import select
 
 from pilot import stores
-from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
+from pilot.api.base import Blueprint, Schema, list_view
 from pilot.auth import current
 from pilot.db import db
 from pilot.models import Region
@@ -31,11 +30,7 @@ class RegionSchema(Schema):
 
 @blp.route("")
 class Regions(MethodView):
-    @blp.arguments(PageArgs, location="query")
-    @blp.response(200, page_schema(RegionSchema))
-    def get(self, args):
-        """List regions"""
-        return paginate(db.session, select(Region), Region.id, args["limit"], args["cursor"])
+    get = list_view(blp, Region, RegionSchema, "List regions")
 
     @blp.arguments(RegionIn)
     @blp.response(201, RegionSchema)

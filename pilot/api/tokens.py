@@ -1,9 +1,8 @@
 """API tokens: admins create, list and revoke them; the secret is shown once."""
 import marshmallow as ma
 from flask.views import MethodView
-from sqlalchemy import select
 
-from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
+from pilot.api.base import Blueprint, Schema, list_view
 from pilot.audit import record
 from pilot.auth import current, issue_token, revoke_token
 from pilot.db import db, found
@@ -43,11 +42,7 @@ def token_dict(token: ApiToken) -> dict:
 
 @blp.route("")
 class Tokens(MethodView):
-    @blp.arguments(PageArgs, location="query")
-    @blp.response(200, page_schema(TokenSchema))
-    def get(self, args):
-        """List tokens"""
-        return paginate(db.session, select(ApiToken), ApiToken.id, args["limit"], args["cursor"])
+    get = list_view(blp, ApiToken, TokenSchema, "List tokens")
 
     @blp.arguments(TokenIn)
     @blp.response(201, NewTokenSchema)
