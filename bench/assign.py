@@ -27,6 +27,7 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cpu import postmaster, tree_cpu_seconds  # noqa: E402
 from bench.server import Server  # noqa: E402
 from pilot import create_app  # noqa: E402
 from pilot.assignment import Holdout, assign_bulk  # noqa: E402
@@ -99,27 +100,15 @@ def wrk(port: int, secret: str, script: str | None, path: str, seconds: int = 10
             "p99_ms": ms("99%")}
 
 
-def cpu_seconds(pattern: str) -> float:
-    """User + system CPU seconds so far of the processes whose command line matches."""
-    total = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            if re.search(pattern, command):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def measured(port: int, secret: str, script: str | None, path: str, seconds: int = 10) -> dict:
-    """wrk's figures plus the CPU milliseconds per request of the gunicorn processes and of PostgreSQL."""
-    app0, pg0 = cpu_seconds(r"gunicorn"), cpu_seconds(r"^postgres: ")
+def measured(server: Server, port: int, secret: str, script: str | None, path: str, seconds: int = 10) -> dict:
+    """wrk's figures plus the CPU milliseconds per request of the server's process tree (gunicorn's
+    master and workers, bench/cpu.py) and of PostgreSQL's (this machine's, so other load on it counts)."""
+    pg = postmaster()
+    app0, pg0 = tree_cpu_seconds(server.proc.pid), tree_cpu_seconds(pg) if pg else None
     figures = wrk(port, secret, script, path, seconds)
     requests = figures["per_s"] * seconds
-    figures["app_cpu_ms"] = round((cpu_seconds(r"gunicorn") - app0) / requests * 1000, 3)
-    figures["pg_cpu_ms"] = round((cpu_seconds(r"^postgres: ") - pg0) / requests * 1000, 3)
+    figures["app_cpu_ms"] = round((tree_cpu_seconds(server.proc.pid) - app0) / requests * 1000, 3)
+    figures["pg_cpu_ms"] = round((tree_cpu_seconds(pg) - pg0) / requests * 1000, 3) if pg else None
     return figures
 
 
@@ -132,18 +121,18 @@ def http(url: str) -> dict:
     try:
         # each run its own customer ids: a warm-up's customers would come back as repeats
         wrk(port, feed, LUA_NEW.replace("RUN", "warm"), "/", 3)  # warm up both workers
-        new = measured(port, feed, LUA_NEW.replace("RUN", "measured"), "/")
+        new = measured(server, port, feed, LUA_NEW.replace("RUN", "measured"), "/")
         wrk(port, feed, LUA_REPEAT, "/")
         wrk(port, feed, LUA_REPEAT, "/")
-        repeat = measured(port, feed, LUA_REPEAT, "/")
-        trivial = measured(port, feed, None, "/healthz")
+        repeat = measured(server, port, feed, LUA_REPEAT, "/")
+        trivial = measured(server, port, feed, None, "/healthz")
     finally:
         server.stop()
     # the same new-customer load through Flask's full request cycle (the lean till path off: pilot/api.fast_assignment.py)
     server = Server(url, port, env={"PILOT_TILL_LEAN_PATH": "0"})
     try:
         wrk(port, feed, LUA_NEW.replace("RUN", "warm-view"), "/", 3)
-        view = measured(port, feed, LUA_NEW.replace("RUN", "measured-view"), "/")
+        view = measured(server, port, feed, LUA_NEW.replace("RUN", "measured-view"), "/")
     finally:
         server.stop()
     # The floor: the same app, server and load, on a bench-only route that stores one row and does
@@ -158,9 +147,9 @@ def http(url: str) -> dict:
     sql_lua = LUA_NEW.replace("/api/v1/pilots/card-pilot/assignments", "/bench/till_sql")
     try:
         wrk(port, feed, floor_lua.replace("RUN", "warm"), "/", 3)
-        floor = measured(port, feed, floor_lua.replace("RUN", "measured"), "/")
+        floor = measured(server, port, feed, floor_lua.replace("RUN", "measured"), "/")
         wrk(port, feed, sql_lua.replace("RUN", "sql-warm"), "/", 3)  # (customers the app's runs did not create)
-        till_sql = measured(port, feed, sql_lua.replace("RUN", "sql-measured"), "/")
+        till_sql = measured(server, port, feed, sql_lua.replace("RUN", "sql-measured"), "/")
     finally:
         server.stop()
     return {"new": new, "repeat": repeat, "trivial": trivial, "floor": floor, "view": view, "till_sql": till_sql}

@@ -2,8 +2,9 @@
 
 Simulates a pilot with three arms and twelve weeks of exposure, analyses it, and renders its
 report page through the app (the production code path, no network), ending with one JSON line
-with server_ms (median of 20 renders), plotly_js_loads, figure_data_bytes and page_bytes.
-Targets: <= 300 ms server time, plotly.js loaded once, figures' data <= 1 MB.
+with server_ms (median of 20 renders), plotly_js_loads, figure_data_bytes, page_bytes and
+pdf_seconds (the PDF export, headless Chromium printing the standalone report; null without a
+Chromium). Targets: <= 300 ms server time, plotly.js loaded once, figures' data <= 1 MB, PDF <= 10 s.
 """
 import json
 import re
@@ -57,10 +58,15 @@ def main() -> None:
         assert response.status_code == 200
     html = response.get_data(as_text=True)
     data = re.search(r'<script type="application/json" id="figures-data">(.*?)</script>', html, re.S).group(1)
+    started = time.perf_counter()
+    pdf = client.get(f"/analyses/{run_id}/report.pdf")
+    pdf_seconds = round(time.perf_counter() - started, 2) if pdf.status_code == 200 else None
+    assert pdf.status_code in (200, 503), pdf.status_code
     figures = {"server_ms": round(statistics.median(times[1:]), 1),
                "plotly_js_loads": len(re.findall(r"<script[^>]+plotly[^>]*\.js", html)),
                "figure_data_bytes": len(data.encode()), "page_bytes": len(html.encode()),
-               "figures": len(json.loads(data)), **shape}
+               "figures": len(json.loads(data)), "pdf_seconds": pdf_seconds,
+               "pdf_bytes": len(pdf.data) if pdf_seconds is not None else None, **shape}
     print(json.dumps(figures))
 
 

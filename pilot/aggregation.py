@@ -6,7 +6,8 @@ exposure), and `assignments` are LEFT JOINed to those sums, so a customer who bo
 row of zeros, not a missing row. Those unit rows go once into a temporary table; the statements
 here aggregate them per arm × customer group, per arm × store, per arm × full weeks exposed and per
 arm × week since exposure. Raw transactions never come into Python. The same SQLAlchemy Core runs
-on SQLite and PostgreSQL.
+on SQLite and PostgreSQL, and on Apache Spark (pilot.spark_engine): a `Runner` says where the
+statements run; the default, `DatabaseRunner`, is Pilot's own database.
 
 Windows: a customer's outcome window runs from their assignment (exposure) to the cut-off; the
 pre-period is the `pre_days` before the pilot started (the CUPED covariate). Programme cost is the
@@ -15,10 +16,13 @@ member-period cost of membership mechanics pro rata over the exposure.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
-from sqlalchemy import Float, MetaData, Table, and_, case, cast, func, literal, or_, select, text
+from sqlalchemy import Float, MetaData, Select, Table, and_, case, cast, func, literal, or_, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateTableAs
 from sqlalchemy.sql.elements import ColumnElement
@@ -114,6 +118,56 @@ def add_sums(total: dict[str, float], sums: dict[str, float]) -> None:
         total[k] = total.get(k, 0.0) + x
 
 
+class Runner(Protocol):
+    """Where a cube's statements run: the statements are built for `dialect` and read back as dicts."""
+
+    name: str  # the engine, as a run records it
+    dialect: str  # the SQL dialect the statements are built for (sqlite or postgresql)
+    joins: str  # how the unit rows joined (after `units`)
+
+    def group(self, session: Session) -> ColumnElement:
+        """The customer's group in the unit rows."""
+
+    def rows(self, stmt: Select) -> list[dict[str, Any]]:
+        """The statement's rows, each a dict by label."""
+
+    def units(self, stmt: Select, units: int) -> AbstractContextManager[Table]:
+        """The unit rows made once into a table `pilot_units` for the block (dropped after)."""
+
+
+class DatabaseRunner:
+    """The default engine: the statements run in Pilot's own database, in the caller's transaction."""
+
+    name = "database"
+
+    def __init__(self, session: Session) -> None:
+        self.conn = session.connection()
+        self.dialect = self.conn.dialect.name
+        self.joins = "hash"
+
+    def group(self, session: Session) -> ColumnElement:
+        return group_case(saved_groups(session))
+
+    def rows(self, stmt: Select) -> list[dict[str, Any]]:
+        return [dict(r._mapping) for r in self.conn.execute(stmt)]
+
+    @contextmanager
+    def units(self, stmt: Select, units: int) -> Iterator[Table]:
+        conn = self.conn
+        Table("pilot_units", MetaData()).drop(conn, checkfirst=True)
+        create = CreateTableAs(stmt, "pilot_units", temporary=True)
+        if _most_customers(conn, units):
+            self.joins = "merge"
+        with set_based_plan(conn, sorted_groups=True, merge_joins=self.joins == "merge"):
+            conn.execute(create)
+        try:
+            if self.dialect == "postgresql":
+                conn.execute(text("ANALYZE pilot_units"))
+            yield create.table
+        finally:
+            create.table.drop(conn)
+
+
 def _cost_sql(pilot: Pilot, variant: ColumnElement, spend_before: ColumnElement | None) -> ColumnElement:
     """Modelled cost of one sale by the variant's mechanic (pilot.mechanics.transaction_cost in SQL)."""
     t = Transaction
@@ -177,7 +231,8 @@ def _most_customers(conn, units: int) -> bool:
 
 
 def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pre_days: int, weeks: int,
-              weekly: str = "spend", period_ends: list[datetime] | None = None):
+              weekly: str = "spend", period_ends: list[datetime] | None = None, dialect: str | None = None,
+              group: ColumnElement | None = None) -> Select:
     """One row per assigned customer of the stage: its arm, group, store, metric values and, for each
     week since exposure, its `weekly` value (spend or visits) in that week.
 
@@ -186,8 +241,11 @@ def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pr
     rows. The assignments are then LEFT JOINed to those sums, so a customer who bought nothing is a
     row of zeros. Amounts are summed as floats (PostgreSQL's numeric sums cost twice the time).
     `period`: the allocation period the unit was assigned in (0 before the first of `period_ends`).
+    `dialect`: the SQL to build (default: the session's); `group`: the customer's group (default: the
+    saved groups' CASE over the customer's attributes).
     """
-    dialect = session.bind.dialect.name
+    dialect = dialect or session.bind.dialect.name
+    group = group if group is not None else group_case(saved_groups(session))
     pg = dialect == "postgresql"
     a, t = Assignment, Transaction
     pre_start = pilot.started_at - timedelta(days=pre_days)
@@ -256,7 +314,7 @@ def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pr
 
     visits = value("visits")
     period = allocation_period(a.assigned_at, period_ends or [])
-    return (select(a.customer_id, a.variant, group_case(saved_groups(session)).label("grp"), period.label("period"),
+    return (select(a.customer_id, a.variant, group.label("grp"), period.label("period"),
                    func.coalesce(a.store_id, Customer.home_store_id).label("store_id"),
                    cast(func.floor(exposed / WEEK), Float).label("full_weeks"),
                    value("spend").label("spend"), visits.label("visits"), value("items").label("items"),
@@ -278,29 +336,22 @@ def _sums(unit) -> list[ColumnElement]:
 
 
 def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pre_days: int = 56,
-                  weekly: str = "spend", period_ends: list[datetime] | None = None) -> Cube:
+                  weekly: str = "spend", period_ends: list[datetime] | None = None,
+                  runner: Runner | None = None) -> Cube:
     """Per arm × group, arm × store and arm × week since exposure (of the `weekly` value, spend or
     visits): the unit rows are computed once into a temporary table (one pass over the
     transactions), then grouped four ways: per arm × group × allocation period (`period_ends`: the
     times the stage's weights changed before the cut-off; one period without), per arm × store × period,
-    per arm × full weeks exposed and per arm × week since exposure."""
+    per arm × full weeks exposed and per arm × week since exposure. `runner`: where (default: the database)."""
+    runner = runner or DatabaseRunner(session)
     cube = Cube(cutoff=cutoff, pre_start=pilot.started_at - timedelta(days=pre_days))
-    conn = session.connection()
     units, weeks = _stage_units(session, pilot, stage, cutoff)
-    Table("pilot_units", MetaData()).drop(conn, checkfirst=True)
-    create = CreateTableAs(unit_rows(session, pilot, stage, cutoff, pre_days, weeks, weekly, period_ends),
-                           "pilot_units", temporary=True)
-    unit = create.table
-    if _most_customers(conn, units):
-        cube.joins = "merge"
-    with set_based_plan(conn, sorted_groups=True, merge_joins=cube.joins == "merge"):
-        conn.execute(create)
-    try:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("ANALYZE pilot_units"))
-        for r in conn.execute(select(unit.c.variant, unit.c.grp, unit.c.period, *_sums(unit))
-                              .group_by(unit.c.variant, unit.c.grp, unit.c.period)):
-            m = dict(r._mapping)
+    stmt = unit_rows(session, pilot, stage, cutoff, pre_days, weeks, weekly, period_ends, runner.dialect,
+                     runner.group(session))
+    with runner.units(stmt, units) as unit:
+        cube.joins = runner.joins
+        for m in runner.rows(select(unit.c.variant, unit.c.grp, unit.c.period, *_sums(unit))
+                             .group_by(unit.c.variant, unit.c.grp, unit.c.period)):
             variant, grp, period = m.pop("variant"), m.pop("grp"), int(m.pop("period"))
             sums = {k: float(v or 0) for k, v in m.items()}
             cube.by_cell[(variant, grp, period)] = sums
@@ -309,24 +360,20 @@ def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
                 add_sums(cube.by_period.setdefault((variant, period), {}), sums)
         store_cols = [func.count().label("n")] + [func.sum(unit.c[v]).label(v) for v in (
             "spend", "visits", "items", "cost", "converted", "retained")]
-        for r in conn.execute(select(unit.c.variant, unit.c.store_id, unit.c.period, *store_cols)
-                              .group_by(unit.c.variant, unit.c.store_id, unit.c.period)):
-            m = dict(r._mapping)
+        for m in runner.rows(select(unit.c.variant, unit.c.store_id, unit.c.period, *store_cols)
+                             .group_by(unit.c.variant, unit.c.store_id, unit.c.period)):
             variant, store, period = m.pop("variant"), m.pop("store_id"), int(m.pop("period"))
             cube.store_cells[(variant, store, period)] = {k: float(v or 0) for k, v in m.items()}
-        for variant, full, period, n in conn.execute(
-                select(unit.c.variant, unit.c.full_weeks, unit.c.period, func.count())
-                .group_by(unit.c.variant, unit.c.full_weeks, unit.c.period)):
-            cube.full_week_cells[(variant, int(full), int(period))] = int(n)
-        cube.week_cells = _weekly(conn, unit, weeks, weekly)
+        for m in runner.rows(select(unit.c.variant, unit.c.full_weeks, unit.c.period, func.count().label("n"))
+                             .group_by(unit.c.variant, unit.c.full_weeks, unit.c.period)):
+            cube.full_week_cells[(m["variant"], int(m["full_weeks"]), int(m["period"]))] = int(m["n"])
+        cube.week_cells = _weekly(runner, unit, weeks, weekly)
         for (variant, w, _), sums in cube.week_cells.items():
             add_sums(cube.by_week.setdefault((variant, w), {}), sums)
-    finally:
-        unit.drop(conn)
     return cube
 
 
-def _weekly(conn, unit: Table, weeks: int, value: str) -> dict[tuple[str, int, int], dict[str, float]]:
+def _weekly(runner: Runner, unit: Table, weeks: int, value: str) -> dict[tuple[str, int, int], dict[str, float]]:
     """Per arm × week since exposure × allocation period: Σ and Σ² of the value per unit-week, over
     the units exposed for the whole week (those without purchases that week add zeros)."""
     if not weeks:
@@ -335,38 +382,44 @@ def _weekly(conn, unit: Table, weeks: int, value: str) -> dict[tuple[str, int, i
     for w in range(weeks):
         whole, x = unit.c.full_weeks > w, unit.c[f"w{w}"]
         cols += [func.sum(case((whole, x))).label(f"{w}"), func.sum(case((whole, x * x))).label(f"{w}^2")]
+    full = unit.c.full_weeks
+    if weeks >= 2:  # the fading test's per-unit contrast (pilot.weekly_effects): first week − mean of the later
+        # half of its full weeks (weeks w with f/2 ≤ w < f, of f full weeks)
+        late = sum(case((and_(full > w, 2 * w >= full), unit.c[f"w{w}"]), else_=0.0) for w in range(1, weeks))
+        fade = unit.c.w0 - late / func.nullif(func.floor(full / 2), 0)
+        cols += [func.sum(case((full >= 2, 1), else_=0)).label("fade_n"),
+                 func.sum(case((full >= 2, fade))).label("fade"),
+                 func.sum(case((full >= 2, fade * fade))).label("fade^2")]
     out: dict[tuple[str, int, int], dict[str, float]] = {}
-    for r in conn.execute(select(unit.c.variant, unit.c.period, *cols).group_by(unit.c.variant, unit.c.period)):
-        m = dict(r._mapping)
+    for m in runner.rows(select(unit.c.variant, unit.c.period, *cols).group_by(unit.c.variant, unit.c.period)):
         for w in range(weeks):
             if m[f"{w}"]:
                 out[(m["variant"], w, int(m["period"]))] = {value: float(m[f"{w}"]),
                                                             f"{value}*{value}": float(m[f"{w}^2"] or 0)}
+        if m.get("fade_n") and (m["variant"], 0, int(m["period"])) in out:
+            out[(m["variant"], 0, int(m["period"]))].update(
+                fade_n=float(m["fade_n"]), fade=float(m["fade"] or 0), **{"fade*fade": float(m["fade^2"] or 0)})
     return out
 
 
-def store_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime) -> Cube:
-    """Store-randomised pilots: per store, spend, visits and items per day before and since the start."""
+def store_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, runner: Runner | None = None) -> Cube:
+    """Store-randomised pilots: per store, spend, visits and items per day before and since the start
+    (`runner`: where; default, the database)."""
+    runner = runner or DatabaseRunner(session)
     t, e = Transaction, Enrolment
     start = stage.started_at or pilot.started_at
     days_post = max((cutoff - start).total_seconds() / 86400, 1e-9)
     pre_start = start - (cutoff - start)
     cube = Cube(cutoff=cutoff, pre_start=pre_start)
     post, pre = t.occurred_at >= start, t.occurred_at < start
-    stmt = (select(e.store_id, e.arm,
-                   func.coalesce(func.sum(case((post, t.amount), else_=0)), 0),
-                   func.coalesce(func.sum(case((and_(post, t.type == "sale"), 1), else_=0)), 0),
-                   func.coalesce(func.sum(case((post, t.items), else_=0)), 0),
-                   func.coalesce(func.sum(case((pre, t.amount), else_=0)), 0),
-                   func.coalesce(func.sum(case((and_(pre, t.type == "sale"), 1), else_=0)), 0),
-                   func.coalesce(func.sum(case((pre, t.items), else_=0)), 0))
+    values = {"spend": (post, t.amount), "visits": (and_(post, t.type == "sale"), 1), "items": (post, t.items),
+              "pre_spend": (pre, t.amount), "pre_visits": (and_(pre, t.type == "sale"), 1), "pre_items": (pre, t.items)}
+    stmt = (select(e.store_id, e.arm, *[func.coalesce(func.sum(case(when, else_=0)), 0).label(name)
+                                        for name, when in values.items()])
             .outerjoin(t, and_(t.store_id == e.store_id, t.occurred_at >= pre_start, t.occurred_at < cutoff))
             .where(e.pilot_id == pilot.id, e.stage_id == stage.id, e.arm.is_not(None),
                    or_(e.withdrawn_at.is_(None), e.withdrawn_at > cutoff))
             .group_by(e.store_id, e.arm))
-    for store_id, arm, spend, visits, items, pre_spend, pre_visits, pre_items in session.execute(stmt):
-        cube.stores[(arm, store_id)] = {"spend": float(spend) / days_post, "visits": float(visits) / days_post,
-                                        "items": float(items) / days_post, "pre_spend": float(pre_spend) / days_post,
-                                        "pre_visits": float(pre_visits) / days_post,
-                                        "pre_items": float(pre_items) / days_post}
+    for m in runner.rows(stmt):
+        cube.stores[(m["arm"], m["store_id"])] = {name: float(m[name]) / days_post for name in values}
     return cube

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,21 +23,26 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from pilot import effects, rollout
-from pilot.aggregation import customer_cube, store_cube
+from pilot.aggregation import Runner, customer_cube, store_cube
 from pilot.analysis_config import AnalysisConfig
 from pilot.assignment import allocation_changes, expected_shares
 from pilot.audit import record
+from pilot.data_quality import missing_batches
 from pilot.db import utcnow
 from pilot.errors import Conflict, Invalid
 from pilot.leases import Heartbeat, lease_seconds, lost_reason, worker_id
-from pilot.models import AnalysisRun, Assignment, Customer, Enrolment, IngestionBatch, Pilot, Stage, Store, Transaction
+from pilot.models import AnalysisRun, Assignment, Enrolment, Pilot, Stage, Store, Transaction
+from pilot.planning import eligible_customers, stage_pool
 from pilot.recommendation import recommend
+from pilot.store_effects import contamination
+from pilot.store_randomisation import scheme
 from pilot.verdicts import versus_best
 from pilot.weekly_effects import weekly_value
 
 log = logging.getLogger(__name__)
 PRE_DAYS = 56
 BACKGROUND_UNITS = 200_000
+ENGINES = ("database", "spark")
 
 
 def pilot_config(pilot: Pilot, stage: Stage) -> dict[str, Any]:
@@ -46,19 +53,27 @@ def pilot_config(pilot: Pilot, stage: Stage) -> dict[str, Any]:
             "guardrails": pilot.guardrails, "alpha": pilot.alpha, "power": pilot.power, "mde": pilot.mde,
             "margin_rate": pilot.margin_rate, "allocation": stage.allocation, "control": control,
             "mechanics": mechanics, "gate": stage.gate, "eligible_groups": stage.eligible_groups,
-            "pre_days": PRE_DAYS, "sequential_tuning": 5000.0}
+            "pre_days": PRE_DAYS, "sequential_tuning": 5000.0,
+            "plan_version": pilot.plan_version}  # the analysis plan's version it follows (pilot.governance)
 
 
-def create_run(session: Session, actor: str, pilot: Pilot, cutoff: datetime | None = None) -> AnalysisRun:
-    """A queued run of the pilot's current stage, leased to this process (which is to start it)."""
+def create_run(session: Session, actor: str, pilot: Pilot, cutoff: datetime | None = None,
+               engine: str | None = None) -> AnalysisRun:
+    """A queued run of the pilot's current stage, leased to this process (which is to start it), computed
+    by `engine` (default PILOT_ANALYSIS_ENGINE: database or spark)."""
+    engine = engine or current_app.config.get("ANALYSIS_ENGINE") or "database"
+    if engine not in ENGINES:
+        raise Invalid(f"Unknown analysis engine {engine!r}; one of {', '.join(ENGINES)}.",
+                      details={"fields": {"engine": ["Unknown engine."]}})
     if pilot.started_at is None or pilot.current_stage is None:
         raise Conflict(f"Pilot {pilot.key!r} has not started; there is nothing to analyse.", code="not_started")
     stage = pilot.stage(pilot.current_stage)
-    cutoff = min(cutoff or utcnow(), utcnow())
+    # an imported pilot's stage has ended: by default its analysis reads up to that end
+    cutoff = min(cutoff or (stage.ended_at if pilot.imported_at else None) or utcnow(), utcnow())
     if cutoff <= (stage.started_at or pilot.started_at):
         raise Invalid("The cut-off is before the stage started.", details={"fields": {"cutoff": ["Too early."]}})
     run = AnalysisRun(pilot_id=pilot.id, stage=stage.position, status="queued", requested_by=actor, cutoff=cutoff,
-                      config=pilot_config(pilot, stage), worker=worker_id(),
+                      config=pilot_config(pilot, stage), worker=worker_id(), engine=engine,
                       lease_until=utcnow() + timedelta(seconds=lease_seconds()))
     session.add(run)
     session.flush()
@@ -86,18 +101,24 @@ def execute(session: Session, run: AnalysisRun) -> AnalysisRun:
             session.execute(text("SELECT set_config('work_mem', :v, true)"), {"v": work_mem})
         # JIT compiles the wide aggregate once per parallel worker: seconds of compiling, no gain
         session.execute(text("SET LOCAL jit = off"))
+    with _runner(session, run, pilot, stage) as runner:
+        if pilot.unit == "store":
+            cube = store_cube(session, pilot, stage, run.cutoff, runner)
+        else:
+            cube = customer_cube(session, pilot, stage, run.cutoff, run.config.get("pre_days", PRE_DAYS),
+                                 weekly_value(run.config["primary_metric"]),
+                                 [end for end in allocation_changes(stage) if end < run.cutoff], runner)
     if pilot.unit == "store":
-        cube = store_cube(session, pilot, stage, run.cutoff)
-    else:
-        cube = customer_cube(session, pilot, stage, run.cutoff, run.config.get("pre_days", PRE_DAYS),
-                             weekly_value(run.config["primary_metric"]),
-                             [end for end in allocation_changes(stage) if end < run.cutoff])
+        blocks = scheme(session, pilot, stage)  # the matched scheme, for the randomisation test
+        for (_, store_id), values in cube.stores.items():
+            values["block"] = blocks.get(store_id, -1)
     timings["aggregate_s"] = round(time.perf_counter() - started, 4)
     t1 = time.perf_counter()
     config = AnalysisConfig.from_dict(run.config)
     results = effects.compute(config, cube, days, projected_customers=_next_scope_customers(session, pilot, stage),
                               daily_new_units=_daily_new_units(session, pilot, stage, run.cutoff),
-                              srm_shares=expected_shares(session, pilot, stage, run.cutoff))
+                              srm_shares=expected_shares(session, pilot, stage, run.cutoff),
+                              pool=stage_pool(session, pilot, stage, run.cutoff))
     quality = stage_quality(session, pilot, stage, run.cutoff)
     results["data_quality"] = quality
     results["cutoff"] = run.cutoff.isoformat()
@@ -106,6 +127,8 @@ def execute(session: Session, run: AnalysisRun) -> AnalysisRun:
                         "started_at": start.isoformat() if start else None}
     if pilot.unit == "customer":
         results["versus_best"] = versus_best(config, cube, results)
+    else:
+        results["contamination"] = contamination(session, pilot, stage, run.cutoff)
     run.recommendation = recommend(config, results, quality)
     results["verdicts"] = run.recommendation["verdicts"]
     timings["compute_s"] = round(time.perf_counter() - t1, 4)
@@ -114,15 +137,40 @@ def execute(session: Session, run: AnalysisRun) -> AnalysisRun:
     run.counts = {a["variant"]: a["n"] for a in results["arms"]}
     run.status, run.finished_at = "done", utcnow()
     session.flush()
+    _announce(session, pilot, run)
     return run
+
+
+def _announce(session: Session, pilot: Pilot, run: AnalysisRun) -> None:
+    """Queue analysis.completed, and recommendation.changed when the stage's previous run decided otherwise."""
+    from pilot import webhooks
+    data = {"pilot": pilot.key, "run": run.id, "stage": run.stage, "decision": run.decision,
+            "summary": run.recommendation.get("summary"), "plan_version": run.config.get("plan_version")}
+    webhooks.emit(session, "analysis.completed", data, f"Analysis {run.id} of pilot {pilot.key} (stage {run.stage}): "
+                  f"{run.recommendation.get('summary') or run.decision}.")
+    before = session.scalar(select(AnalysisRun.decision).where(
+        AnalysisRun.pilot_id == pilot.id, AnalysisRun.stage == run.stage, AnalysisRun.status == "done",
+        AnalysisRun.id != run.id).order_by(AnalysisRun.cutoff.desc(), AnalysisRun.id.desc()).limit(1))
+    if before is not None and before != run.decision:
+        webhooks.emit(session, "recommendation.changed", {**data, "previous": before},
+                      f"The recommendation for pilot {pilot.key} changed from {before} to {run.decision}: "
+                      f"{run.recommendation.get('summary') or ''}")
+
+
+@contextmanager
+def _runner(session: Session, run: AnalysisRun, pilot: Pilot, stage: Stage) -> Iterator[Runner | None]:
+    """Where the run's aggregates are computed: Pilot's database (None: the default) or Spark."""
+    if (run.engine or "database") == "database":
+        yield None
+        return
+    from pilot import spark_engine  # (pyspark is an optional extra)
+    with spark_engine.runner(session, current_app.config, pilot, stage, run.cutoff) as runner:
+        yield runner
 
 
 def _next_scope_customers(session: Session, pilot: Pilot, stage: Stage) -> int | None:
     nxt = pilot.stage(stage.position + 1)
-    if nxt is None:
-        return None
-    ids = [s.id for s in rollout.scope_stores(session, nxt)]
-    return session.scalar(select(func.count()).select_from(Customer).where(Customer.home_store_id.in_(ids))) or 0
+    return eligible_customers(session, nxt) if nxt is not None else None  # scope × eligible groups
 
 
 def _daily_new_units(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime) -> float | None:
@@ -144,27 +192,30 @@ def stage_quality(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
         .group_by(Transaction.store_id)).all()) if enrolled else {}
     codes = dict(session.execute(select(Store.id, Store.code).where(Store.id.in_(enrolled))).all()) if enrolled else {}
     silent = sorted(codes[s] for s in enrolled if not per_store.get(s))
-    failed = session.scalar(select(func.count()).select_from(IngestionBatch).where(
-        IngestionBatch.status == "failed", IngestionBatch.started_at >= start,
-        IngestionBatch.started_at < cutoff)) or 0
+    # a failed or rejected batch counts only for the stores, customers and window (pre-period included)
+    # its rows concerned, and only while its rows are missing (pilot.data_quality.missing_batches)
+    missing = missing_batches(session, pilot.id, enrolled, start, cutoff, start - timedelta(days=PRE_DAYS))
+    failed = len(missing)
     days = (cutoff - start).total_seconds() / 86400
     problems = []
     if silent and per_store and days >= 3:
         problems.append({"code": "silent_stores", "stores": silent,
                          "message": f"{len(silent)} enrolled store(s) sent no transactions since the stage "
                                     f"started: {', '.join(silent[:10])}{'…' if len(silent) > 10 else ''}."})
-    if failed:
-        problems.append({"code": "failed_batches", "batches": failed,
-                         "message": f"{failed} ingestion batch(es) failed during the stage; outcomes may be missing."})
+    if missing:
+        named = "; ".join(b["message"] for b in missing[:5]) + ("; …" if len(missing) > 5 else "")
+        problems.append({"code": "failed_batches", "batches": [b["batch_id"] for b in missing], "missing": missing,
+                         "message": f"{failed} ingestion batch(es) that concern this pilot failed or were rejected "
+                                    f"and their rows are still missing: {named}."})
     return {"enrolled_stores": len(enrolled), "stores_with_data": len(per_store), "silent_stores": silent,
             "failed_batches": failed, "transactions": int(sum(per_store.values())), "problems": problems}
 
 
 def request_run(session: Session, actor: str, pilot: Pilot, cutoff: datetime | None,
-                background: bool | None) -> AnalysisRun:
+                background: bool | None, engine: str | None = None) -> AnalysisRun:
     """A queued run of the pilot's current stage, audited; `run.background` says whether it is to run
     in the background (large pilots) or at once. The caller commits, then calls `launch`."""
-    run = create_run(session, actor, pilot, cutoff)
+    run = create_run(session, actor, pilot, cutoff, engine)
     if background is None:
         background = units(session, pilot, pilot.stage(run.stage)) > BACKGROUND_UNITS
     run.background = background
@@ -259,7 +310,7 @@ def end_lost(session: Session, actor: str, lost: Any) -> tuple[AnalysisRun, Anal
 def _retry(session: Session, actor: str, lost: AnalysisRun) -> AnalysisRun:
     """A queued run of the same pilot, stage, cut-off and configuration as the lost one."""
     retry = AnalysisRun(pilot_id=lost.pilot_id, stage=lost.stage, status="queued", cutoff=lost.cutoff,
-                        config=dict(lost.config), retry_of=lost.id, worker=worker_id(),
+                        config=dict(lost.config), retry_of=lost.id, worker=worker_id(), engine=lost.engine,
                         requested_by=f"{actor} (retry of run {lost.id} by {lost.requested_by})"[:200],
                         lease_until=utcnow() + timedelta(seconds=lease_seconds()))
     session.add(retry)

@@ -6,15 +6,17 @@ import secrets
 import time
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from flask import Flask, current_app, g, request
 from sqlalchemy import Select, String, Update, bindparam, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from pilot.audit import record
 from pilot.db import db, utcnow
 from pilot.errors import Forbidden, Invalid, PilotError, Unauthenticated
-from pilot.models import ApiToken, Store, WebSession
+from pilot.models import ApiToken, Store, User, WebSession
 from pilot.models.tokens import ROLES
 
 ADMIN, MANAGER, ANALYST, STORE, FEED = ROLES
@@ -48,6 +50,7 @@ RULES: dict[str, dict[str, frozenset[str]]] = {
     "programmes.Programmes": {"GET": READERS, "POST": MANAGERS},
     "programmes.ProgrammeByKey": {"GET": READERS, "PATCH": MANAGERS, "DELETE": MANAGERS},
     "pilots.Pilots": {"GET": READERS, "POST": MANAGERS},
+    "pilots.PilotImport": {"POST": MANAGERS},
     "pilots.PilotByKey": {"GET": READERS, "PATCH": MANAGERS, "DELETE": MANAGERS},
     "pilots.PilotStages": {"POST": MANAGERS},
     "pilots.PilotStageByPosition": {"PATCH": MANAGERS},
@@ -55,9 +58,14 @@ RULES: dict[str, dict[str, frozenset[str]]] = {
     "pilots.PilotEnrolments": {"GET": READERS},
     "pilots.PilotBalance": {"GET": READERS},
     "pilots.PilotTimeline": {"GET": READERS},
+    "plans.PilotPlan": {"POST": READERS},
+    "plans.PilotPlanByKey": {"GET": READERS},
+    "plans.PilotPlanStores": {"POST": READERS},
     "assignments.Assignments": {"POST": frozenset({ADMIN, MANAGER, FEED, STORE})},
+    "assignments.AssignmentList": {"GET": EVERYONE},
     "assignments.AssignmentsBulk": {"POST": MANAGERS},
     "assignments.AssignmentsSummary": {"GET": READERS},
+    "assignments.AssignmentsProgress": {"GET": READERS},
     "transactions.Transactions": {"GET": READERS, "POST": FEEDS},
     "transactions.TransactionUpload": {"POST": FEEDS},
     "ingestion_batches.IngestionBatches": {"GET": READERS | FEEDS},
@@ -67,6 +75,20 @@ RULES: dict[str, dict[str, frozenset[str]]] = {
     "analysis_runs.AnalysisById": {"GET": READERS},
     "analysis_runs.AnalysisApply": {"POST": MANAGERS},
     "jobs.Jobs": {"GET": READERS},
+    "governance.AnalysisPlan": {"GET": READERS},
+    "governance.AnalysisPlanAmendments": {"POST": MANAGERS},
+    "governance.PilotGate": {"GET": READERS},
+    "governance.Layers": {"GET": READERS},
+    "approvals.PilotApprovals": {"GET": READERS},
+    "approvals.ApprovalDecision": {"POST": MANAGERS},
+    "users.Users": {"GET": ADMINS, "POST": ADMINS},
+    "users.UserById": {"GET": ADMINS},
+    "users.UserDisable": {"POST": ADMINS},
+    "users.UserResetLink": {"POST": ADMINS},
+    "users.UserTokens": {"POST": ADMINS},
+    "webhooks.Webhooks": {"GET": ADMINS, "POST": ADMINS},
+    "webhooks.WebhookById": {"GET": ADMINS, "PATCH": ADMINS, "DELETE": ADMINS},
+    "webhooks.WebhookDeliveries": {"GET": ADMINS},
 }
 
 
@@ -78,9 +100,14 @@ class Principal:
     name: str
     role: str
     store_code: str | None = None
+    user_id: int | None = None  # the person the token belongs to (pilot.users)
+    user_email: str | None = None
 
     @property
     def actor(self) -> str:
+        """Who the audit log names: the person, else the token, else the name (cli, scheduler)."""
+        if self.user_id:
+            return f"user:{self.user_id}:{self.user_email}"
         return f"token:{self.token_id}:{self.name}" if self.token_id else self.name
 
 
@@ -124,27 +151,37 @@ def _principal_by_hash(session: Session, token_hash: str, conn: Connection | Non
 
 
 def live_principal(row: tuple | None) -> Principal | None:
-    """The principal of a `by_hash` row, None for no row or a revoked token."""
-    if row is None or row[3] is not None:
+    """The principal of a `by_hash` row, None for no row, a revoked token or a disabled user's."""
+    if row is None or row[3] is not None or (len(row) > 7 and row[7] is not None):
         return None
-    return Principal(row[0], row[1], row[2], row[4])
+    return Principal(row[0], row[1], row[2], row[4], *row[5:7])
 
 
 @cache
 def by_hash() -> Select:
     """One Core query per API request (no ORM objects): the token and its store's code."""
-    return (select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.revoked_at, Store.code)
-            .outerjoin(Store, Store.id == ApiToken.store_id)
+    return (select(ApiToken.id, ApiToken.name, ApiToken.role, ApiToken.revoked_at, Store.code, User.id, User.email,
+                   User.disabled_at)
+            .outerjoin(Store, Store.id == ApiToken.store_id).outerjoin(User, User.id == ApiToken.user_id)
             .where(ApiToken.token_hash == bindparam("token_hash", type_=String)))
 
 
-def revoke_token(session: Session, token: ApiToken) -> None:
-    """Revoke a token and end its web sessions (the pages refuse them from now on either way; ended,
-    their records say so)."""
-    now = utcnow()
+def token_dict(token: ApiToken) -> dict[str, Any]:
+    """A token as plain data for audit events (never its secret or hash)."""
+    return {"name": token.name, "role": token.role, "prefix": token.prefix,
+            "store": token.store.code if token.store else None, "revoked_at": token.revoked_at}
+
+
+def revoke_token(session: Session, actor: str, token: ApiToken) -> None:
+    """Revoke a live token, audited, and end its web sessions (the pages refuse them from now on either
+    way; ended, their records say so). A token revoked already stays as it is."""
+    if token.revoked_at is not None:
+        return
+    before, now = token_dict(token), utcnow()
     token.revoked_at = now
     session.execute(update(WebSession).where(WebSession.token_id == token.id, WebSession.ended_at.is_(None))
                     .values(ended_at=now))
+    record(session, actor, "revoke", "api_token", token.id, before=before, after=token_dict(token))
 
 
 def current() -> Principal:

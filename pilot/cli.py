@@ -7,8 +7,8 @@ from sqlalchemy import select
 
 from pilot import create_app
 from pilot.audit import record
-from pilot.auth import CLI, RULES, issue_token
-from pilot.db import db, utcnow
+from pilot.auth import CLI, RULES, issue_token, revoke_token
+from pilot.db import db
 from pilot.errors import PilotError
 from pilot.models import ApiToken
 from pilot.models.tokens import ROLES
@@ -67,11 +67,60 @@ def tokens_revoke(token_id: int) -> None:
     token = db.session.get(ApiToken, token_id)
     if token is None:
         raise click.UsageError(f"no token {token_id}")
-    if token.revoked_at is None:
-        token.revoked_at = utcnow()
-        record(db.session, CLI.actor, "revoke", "api_token", token.id)
-        db.session.commit()
+    revoke_token(db.session, CLI.actor, token)
+    db.session.commit()
     click.echo(f"token {token_id} revoked")
+
+
+@cli.group("users")
+def users_group() -> None:
+    """People who sign in (pilot.users)."""
+
+
+@users_group.command("create")
+@click.option("--email", required=True)
+@click.option("--name", required=True)
+@click.option("--role", required=True, type=click.Choice(ROLES))
+@click.option("--store", "store_code", default=None, help="Store code (store staff only).")
+@click.option("--password", default=None, help="Omit it to be asked (or to print a one-time reset link instead).")
+@click.option("--reset-link/--no-reset-link", default=False, help="Print a one-time link to set the password.")
+def users_create(email: str, name: str, role: str, store_code: str | None, password: str | None,
+                 reset_link: bool) -> None:
+    """Create a user; prints a one-time password link with --reset-link."""
+    from pilot import users
+    try:
+        user = users.create_user(db.session, CLI.actor, {"email": email, "name": name, "role": role,
+                                                         "store": store_code, "password": password})
+        link = users.issue_reset(db.session, CLI.actor, user) if reset_link else None
+    except PilotError as exc:
+        raise click.UsageError(exc.message) from None
+    db.session.commit()
+    click.echo(f"user {user.id} {user.email} ({role}) created")
+    if link:
+        click.echo(f"set the password within {users.RESET_HOURS} hours at /reset/{link}")
+
+
+@users_group.command("list")
+def users_list() -> None:
+    """List users (never their password hashes)."""
+    from pilot import users
+    for u in users.list_users(db.session):
+        state = f"disabled {u.disabled_at:%Y-%m-%d}" if u.disabled_at else "active"
+        click.echo(f"{u.id}\t{u.email}\t{u.role}\t{u.store.code if u.store else '-'}\t{state}\t{u.name}")
+
+
+@users_group.command("disable")
+@click.argument("user")
+def users_disable(user: str) -> None:
+    """Disable a user by id or e-mail: their tokens and sessions stop at once."""
+    from pilot import users
+    try:
+        found = users.get_user(db.session, user)
+    except PilotError as exc:
+        raise click.UsageError(exc.message) from None
+    revoked = users.disable_user(db.session, CLI.actor, found)
+    db.session.commit()
+    click.echo(f"user {found.email} disabled; {revoked} token(s) revoked")
 
 
 @cli.command("roles", with_appcontext=False)
@@ -94,15 +143,21 @@ def roles_markdown() -> str:
 @click.option("--customers", default=20_000, show_default=True)
 def demo(customers: int) -> None:
     """Migrate and load the demo retailer once; later runs reuse it."""
-    from pilot.demo import has_demo, load_demo
+    from pilot.demo import demo_users, has_demo, load_demo
     from pilot.migrate import upgrade
     upgrade(db.engine)
     if has_demo(db.session):
         click.echo("demo data present; reusing it (create a token with `pilot tokens create --role admin --name me`)")
         return
     secret = load_demo(db.session, customers=customers)
+    people = demo_users(db.session)
     db.session.commit()
     click.echo(f"demo data loaded. Admin token (shown only now):\n\n    {secret}\n")
+    click.echo("Sign in at /login with an e-mail and password (shown only now; one user per role):\n")
+    for email, role, password in people:
+        what = "API token (a service user)" if role == "feed" else "password"
+        click.echo(f"    {role:<8} {email:<22} {what}: {password}")
+    click.echo("")
 
 
 def main() -> None:
@@ -161,6 +216,37 @@ def ingest_command(file: str, source: str, on_error: str, no_create_customers: b
     click.echo(json.dumps(out.as_dict(), indent=1))
 
 
+@cli.command("import-pilot")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--assignments", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="A CSV of the assignments (customer, variant, stage, exposed_at, store) instead of the JSON's.")
+def import_pilot_command(file: str, assignments: str | None) -> None:
+    """Import a pilot that already ran from a JSON file (as POST /api/v1/pilots/import), all or nothing."""
+    import json
+
+    from pilot import pilot_import
+    from pilot.row_validation import csv_rows
+    try:
+        with open(file, "rb") as f:
+            document = json.load(f)
+    except ValueError as exc:
+        click.echo(json.dumps({"error": f"{file} is not valid JSON: {exc}"}), err=True)
+        raise click.exceptions.Exit(1) from None
+    stream = open(assignments, "rb") if assignments else None
+    try:
+        rows = csv_rows(stream, pilot_import.ASSIGNMENT_FIELDS[:4], pilot_import.ASSIGNMENT_FIELDS) if stream else None
+        out = pilot_import.import_pilot(db.session, CLI.actor, document, rows)
+        db.session.commit()
+    except PilotError as exc:
+        db.session.rollback()
+        click.echo(json.dumps({"error": exc.message, **exc.details}, indent=1, default=str), err=True)
+        raise click.exceptions.Exit(1) from None
+    finally:
+        if stream:
+            stream.close()
+    click.echo(json.dumps(out, indent=1, default=str))
+
+
 @cli.command("simulate")
 @click.option("--scenario", default="clear_win", show_default=True,
               help="Planted truth: clear_win, tiered_groups, discount_loses_money, harmed_guardrail, srm, too_few, "
@@ -190,6 +276,45 @@ def simulate_command(scenario: str, key: str | None, customers: int | None, seed
         out.update(analysis=run.id, decision=run.decision,
                    reasons=[r.get("message") for r in run.recommendation["reasons"]])
     click.echo(json.dumps(out, indent=1))
+
+
+@cli.command("analyse-spark")
+@click.option("--pilot", "pilot_key", required=True, help="Pilot key.")
+@click.option("--cutoff", type=click.DateTime(), default=None, help="Read data before this UTC time (default: now).")
+def analyse_spark_command(pilot_key: str, cutoff) -> None:
+    """Run one analysis of the pilot's current stage on Apache Spark (PILOT_SPARK_*, docs/spark.md)."""
+    import json
+    from datetime import UTC
+
+    from pilot import analysis_runs
+    from pilot.rollout import get_pilot
+    try:
+        run = analysis_runs.request_run(db.session, CLI.actor, get_pilot(db.session, pilot_key),
+                                        cutoff.replace(tzinfo=UTC) if cutoff else None, False, engine="spark")
+        db.session.commit()
+    except PilotError as exc:
+        db.session.rollback()
+        raise click.UsageError(exc.message) from None
+    run = analysis_runs.execute_leased(db.session, run.id)
+    click.echo(json.dumps({"run": run.id, "status": run.status, "engine": run.engine, "decision": run.decision,
+                           "error": run.error, "timings": run.timings}, indent=1))
+    if run.status != "done":
+        raise click.exceptions.Exit(1)
+
+
+@cli.command("export-assignments")
+@click.argument("path", type=click.Path(dir_okay=False, writable=True))
+@click.option("--pilot", "pilot_key", required=True, help="Pilot key.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+def export_assignments_command(path: str, pilot_key: str, fmt: str) -> None:
+    """Write a pilot's assignments (external customer ids, store codes, exposure times) for warehouse joins."""
+    from pilot.rollout import get_pilot
+    from pilot.spark_engine import export_assignments
+    try:
+        rows = export_assignments(db.session, get_pilot(db.session, pilot_key), path, fmt)
+    except PilotError as exc:
+        raise click.UsageError(exc.message) from None
+    click.echo(f"{rows} assignments written to {path} ({fmt})")
 
 
 @cli.command("scheduler")
@@ -237,13 +362,16 @@ def analyse_command(file: str, arm: str, control: str, metrics: tuple[str, ...],
     """Analyse an experiment export (CSV), streamed in bounded memory."""
     import json
 
-    from pilot.csv_analysis import FlatFileError, analyse, render_table
+    from pilot.csv_analysis import FlatFileError, analyse, few_clusters_warnings, render_table
     try:
         report = analyse(file, arm, control, list(metrics), list(covariates), cluster, segment, weights, alpha,
                          sequential)
     except FlatFileError as exc:
         raise AnalyseError(str(exc)) from None
     click.echo(json.dumps(report, indent=1) if fmt == "json" else render_table(report))
+    if fmt == "json":  # the table carries the few-clusters warning; JSON has it in `message`, and on stderr
+        for line in few_clusters_warnings(report["results"]):
+            click.echo(line, err=True)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,25 @@ class Config:
         self.HOLDOUT_SALT = env("PILOT_HOLDOUT_SALT", "global-holdout")
         self.MAX_UPLOAD_BYTES = int(env("PILOT_MAX_UPLOAD_BYTES", str(50 * 1024**3)))
         self.ANALYSIS_WORK_MEM = env("PILOT_ANALYSIS_WORK_MEM", "64MB")
+        # governance (pilot.governance, pilot.users, pilot.webhooks; docs/governance.md)
+        self.GATE_FRESHNESS_HOURS = float(env("PILOT_GATE_FRESHNESS_HOURS", "24"))
+        self.WEBHOOK_BACKOFF_SECONDS = float(env("PILOT_WEBHOOK_BACKOFF_SECONDS", "30"))
+        self.SMTP_HOST = env("PILOT_SMTP_HOST") or None
+        self.SMTP_PORT = int(env("PILOT_SMTP_PORT", "25"))
+        self.SMTP_FROM = env("PILOT_SMTP_FROM", "pilot@localhost")
+        self.SMTP_USER = env("PILOT_SMTP_USER") or None
+        self.SMTP_PASSWORD = env("PILOT_SMTP_PASSWORD") or None
+        self.SMTP_STARTTLS = env("PILOT_SMTP_STARTTLS", "0") == "1"
+        self.OIDC_ISSUER = env("PILOT_OIDC_ISSUER") or None  # single sign-on (pilot.oidc)
+        self.OIDC_CLIENT_ID = env("PILOT_OIDC_CLIENT_ID") or None
+        self.OIDC_CLIENT_SECRET = env("PILOT_OIDC_CLIENT_SECRET") or None
+        self.OIDC_SCOPES = env("PILOT_OIDC_SCOPES", "openid email profile")
+        # the analysis on Apache Spark where the transactions live in a data lake (docs/spark.md)
+        self.ANALYSIS_ENGINE = env("PILOT_ANALYSIS_ENGINE", "database")
+        self.SPARK_REMOTE = env("PILOT_SPARK_REMOTE") or None
+        self.SPARK_MASTER = env("PILOT_SPARK_MASTER") or None
+        self.SPARK_TRANSACTIONS = env("PILOT_SPARK_TRANSACTIONS") or None
+        self.SPARK_COLUMNS = env("PILOT_SPARK_COLUMNS") or None
         self.ANALYSIS_INTERVAL_MINUTES = float(env("PILOT_ANALYSIS_INTERVAL_MINUTES", "1440"))
         self.JOB_LEASE_SECONDS = float(env("PILOT_JOB_LEASE_SECONDS", "300"))
         self.TILL_LEAN_PATH = env("PILOT_TILL_LEAN_PATH", "1") == "1"

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.cluster import cluster_robust
+from experiments.cluster import FEW_CLUSTERS, cluster_robust
 from experiments.cuped import cuped
 from experiments.heterogeneity import cochran_q
 from experiments.means import welch
@@ -26,7 +26,7 @@ from pilot.result_rows import adjust_p_values, clean, effect_row, sequential_col
 CHUNK_ROWS = 100_000
 # a row's columns after its arm and metric (the CLI's names; Holm's p-value follows as `p_value_holm`)
 COLUMNS = ("method", "n_control", "n_treatment", "mean_control", "mean_treatment", "effect_abs", "se", "ci_low",
-           "ci_high", "p_value", "effect_rel", "ci_rel_low", "ci_rel_high")
+           "ci_high", "p_value", "effect_rel", "ci_rel_low", "ci_rel_high", "df")
 
 
 class FlatFileError(Exception):
@@ -131,7 +131,7 @@ def _check(chunk: pd.DataFrame, numeric: list[str], groups: list[str], metrics: 
             if isinstance(raw, str):
                 what = "is empty" if raw == "" else f"is not a number: {raw!r}"
             else:
-                what = "is empty" if pd.isna(raw) else f"is not finite: {raw!r}"
+                what = "is empty" if pd.isna(raw) else f"is not finite: {_plain(raw)!r}"
             raise FlatFileError(f"column {col!r}, row {start + pos + 1}: value {what}")
         chunk[col] = values
     for m in metrics:
@@ -140,11 +140,16 @@ def _check(chunk: pd.DataFrame, numeric: list[str], groups: list[str], metrics: 
             if bad.any():
                 pos = int(np.argmax(bad.to_numpy()))
                 raise FlatFileError(f"column {m.columns[0]!r}, row {start + pos + 1}: a proportion needs 0 or 1, "
-                                    f"got {chunk[m.columns[0]].iloc[pos]!r}")
+                                    f"got {_plain(chunk[m.columns[0]].iloc[pos])!r}")
     for g in groups:
         empty = chunk[g] == ""
         if empty.any():
             raise FlatFileError(f"column {g!r}, row {start + int(np.argmax(empty.to_numpy())) + 1}: value is empty")
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds (its repr in a message is `29.99`, not `np.float64(29.99)`)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _stat(sums: pd.Series, metric: Metric, adjusted: bool = False):
@@ -280,6 +285,7 @@ def render_table(report: dict[str, Any]) -> str:
              f"sample-ratio check: chi2={_fmt(report['srm']['statistic'])} p={_fmt(report['srm']['p_value'])}"
              + ("  ** MISMATCH: results not to be trusted **" if report["srm"]["mismatch"] else ""), ""]
     lines += _table(report["results"])
+    lines += few_clusters_warnings(report["results"])
     if "segments" in report:
         lines += ["", "by segment:"] + _table(report["segments"]["results"], first=("segment",))
         lines += ["", "heterogeneity across segments (Cochran's Q):"]
@@ -287,13 +293,33 @@ def render_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def few_clusters_warnings(rows: list[dict[str, Any]]) -> list[str]:
+    """A warning line per cluster-robust row computed from fewer than FEW_CLUSTERS clusters."""
+    return [f"** WARNING: {r['arm']} / {r['metric']}: cluster-robust errors from fewer than {FEW_CLUSTERS} "
+            f"clusters (CR2, {_fmt(r.get('df'))} Bell-McCaffrey df): few independent units, read with care **"
+            for r in rows if r.get("message") == "few_clusters"]
+
+
 def _table(rows: list[dict[str, Any]], first: tuple[str, ...] = (), cols: tuple[str, ...] | None = None) -> list[str]:
     cols = cols or (*first, "arm", "metric", "method", "n_control", "n_treatment", "mean_control",
-                    "mean_treatment", "effect_abs", "ci_low", "ci_high", "effect_rel", "p_value", "p_value_holm",
-                    *(("seq_p_value",) if rows and "seq_p_value" in rows[0] else ()))
-    cells = [list(cols)] + [[_fmt(r.get(c)) for c in cols] for r in rows]
+                    "mean_treatment", "effect_abs", "ci_low", "ci_high", "effect_rel", "ci_rel", "p_value",
+                    "p_value_holm", *(("seq_p_value",) if rows and "seq_p_value" in rows[0] else ()))
+    cells = [list(cols)] + [[_cell(r, c) for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
     return ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+
+
+def _cell(row: dict[str, Any], col: str) -> str:
+    """A table cell: the relative effect and its CI (`ci_rel`) as percentages, other values by _fmt."""
+    if col == "effect_rel":
+        return _pct(row.get("effect_rel"))
+    if col == "ci_rel":
+        return f"[{_pct(row.get('ci_rel_low'))}, {_pct(row.get('ci_rel_high'))}]"
+    return _fmt(row.get(col))
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{v:+.1%}"
 
 
 def _fmt(v: Any) -> str:

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, func, literal, select, true
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from pilot.models import Customer, CustomerGroup
@@ -113,3 +114,39 @@ def preview(session: Session, groups: Sequence[dict[str, Any]]) -> dict[str, Any
     counts = {g["key"]: int(found.get(g["key"], 0)) for g in groups}
     counts[OTHER] = int(found.get(OTHER, 0))
     return {"counts": counts, "total": sum(counts.values())}
+
+
+def known_attributes(session: Session) -> dict[str, int]:
+    """Every attribute some customer has, with how many customers have it: the columns, then the free
+    attributes (keys of `attributes`) by name."""
+    counts = {name: int(n) for name, n in zip(COLUMNS, session.execute(
+        select(*[func.count(col) for col in COLUMNS.values()]).select_from(Customer)).one())}
+    if session.get_bind().dialect.name == "postgresql":
+        key = func.jsonb_object_keys(func.cast(Customer.attributes, JSONB)).label("key")
+        stmt = select(key, func.count()).select_from(Customer).group_by(key)
+    else:
+        each = func.json_each(Customer.attributes).table_valued("key").alias("each")
+        stmt = select(each.c.key, func.count()).select_from(Customer).join(each, true()).group_by(each.c.key)
+    free = {k: int(n) for k, n in session.execute(stmt) if k not in COLUMNS}
+    return {**counts, **dict(sorted(free.items()))}
+
+
+def attribute_warnings(groups: Sequence[dict[str, Any]], known: dict[str, int]) -> list[dict[str, str]]:
+    """A warning for each rule on an attribute no customer has (a typo previews 0 customers silently),
+    as {"path": "groups[0].rules[1].attribute", "message"}."""
+    out = []
+    for i, group in enumerate(groups):
+        for j, rule in enumerate(group["rules"]):
+            if not known.get(rule["attribute"]) and not (rule["op"] == "exists" and rule.get("value") is False):
+                out.append({"path": f"groups[{i}].rules[{j}].attribute",
+                            "message": f"No customer has the attribute {rule['attribute']!r}, so this rule "
+                                       "matches nobody. Check the spelling; the data's attributes are offered."})
+    return out
+
+
+def preview_alone(session: Session, groups: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """How many customers each group's rules match on their own, ignoring the groups before it."""
+    if not groups:
+        return {}
+    sums = [func.count(case((and_(true(), *[rule_clause(r) for r in g["rules"]]), 1))) for g in groups]
+    return {g["key"]: int(n) for g, n in zip(groups, session.execute(select(*sums).select_from(Customer)).one())}

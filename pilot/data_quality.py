@@ -1,7 +1,10 @@
-"""The data-quality report: rows per day and per store, late events, rejected rows per ingestion batch."""
+"""The data-quality report: rows per day and per store, late events, rejected rows per ingestion batch;
+and what a failed or rejected batch leaves missing, for the pilots whose stores, customers and
+window its rows concerned (`missing_batches`), until a later batch brings the same events in."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
@@ -86,3 +89,107 @@ def _utc(value: datetime | str | None) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+# -- what a batch concerned, and which pilots a failed or rejected batch leaves short ---------------
+
+SCOPE_LIMIT = 10_000  # event ids and customers a batch's scope keeps; past it, stores and window only
+
+
+class BatchScope:
+    """The stores, customers, event ids and time window of a batch's rows, bad rows included (their
+    corrected rows come back with the same event ids)."""
+
+    def __init__(self) -> None:
+        self.stores: set[int] = set()
+        self.customers: set[str] | None = set()
+        self.events: set[str] | None = set()
+        self.first: datetime | None = None
+        self.last: datetime | None = None
+
+    def note(self, event_id: Any, customer: Any, store_id: int | None, moment: datetime | None) -> None:
+        """One row's event id, customer, store and time (whatever of them could be read)."""
+        if store_id is not None:
+            self.stores.add(store_id)
+        if self.customers is not None and isinstance(customer, str):
+            self.customers.add(customer.strip())
+            if len(self.customers) > SCOPE_LIMIT:
+                self.customers = None
+        if self.events is not None and isinstance(event_id, str):
+            self.events.add(event_id.strip())
+            if len(self.events) > SCOPE_LIMIT:
+                self.events = None
+        if moment is not None:
+            self.first = moment if self.first is None or moment < self.first else self.first
+            self.last = moment if self.last is None or moment > self.last else self.last
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"stores": sorted(self.stores), "from": self.first.isoformat() if self.first else None,
+                "to": self.last.isoformat() if self.last else None,
+                "customers": None if self.customers is None else sorted(self.customers),
+                "event_ids": None if self.events is None else sorted(self.events)}
+
+
+def missing_batches(session: Session, pilot_id: int, store_ids: list[int], start: datetime, end: datetime,
+                    since: datetime) -> list[dict[str, Any]]:
+    """The failed or rejected batches (started before `end`) whose rows are still missing and concerned
+    the pilot: rows between `since` (the pre-period's start) and `end` from its enrolled stores or of
+    its assigned customers. A batch without a scope (its worker died) counts when it started in
+    [start, end). Missing: some of its event ids are not stored (from the same source); past the
+    scope's limit, fewer rows stored from its source, stores and window than it had."""
+    b = IngestionBatch
+    out = []
+    for batch in session.scalars(select(b).where(b.status.in_(("failed", "rejected")), b.started_at < end)
+                                 .order_by(b.id)):
+        scope = batch.scope
+        if scope is None:
+            if batch.started_at >= start:
+                out.append(_named(batch, None))
+            continue
+        if scope["from"] is not None and (_time(scope["to"]) < since or _time(scope["from"]) >= end):
+            continue  # (a batch none of whose rows had a good time may concern any window)
+        if not (set(scope["stores"]) & set(store_ids) or _assigned(session, pilot_id, scope["customers"])):
+            continue
+        if _still_missing(session, batch):
+            out.append(_named(batch, scope))
+    return out
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _chunks(values: list[str], size: int = 500):
+    for i in range(0, len(values), size):
+        yield values[i:i + size]
+
+
+def _assigned(session: Session, pilot_id: int, customers: list[str] | None) -> bool:
+    from pilot.models import Assignment, Customer
+    for part in _chunks(customers or []):
+        if session.scalar(select(Assignment.customer_id).join(Customer, Customer.id == Assignment.customer_id)
+                          .where(Assignment.pilot_id == pilot_id, Customer.external_id.in_(part)).limit(1)):
+            return True
+    return False
+
+
+def _still_missing(session: Session, batch: IngestionBatch) -> bool:
+    t, scope = Transaction, batch.scope
+    if scope["event_ids"] is not None:
+        stored = sum(session.scalar(select(func.count()).select_from(t).where(
+            t.source == batch.source, t.event_id.in_(part))) or 0 for part in _chunks(scope["event_ids"]))
+        return stored < len(scope["event_ids"])
+    where = [t.source == batch.source, t.store_id.in_(scope["stores"])]
+    if scope["from"] is not None:
+        where += [t.occurred_at >= _time(scope["from"]), t.occurred_at <= _time(scope["to"])]
+    return (session.scalar(select(func.count()).select_from(t).where(*where)) or 0) < batch.rows
+
+
+def _named(batch: IngestionBatch, scope: dict[str, Any] | None) -> dict[str, Any]:
+    """A missing batch as the report names it."""
+    where = "" if scope is None else (f", rows from {(scope['from'] or '?')[:10]} to {(scope['to'] or '?')[:10]} "
+                                      f"in {len(scope['stores'])} store(s)")
+    return {"batch_id": batch.id, "source": batch.source, "status": batch.status, "rows": batch.rows,
+            "started_at": batch.started_at.isoformat(), "from": scope and scope["from"], "to": scope and scope["to"],
+            "message": f"batch {batch.id} ({batch.source}, {batch.status} {batch.started_at:%Y-%m-%d %H:%M}, "
+                       f"{batch.rows} rows{where})"}

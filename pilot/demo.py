@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import secrets
 from datetime import date, timedelta
 
 from sqlalchemy import func, select
@@ -11,7 +12,7 @@ from pilot import analysis_runs
 from pilot.assignment import Holdout, assign_bulk
 from pilot.auth import CLI, issue_token
 from pilot.db import utcnow
-from pilot.models import Pilot, Region
+from pilot.models import Pilot, Region, Store
 from pilot.programmes import create_programme
 from pilot.rollout import create_pilot, transition
 from pilot.simulate import Scenario, backdate, history
@@ -56,12 +57,32 @@ def load_demo(session: Session, customers: int = 20_000, seed: int = 7, history:
     second.update(planned_start=today + timedelta(days=26), planned_end=today + timedelta(days=90))
     # A salt from the seed (not a random one): the same seed gives the same assignments, transactions,
     # analysis and recommendation, whenever and wherever the demo is loaded.
-    pilot = create_pilot(session, CLI.actor, programme, {**PILOT, "salt": f"demo-{seed}", "stages": [first, second]})
+    pilot = create_pilot(session, CLI.actor, programme, {**PILOT, "salt": f"demo-{seed}", "stages": [first, second]},
+                         past_start=True)  # its history moves the start back to the planned date
     transition(session, CLI.actor, pilot, "start")
     if history:
         _history(session, pilot, seed)
     _, secret = issue_token(session, "demo admin", "admin", None)
     return secret
+
+
+DEMO_ROLES = ("admin", "manager", "analyst", "store", "feed")
+
+
+def demo_users(session: Session) -> list[tuple[str, str, str]]:
+    """One user per role (the store user works in the first store; the feed is a service user with a token):
+    (e-mail, role, password or the feed's token), each secret shown once."""
+    from pilot.users import create_user, issue_user_token
+    store = session.scalar(select(Store).order_by(Store.code).limit(1))
+    out = []
+    for role in DEMO_ROLES:
+        password = None if role == "feed" else secrets.token_urlsafe(9)
+        user = create_user(session, CLI.actor, {"name": f"Demo {role}", "email": f"{role}@demo.example", "role": role,
+                                                "store": store.code if role == "store" else None,
+                                                "password": password})
+        secret = password or issue_user_token(session, CLI.actor, user, "demo feed")[1]
+        out.append((user.email, role, secret))
+    return out
 
 
 DEMO_EFFECTS = {"discount5": {"*": {"visits": 0.05}}, "tiers": {"young_parents": {"visits": 0.15}},

@@ -33,7 +33,7 @@ from experiments.stratified import post_stratified
 from pilot.aggregation import METRIC_SOURCES, Cube, product_sum
 from pilot.analysis_config import SRM_ALPHA, AnalysisConfig
 from pilot.metrics import CATALOGUE
-from pilot.planning import power_table
+from pilot.planning import Pool, power_table
 from pilot.result_rows import adjust_p_values, arm_rows, clean, effect_row, sequential_columns
 from pilot.store_effects import store_results
 from pilot.weekly_effects import weekly_effects
@@ -128,7 +128,8 @@ class Comparison:
 
 
 def compute(config: AnalysisConfig, cube: Cube, days: float, projected_customers: int | None = None,
-            daily_new_units: float | None = None, srm_shares: dict[str, float] | None = None) -> dict[str, Any]:
+            daily_new_units: float | None = None, srm_shares: dict[str, float] | None = None,
+            pool: Pool | None = None) -> dict[str, Any]:
     """Every result table of one stage from its cube.
     `srm_shares`: the share of units each arm should hold when the stage's weights changed while it
     ran (see assignment.expected_shares); the sample-ratio check expects the current weights otherwise."""
@@ -140,7 +141,8 @@ def compute(config: AnalysisConfig, cube: Cube, days: float, projected_customers
     expected = srm_shares or config.allocation
     srm = srm_test(counts, [expected[k] for k in arms], threshold=SRM_ALPHA)
     rows = _metric_rows(compare, config)
-    group_rows, heterogeneity = _group_rows(compare, config)
+    group_rows, heterogeneity = _group_rows(compare, config, config.primary_metric)
+    others = {m: _group_rows(compare, config, m) for m in config.metrics if m != config.primary_metric}
     week_rows, trends = weekly_effects(cube, config)
     reductions = {r["arm"]: r.get("variance_reduction") for r in rows if r["metric"] == config.primary_metric}
     return clean({"unit": "customer", "arms": arm_rows(config, counts),
@@ -149,9 +151,12 @@ def compute(config: AnalysisConfig, cube: Cube, days: float, projected_customers
                   "srm": {**asdict(srm), "observed": counts, "variants": arms,
                           "shares": {k: expected[k] for k in arms}, "weights_changed": srm_shares is not None},
                   "metrics": rows, "groups": group_rows, "heterogeneity": heterogeneity, "weeks": week_rows,
+                  "metric_groups": [r for per, _ in others.values() for r in per],
+                  "metric_heterogeneity": [{"arm": a, "metric": m, **h} for m, (_, het) in others.items()
+                                           for a, h in het.items()],
                   "trend": trends, "economics": _economics(compare, config, projected_customers),
                   "cluster_robust": _cluster_robust(cube, config),
-                  "power": power_table(config, compare.totals, daily_new_units, reductions), "days": days})
+                  "power": power_table(config, compare.totals, daily_new_units, reductions, pool), "days": days})
 
 
 def _metric_rows(compare: Comparison, config: AnalysisConfig) -> list[dict[str, Any]]:
@@ -182,14 +187,15 @@ def _harm(r: dict[str, Any], max_harm: float, alpha: float) -> dict[str, Any]:
             "worst_harm": -good(metric, r["ci_rel_low"] if up else r["ci_rel_high"])}
 
 
-def _group_rows(compare: Comparison, config: AnalysisConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The primary metric in each customer group (Benjamini–Hochberg across the groups) and how much
-    the groups differ (Cochran's Q)."""
+def _group_rows(compare: Comparison, config: AnalysisConfig,
+                metric: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One metric in each customer group (Benjamini–Hochberg across the groups of each arm) and how
+    much the groups differ (Cochran's Q). The primary metric's are `groups` and `heterogeneity`; every
+    other metric's are `metric_groups` and `metric_heterogeneity`, for the report's drill-down."""
     keys = sorted({g for (_, g) in compare.cube.by_group})
     rows, heterogeneity = [], {}
     for arm in config.treatments:
-        per = [effect_row(compare.effect(config.primary_metric, arm, {g})[0], arm=arm, group=g,
-                          metric=config.primary_metric) for g in keys]
+        per = [effect_row(compare.effect(metric, arm, {g})[0], arm=arm, group=g, metric=metric) for g in keys]
         adjust_p_values(per, "p_bh", benjamini_hochberg)
         rows += per
         # on the relative scale: a uniform lift is the same share in groups that spend differently

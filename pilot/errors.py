@@ -64,6 +64,11 @@ class Invalid(PilotError):
     default_code = "validation_error"
 
 
+class TooManyRequests(PilotError):
+    """Too many attempts in a while (sign-ins): wait, then try again."""
+    default_code = "too_many_requests"
+
+
 class Unavailable(PilotError):
     """A resource the request needs (the database) cannot be used now: try again."""
     default_code = "service_unavailable"
@@ -75,3 +80,43 @@ def database_unavailable(exc: BaseException) -> bool:
                         psycopg.OperationalError)):
         return True
     return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+
+
+# webargs nests a request's field errors under where they came from; the path is the field's own
+LOCATIONS = frozenset({"json", "query", "querystring", "form", "json_or_form", "headers", "cookies", "files",
+                       "view_args", "path"})
+
+
+def field_paths(fields: Any) -> list[dict[str, str]]:
+    """Field errors (marshmallow's nested messages, or dotted keys) as one list of paths in one shape:
+    [{"path": "variants[1].parameters.rate", "message": "..."}] — list items by index in brackets,
+    fields joined by dots, the request location (json, query…) left out."""
+    out: list[dict[str, str]] = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(inner, _join(path, str(key)))
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                if isinstance(item, (dict, list)):
+                    walk(item, path)
+                else:
+                    out.append({"path": path, "message": str(item)})
+        else:
+            out.append({"path": path, "message": str(value)})
+
+    if isinstance(fields, dict):
+        for key, value in fields.items():
+            walk(value, "" if str(key) in LOCATIONS and isinstance(value, dict) else _join("", str(key)))
+    else:
+        walk(fields, "")
+    return out
+
+
+def _join(path: str, key: str) -> str:
+    for part in key.split("."):
+        if part == "_schema":
+            continue
+        path = f"{path}[{part}]" if part.isdigit() else f"{path}.{part}" if path else part
+    return path

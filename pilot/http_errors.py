@@ -16,10 +16,12 @@ from pilot.errors import (
     NotFound,
     PilotError,
     TooLarge,
+    TooManyRequests,
     Unauthenticated,
     Unavailable,
     Unsupported,
     database_unavailable,
+    field_paths,
 )
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ CODES = {
 
 STATUS: dict[type[PilotError], int] = {
     BadRequest: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Conflict: 409, TooLarge: 413,
-    Unsupported: 415, Invalid: 422, Unavailable: 503,
+    Unsupported: 415, Invalid: 422, TooManyRequests: 429, Unavailable: 503,
 }
 
 
@@ -46,8 +48,12 @@ def status_of(exc: PilotError) -> int:
 
 
 def error_payload(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> dict:
-    """The error body every API failure shares."""
-    return {"error": {"status": status, "code": code, "message": message, "details": _str_keys(details or {})}}
+    """The error body every API failure shares; field errors (`details.fields`, in the shape each check
+    gave them) come also as one list of paths, `details.errors` (pilot.errors.field_paths)."""
+    details = _str_keys(details or {})
+    if "fields" in details and "errors" not in details:
+        details["errors"] = field_paths(details["fields"])
+    return {"error": {"status": status, "code": code, "message": message, "details": details}}
 
 
 def _str_keys(value: Any) -> Any:
@@ -92,23 +98,27 @@ def as_http(exc: PilotError) -> HTTPException:
     return default_exceptions[status_of(exc)](description=exc.message)
 
 
+def respond(exc: Exception):
+    """The answer to any error of a request: JSON under /api and the health checks, else the pages'
+    HTML error page (in their layout) where the pages registered one."""
+    if not isinstance(exc, (HTTPException, PilotError)) and database_unavailable(exc):
+        exc = _unavailable(exc)
+    if not isinstance(exc, (HTTPException, PilotError)):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        if current_app.debug:
+            raise exc
+        exc = InternalServerError()
+    if _wants_json():
+        return to_response(exc)
+    exc = as_http(exc) if isinstance(exc, PilotError) else exc
+    page = current_app.extensions.get("pilot.error_page")
+    return page(exc) if page is not None and (exc.code or 500) >= 400 else exc
+
+
 def register(app: Flask) -> None:
     """JSON errors under /api and the health checks; HTML elsewhere."""
-
-    def handle(exc: Exception):
-        if not isinstance(exc, (HTTPException, PilotError)) and database_unavailable(exc):
-            exc = _unavailable(exc)
-        if not isinstance(exc, (HTTPException, PilotError)):
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            if current_app.debug:
-                raise exc
-            exc = InternalServerError()
-        if _wants_json():
-            return to_response(exc)
-        return as_http(exc) if isinstance(exc, PilotError) else exc
-
-    app.register_error_handler(HTTPException, handle)
-    app.register_error_handler(Exception, handle)
+    app.register_error_handler(HTTPException, respond)
+    app.register_error_handler(Exception, respond)
 
 
 def _wants_json() -> bool:

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from pilot.data_quality import BatchScope
 from pilot.db import utcnow
 from pilot.errors import Invalid, PilotError, database_unavailable
 from pilot.models import IngestionBatch, Store
@@ -221,6 +222,7 @@ class Ingest:
         self.stores = dict(session.execute(select(Store.code, Store.id)).all())
         self.latest = utcnow() + timedelta(days=1)
         self.errors = RowErrors()
+        self.scope = BatchScope()  # kept on the record of a batch that ends rejected or failed
         self.beats = batch_id is not None
         if batch_id is None:
             batch = IngestionBatch(source=source, actor=actor, method=method, on_error=on_error, status="running")
@@ -255,7 +257,12 @@ class Ingest:
             row = parse_row(raw, self.stores, self.latest)
         except RowError as exc:
             self.errors.add(number, exc.field, exc.message)
+            if isinstance(raw, dict):  # what the bad row concerned, as far as it can be read
+                code = raw.get("store")
+                self.scope.note(raw.get("event_id"), raw.get("customer"),
+                                self.stores.get(code.strip()) if isinstance(code, str) else None, _moment(raw))
             return
+        self.scope.note(row[0], row[1], row[2], row[3])
         if self.errors.count and self.on_error == "reject_batch":
             return  # the batch is lost anyway: only keep validating
         self.pending.append((number, *row))
@@ -383,6 +390,14 @@ class Ingest:
         self.errors.raise_if_any(self.rows, extra={"rows_in_batch": self.rows, "rejected": out.rejected})
 
 
+def _moment(raw: dict) -> datetime | None:
+    """A bad row's time, if it has a good one."""
+    try:
+        return _time(raw, datetime.max.replace(tzinfo=UTC))
+    except RowError:
+        return None
+
+
 def _sqlite_row(row: tuple) -> tuple:
     r = list(row)
     r[4] = sqlite_text(r[4])
@@ -416,7 +431,8 @@ def batch(session: Session, actor: str, method: str, source: str = "default", on
         yield ingest
     except BaseException as exc:
         _abandon(session)
-        end_batch(engine, batch_id, _ending(exc, ingest.rows if ingest else 0))
+        end_batch(engine, batch_id, {**_ending(exc, ingest.rows if ingest else 0),
+                                     "scope": ingest.scope.as_dict() if ingest else None})
         if _rejection(exc):
             exc.details["batch_id"] = batch_id
         raise

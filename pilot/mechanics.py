@@ -44,7 +44,8 @@ class Tier(Params):
 
 
 def _increasing(items: list[dict], key: str, what: str) -> None:
-    values = [i[key] for i in items]
+    # (an item that failed its own schema comes without the key; its error is reported already)
+    values = [i[key] for i in items if key in i]
     if any(b <= a for a, b in zip(values, values[1:])):
         raise ma.ValidationError(f"{what} must be strictly increasing.", key)
 
@@ -56,7 +57,8 @@ class TieredParams(Params):
     @ma.validates("tiers")
     def _tiers(self, tiers: list[dict], **_kw: Any) -> None:
         _increasing(tiers, "threshold", "Tier thresholds")
-        if len({t["name"] for t in tiers}) != len(tiers):
+        names = [t["name"] for t in tiers if "name" in t]
+        if len(set(names)) != len(names):
             raise ma.ValidationError("Tier names must be unique.")
 
 

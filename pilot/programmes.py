@@ -55,6 +55,12 @@ def create_programme(session: Session, actor: str, data: dict[str, Any]) -> Prog
     return created(session, actor, "programme", programme, programme.key, programme_dict)
 
 
+def live_pilots_of(session: Session, programme: Programme) -> list[str]:
+    """The keys of the programme's running or paused pilots (its variants cannot change while any is)."""
+    return list(session.scalars(select(Pilot.key).where(Pilot.programme_id == programme.id,
+                                                        Pilot.state.in_(LIVE_STATES)).order_by(Pilot.key)))
+
+
 def _live_pilots(session: Session, programme: Programme) -> int:
     return session.scalar(select(func.count()).select_from(Pilot).where(
         Pilot.programme_id == programme.id, Pilot.state.in_(LIVE_STATES)))

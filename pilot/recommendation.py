@@ -1,11 +1,13 @@
 """The decision of one stage, with its reasons in numbers and the action it suggests.
 
-`recommend` reads the stage's result tables (pilot.effects) against its gate, rule by rule:
-investigate (pause) when the data cannot be trusted — a sample-ratio mismatch or data-quality
-problems; stop (roll back) when the best arm harms a guardrail; adjust when one change would help —
-narrow the programme to the customer groups it works for, drop an arm clearly worse than control,
-make a fading reward dynamic, reprice an uplift that does not pay; stop when the effect is clearly
-below the MDE; advance when the gate is met; extend otherwise, saying for how long.
+`recommend` composes the stage's decision from the per-arm verdicts (pilot.verdicts) and the gate,
+rule by rule: investigate (pause) when the data cannot be trusted — a sample-ratio mismatch or
+data-quality problems; stop (roll back) when every treatment arm is dropped (a guardrail harmed, or
+clearly worse); otherwise the best arm that is not dropped is judged: adjust when one change would
+help — narrow the programme to the customer groups it works for, make a fading reward dynamic,
+reprice an uplift that does not pay; stop when its effect is clearly below the MDE; advance when the
+gate is met; extend otherwise, saying for how long. Dropped arms ride along: an advance takes them
+out of the next stage (`drop_arms`), a stage that goes on drops them now (`drop_arm`).
 """
 from __future__ import annotations
 
@@ -15,40 +17,82 @@ from typing import Any
 from pilot.analysis_config import HETEROGENEITY_ALPHA, SRM_ALPHA, AnalysisConfig, Gate
 from pilot.effects import good
 from pilot.metrics import CATALOGUE
+from pilot.store_decision import design_limit
+from pilot.verdicts import DROPPED, arm_verdicts, best_arm, treatments
+from pilot.verdicts import primary as _primary
+from pilot.verdicts import significant as _significant
 
 Row = dict[str, Any]
 Finding = tuple[Row, Row]  # (reason, action)
 
 
 def recommend(config: AnalysisConfig, results: Row, quality: Row) -> Row:
-    """One decision for the stage with reasons in numbers and the concrete action it suggests."""
+    """One decision for the stage with reasons in numbers, the concrete action it suggests, the
+    verdict of every arm and a one-line summary."""
+    verdicts = arm_verdicts(config, results)
     untrusted = _untrusted(results, quality)
     if untrusted:
-        return _decision("investigate", None, untrusted, {"type": "pause"})
-    best = _best_arm(config, results)
-    harmed = [r for r in results["metrics"] if r.get("harmed") and r["arm"] == best]
-    if harmed and config.gate.no_guardrail_harm:
-        return _decision("stop", best, [_harm_reason(r) for r in harmed], {"type": "rollback"})
+        return _decision("investigate", None, untrusted, {"type": "pause"}, verdicts)
+    dropped = [v for v in verdicts if v["verdict"] in DROPPED]
+    remaining = [a for a in treatments(results) if a not in {v["arm"] for v in dropped}]
+    if dropped and not remaining:
+        return _decision("stop", best_arm(config, results), [r for v in dropped for r in v["reasons"]],
+                         {"type": "rollback"}, verdicts)
+    best = best_arm(config, results, remaining)
+    limited = design_limit(config, results, best) if results["unit"] == "store" else None
+    if limited is not None:  # a store design too small for significance: more stores, not more days
+        return _with_drops("extend", best, [limited[0]], limited[1], dropped, verdicts)
     if results["unit"] == "customer" and best is not None:
         for adjustment in ADJUSTMENTS:
             found = adjustment(config, results, best)
             if found is not None:
-                return _decision("adjust", best, [found[0]], found[1])
-    return _verdict(config, results, best)
+                return _with_drops("adjust", best, [found[0]], found[1], dropped, verdicts)
+    outcome = _verdict(config, results, best)
+    return _with_drops(outcome["decision"], best, outcome["reasons"], outcome["action"], dropped, verdicts)
 
 
-def _decision(decision: str, arm: str | None, reasons: list[Row], action: Row) -> Row:
+def _with_drops(decision: str, best: str | None, reasons: list[Row], action: Row, dropped: list[Row],
+                verdicts: list[Row]) -> Row:
+    """The best arm's decision with the dropped arms composed in: an advance or a narrowing takes them
+    along (`drop_arms`), a stop keeps their reasons, anything else becomes dropping them now."""
+    if not dropped:
+        return _decision(decision, best, reasons, action, verdicts)
+    arms, drop_reasons = [v["arm"] for v in dropped], [r for v in dropped for r in v["reasons"]]
+    if decision == "stop":
+        return _decision(decision, best, reasons + drop_reasons, action, verdicts)
+    if action["type"] in ("advance", "narrow_groups"):
+        return _decision(decision, best, reasons + drop_reasons, {**action, "drop_arms": arms}, verdicts)
+    return _decision("adjust", best, drop_reasons, {"type": "drop_arm", "arm": arms[0], "drop_arms": arms}, verdicts)
+
+
+def _plain(decision: str, arm: str | None, reasons: list[Row], action: Row) -> Row:
     return {"decision": decision, "arm": arm, "reasons": reasons, "action": action}
 
 
-def _primary(results: Row, arm: str) -> Row | None:
-    return next((r for r in results["metrics"] if r["arm"] == arm and r["role"] == "primary"
-                 and r.get("method") != "ancova"), None)
+def _decision(decision: str, arm: str | None, reasons: list[Row], action: Row, verdicts: list[Row]) -> Row:
+    return {"decision": decision, "arm": arm, "reasons": reasons, "action": action, "verdicts": verdicts,
+            "summary": _summary(decision, arm, action, verdicts)}
 
 
-def _significant(r: Row | None, alpha: float) -> bool:
-    p = None if r is None else (r.get("p_holm") if r.get("p_holm") is not None else r.get("p_value"))
-    return p is not None and p < alpha
+def _summary(decision: str, arm: str | None, action: Row, verdicts: list[Row]) -> str:
+    """The decision in one line, e.g. 'advance with bonus; drop tiers: spend_per_visit -11.0% (CI -13.5% to
+    -8.3%), at most 2.0% harm tolerated'."""
+    head = {"advance": f"advance with {arm}", "adjust": f"adjust ({action['type'].replace('_', ' ')})",
+            "extend": f"extend by {action.get('days')} days"}.get(decision, decision)
+    drops = []
+    for v in verdicts:
+        if v["verdict"] in DROPPED and decision != "investigate":
+            drops.append(f"drop {v['arm']}: " + ", ".join(_short(r) for r in v["reasons"]))
+    return "; ".join([head, *drops])
+
+
+def _short(r: Row) -> str:
+    ci = r.get("ci_rel") or [None, None]
+    span = f" (CI {_pct(ci[0])} to {_pct(ci[1])})"
+    if r["code"] == "guardrail_harmed":
+        return f"{r['metric']} {_pct(r['effect_rel'])}{span}, at most {r['max_harm']:.1%} harm tolerated"
+    against = r.get("best") or "control"
+    return f"{r['metric']} {_pct(r['effect_rel'])} against {against}{span}"
 
 
 def _untrusted(results: Row, quality: Row) -> list[Row]:
@@ -62,23 +106,6 @@ def _untrusted(results: Row, quality: Row) -> list[Row]:
                                    f"(χ² p = {srm['p_value']:.2g}): assignment or data is broken; "
                                    "results are not to be trusted."})
     return reasons + [{"code": "data_quality", **problem} for problem in quality.get("problems", [])]
-
-
-def _best_arm(config: AnalysisConfig, results: Row) -> str | None:
-    """The treatment arm that moves the primary metric furthest the good way."""
-    def score(arm: str) -> float:
-        r = _primary(results, arm)
-        return -math.inf if r is None or r["effect_rel"] is None else good(config.primary_metric, r["effect_rel"])
-    treatments = [a["variant"] for a in results["arms"] if a["role"] == "treatment"]
-    return max(treatments, key=score) if treatments else None
-
-
-def _harm_reason(r: Row) -> Row:
-    return {"code": "guardrail_harmed", "arm": r["arm"], "metric": r["metric"], "effect_rel": r["effect_rel"],
-            "ci_rel": [r["ci_rel_low"], r["ci_rel_high"]], "max_harm": r["max_harm"], "p_value": r["p_value"],
-            "message": f"{r['metric']} moved {r['effect_rel']:+.1%} in {r['arm']} "
-                       f"(CI {r['ci_rel_low']:+.1%} to {r['ci_rel_high']:+.1%}); at most "
-                       f"{r['max_harm']:.1%} harm is tolerated."}
 
 
 # -- adjustments: each returns (reason, action) when it applies to the best arm, else None ---------
@@ -100,19 +127,6 @@ def _narrow_groups(config: AnalysisConfig, results: Row, best: str) -> Finding |
              "message": f"{best} works for {good_groups} but not for {bad_groups} (Cochran's Q p = "
                         f"{het['p_value']:.2g}). Target {', '.join(keep)}."},
             {"type": "narrow_groups", "groups": keep})
-
-
-def _drop_arm(config: AnalysisConfig, results: Row, best: str) -> Finding | None:
-    """Another treatment arm is significantly worse than control in the primary metric."""
-    metric = config.primary_metric
-    for arm in [a["variant"] for a in results["arms"] if a["role"] == "treatment"]:
-        r = _primary(results, arm)
-        if arm != best and r is not None and _significant(r, config.alpha) and good(metric, r["effect_abs"]) < 0:
-            return ({"code": "arm_clearly_worse", "arm": arm, "effect_rel": r["effect_rel"], "p_holm": r["p_holm"],
-                     "message": f"{arm} lowers {metric} by {r['effect_rel']:+.1%} "
-                                f"(Holm p = {r['p_holm']:.2g}): drop it."},
-                    {"type": "drop_arm", "arm": arm})
-    return None
 
 
 def _make_dynamic(config: AnalysisConfig, results: Row, best: str) -> Finding | None:
@@ -145,7 +159,8 @@ def _reprice(config: AnalysisConfig, results: Row, best: str) -> Finding | None:
             {"type": "reprice", "arm": best, "break_even_discount_rate": rate})
 
 
-ADJUSTMENTS = (_narrow_groups, _drop_arm, _make_dynamic, _reprice)  # the first that applies is the advice
+ADJUSTMENTS = (_narrow_groups, _make_dynamic, _reprice)  # the first that applies is the advice (dropping an arm
+# is a verdict: pilot.verdicts)
 
 
 def _pct(value: float | None) -> str:
@@ -164,7 +179,7 @@ def _verdict(config: AnalysisConfig, results: Row, best: str | None) -> Row:
             and good(metric, primary["ci_rel_high"] if CATALOGUE[metric].good_direction == "up"
                      else primary["ci_rel_low"]) < config.mde \
             and not _significant(primary, alpha):
-        return _decision("stop", best, [_below_mde_reason(config, best, primary)], {"type": "rollback"})
+        return _plain("stop", best, [_below_mde_reason(config, best, primary)], {"type": "rollback"})
     significant = primary is not None and _significant(primary, alpha) and good(metric, primary["effect_abs"]) > 0
     econ = results["economics"].get(best, {}) if best else {}
     roi = econ.get("roi")
@@ -172,7 +187,7 @@ def _verdict(config: AnalysisConfig, results: Row, best: str | None) -> Row:
                    "significant": significant or not gate.require_significant,
                    "roi": roi is None or roi >= gate.min_roi or results["unit"] == "store"}
     if all(gate_checks.values()):
-        return _decision("advance", best, [_gate_met_reason(config, best, primary, econ, days, n_min)],
+        return _plain("advance", best, [_gate_met_reason(config, best, primary, econ, days, n_min)],
                          {"type": "advance"})
     power = results["power"].get(best, {}) if best else {}
     missing = [k for k, ok in gate_checks.items() if not ok]
@@ -181,7 +196,7 @@ def _verdict(config: AnalysisConfig, results: Row, best: str | None) -> Row:
               "mde_rel_now": power.get("mde_rel_now"), "more_units_needed": power.get("more_units_needed"),
               "days_needed": power.get("days_needed"), "message": _extend_message(gate, days, n_min, power, missing)}
     extra_days = max(gate.min_days - days, 0) if not enough_time else power.get("days_needed") or 7
-    return _decision("extend", best, [reason], {"type": "extend", "days": math.ceil(extra_days),
+    return _plain("extend", best, [reason], {"type": "extend", "days": math.ceil(extra_days),
                                                 "more_units": power.get("more_units_needed")})
 
 
@@ -213,11 +228,18 @@ def _extend_message(gate: Gate, days: float, n_min: int, power: Row, missing: li
     if "min_days" in missing:
         parts.append(f"{days:.0f} of {gate.min_days} days run")
     if "min_units_per_arm" in missing:
-        parts.append(f"{n_min} of {gate.min_units_per_arm} units in the smallest arm")
+        parts.append(f"{n_min} of {gate.min_units_per_arm} {_noun(power)} in the smallest arm")
     if power.get("mde_rel_now") is not None:
         parts.append(f"the effect detectable now is {power['mde_rel_now']:.1%}")
     if power.get("more_units_needed"):
-        parts.append(f"about {int(power['more_units_needed']):,} more units are needed for the target MDE")
+        parts.append(f"about {int(power['more_units_needed']):,} more {_noun(power)} are needed for the target MDE")
+    if power.get("explanation"):  # the eligible pool is (nearly) assigned: pilot.planning says what more days can do
+        parts.append(power["explanation"])
     if "roi" in missing:
         parts.append("ROI is below the bar but not yet certain")
     return "Not enough evidence yet: " + "; ".join(parts) + "."
+
+
+def _noun(power: Row) -> str:
+    """What the gate's sample counts: stores for a store pilot (its power row says so), else units."""
+    return "stores" if power.get("sample_unit") == "store" else "units"

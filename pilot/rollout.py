@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import secrets
+from datetime import date
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pilot import governance
 from pilot.audit import record
 from pilot.db import found, utcnow
 from pilot.errors import Conflict, Invalid, NotFound, PilotError
@@ -17,6 +19,16 @@ from pilot.store_randomisation import matched_arms, pre_period_values
 
 DEFAULT_GATE = {"min_days": 14, "min_units_per_arm": 1000, "require_significant": True, "min_roi": 0.0,
                 "no_guardrail_harm": True, "no_srm": True}
+# a gate's minimum sample is counted in the pilot's unit (`sample_unit`): customers, or stores for a
+# store-randomised pilot, whose default is a few stores per arm (migration 0013 moves existing ones)
+DEFAULT_STORE_GATE = {**DEFAULT_GATE, "min_units_per_arm": 3}
+
+
+def default_gate(unit: str) -> dict[str, Any]:
+    """The gate a stage of a pilot randomised by `unit` starts from."""
+    return {**(DEFAULT_STORE_GATE if unit == "store" else DEFAULT_GATE), "sample_unit": unit}
+
+
 TRANSITIONS = {"start": ("draft",), "pause": ("running",), "resume": ("paused",), "advance": ("running",),
                "complete": ("running", "paused"), "rollback": ("running", "paused"),
                "cancel": ("draft", "running", "paused")}
@@ -30,7 +42,8 @@ def pilot_dict(p: Pilot) -> dict[str, Any]:
     return {"key": p.key, "name": p.name, "programme": p.programme.key, "unit": p.unit,
             "primary_metric": p.primary_metric, "guardrails": p.guardrails, "alpha": p.alpha, "power": p.power,
             "mde": p.mde, "margin_rate": p.margin_rate, "layer": p.layer, "state": p.state,
-            "current_stage": p.current_stage, "stages": [stage_dict(s) for s in p.stages]}
+            "current_stage": p.current_stage, "stages": [stage_dict(s) for s in p.stages],
+            "approval": p.approval, "independent_of": p.independent_of, "plan_version": p.plan_version}
 
 
 def stage_dict(s: Stage) -> dict[str, Any]:
@@ -57,50 +70,94 @@ def _check_metrics(data: dict[str, Any]) -> None:
             raise _unprocessable(f"Unknown guardrail metric {g['metric']!r}; see /api/v1/metrics.", "guardrails")
 
 
-def checked_stage(session: Session, programme: Programme, data: dict[str, Any], position: int) -> Stage:
-    """A stage whose scope, allocation, groups and dates make sense (422 naming the field otherwise)."""
-    field = f"stages.{position}"
+def stage_problems(session: Session, programme: Programme, data: dict[str, Any], position: int
+                   ) -> list[dict[str, str]]:
+    """Every problem of a stage's scope, allocation, groups and dates, as {"path", "message"} with the
+    path by index (stages[0].allocation for stage 1)."""
+    at, out = f"stages[{position - 1}]", []
+
+    def problem(where: str, message: str) -> None:
+        out.append({"path": f"{at}.{where}", "message": f"Stage {position}: {message}"})
     mechanics = {v.key: v.mechanic for v in programme.variants}
     unknown = sorted(set(data["allocation"]) - set(mechanics))
     if unknown:
-        raise _unprocessable(f"Stage {position}: allocation names unknown variant(s) {', '.join(unknown)}.", field)
+        problem("allocation", f"allocation names unknown variant(s) {', '.join(unknown)}.")
     if abs(sum(data["allocation"].values()) - 1) > 1e-9:
-        raise _unprocessable(f"Stage {position}: allocation weights must sum to 1.", field)
-    controls = [k for k, w in data["allocation"].items() if mechanics[k] == "control" and w > 0]
-    if len(controls) != 1:
-        raise _unprocessable(f"Stage {position}: the allocation needs exactly one control variant with weight "
-                             f"> 0 (found {len(controls)}).", field)
-    _check_codes(session, Store, data.get("store_codes", []), f"Stage {position}: unknown store(s)", field)
-    _check_codes(session, Region, data.get("region_codes", []), f"Stage {position}: unknown region(s)", field)
+        problem("allocation", "allocation weights must sum to 1.")
+    controls = [k for k, w in data["allocation"].items() if mechanics.get(k) == "control" and w > 0]
+    if not unknown and len(controls) != 1:
+        problem("allocation", f"the allocation needs exactly one control variant with weight > 0 "
+                              f"(found {len(controls)}).")
+    for where, model, what in (("store_codes", Store, "store"), ("region_codes", Region, "region")):
+        if missing := _missing_codes(session, model, data.get(where, [])):
+            problem(where, f"unknown {what}(s) {', '.join(missing)}.")
     groups = data.get("eligible_groups")
     if groups is not None:
         known = set(session.scalars(select(CustomerGroup.key))) | {"other"}
         if set(groups) - known:
-            raise _unprocessable(f"Stage {position}: unknown customer group(s) "
-                                 f"{', '.join(sorted(set(groups) - known))}.", field)
+            problem("eligible_groups", f"unknown customer group(s) {', '.join(sorted(set(groups) - known))}.")
     start, end = data.get("planned_start"), data.get("planned_end")
     if start and end and end < start:
-        raise _unprocessable(f"Stage {position}: planned_end is before planned_start.", field)
+        problem("planned_end", "planned_end is before planned_start.")
+    return out
+
+
+def _regated(gate: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """A gate moved to another unit: the old unit's default sample becomes the new unit's."""
+    out = {**(gate or {}), "sample_unit": new}
+    if out.get("min_units_per_arm") == default_gate(old)["min_units_per_arm"]:
+        out["min_units_per_arm"] = default_gate(new)["min_units_per_arm"]
+    return out
+
+
+def checked_stage(session: Session, programme: Programme, data: dict[str, Any], position: int,
+                  unit: str = "customer") -> Stage:
+    """A stage whose scope, allocation, groups and dates make sense (else a 422: `fields` names the stage
+    with the first problem, as it always has; `errors` lists every problem by path)."""
+    problems = stage_problems(session, programme, data, position)
+    if problems:
+        first = problems[0]["message"]
+        raise Invalid(first, details={"fields": {f"stages.{position}": [first]}, "errors": problems})
+    start, end, groups = data.get("planned_start"), data.get("planned_end"), data.get("eligible_groups")
     return Stage(position=position, name=data.get("name") or f"Stage {position}",
                  store_codes=data.get("store_codes", []), region_codes=data.get("region_codes", []),
                  allocation=data["allocation"], eligible_groups=groups, planned_start=start, planned_end=end,
-                 gate={**DEFAULT_GATE, **(data.get("gate") or {})})
+                 gate={**default_gate(unit), **(data.get("gate") or {}), "sample_unit": unit})
 
 
-def _check_codes(session: Session, model: type, codes: list[str], message: str, field: str) -> None:
-    if codes:
-        found = set(session.scalars(select(model.code).where(model.code.in_(codes))))
-        missing = sorted(set(codes) - found)
-        if missing:
-            raise _unprocessable(f"{message} {', '.join(missing)}.", field)
+def _missing_codes(session: Session, model: type, codes: list[str]) -> list[str]:
+    if not codes:
+        return []
+    found = set(session.scalars(select(model.code).where(model.code.in_(codes))))
+    return sorted(set(codes) - found)
 
 
-def create_pilot(session: Session, actor: str, programme: Programme, data: dict[str, Any]) -> Pilot:
-    """A new draft pilot with its stages."""
+def refuse_past_start(position: int, start: date | str | None) -> None:
+    """A 422 for a stage not yet started whose planned start is before today (UTC): a pilot starts when
+    it is started, so the date would be ignored; a pilot that already ran is imported instead."""
+    start = date.fromisoformat(start) if isinstance(start, str) else start
+    today = utcnow().date()
+    if start is not None and start < today:
+        message = (f"Stage {position}: planned_start {start} is in the past (today is {today} UTC). A live pilot "
+                   "starts when it is started; plan today or later, or bring in a pilot that already ran with "
+                   "POST /api/v1/pilots/import.")
+        raise Invalid(message, code="planned_start_in_past",
+                      details={"fields": {f"stages.{position}.planned_start": [message]},
+                               "errors": [{"path": f"stages[{position - 1}].planned_start", "message": message}]})
+
+
+def create_pilot(session: Session, actor: str, programme: Programme, data: dict[str, Any],
+                 past_start: bool = False) -> Pilot:
+    """A new draft pilot with its stages (`past_start`: a planned start before today is allowed, for
+    synthetic retailers that move the start back themselves)."""
     if session.scalar(select(Pilot.id).where(Pilot.key == data["key"])):
         raise Conflict(f"Pilot {data['key']!r} exists already.")
     _check_metrics(data)
-    stages = [checked_stage(session, programme, s, i) for i, s in enumerate(data.pop("stages"), start=1)]
+    governance.check_settings(session, None, data)
+    unit = data.get("unit") or "customer"
+    stages = [checked_stage(session, programme, s, i, unit) for i, s in enumerate(data.pop("stages"), start=1)]
+    for stage in stages if not past_start else []:
+        refuse_past_start(stage.position, stage.planned_start)
     data.pop("programme", None)
     pilot = Pilot(programme=programme, salt=data.pop("salt", None) or secrets.token_hex(8), stages=stages, **data)
     session.add(pilot)
@@ -116,8 +173,13 @@ def update_pilot(session: Session, actor: str, pilot: Pilot, data: dict[str, Any
         if locked:
             raise Conflict(f"{', '.join(locked)} cannot change once the pilot has started "
                                 "(it would move assigned units).", code="locked_when_live")
+    governance.refuse_plan_change(pilot, data)
+    governance.check_settings(session, pilot, data)
     _check_metrics(data)
     before = pilot_dict(pilot)
+    if data.get("unit") and data["unit"] != pilot.unit:  # (a draft) its gates count the new unit
+        for stage in pilot.stages:
+            stage.gate = _regated(stage.gate, pilot.unit, data["unit"])
     for key, value in data.items():
         setattr(pilot, key, value)
     session.flush()
@@ -133,8 +195,12 @@ def update_stage(session: Session, actor: str, pilot: Pilot, position: int, data
     live = pilot.state in LIVE_STATES
     if live and position < (pilot.current_stage or 0) or pilot.state in ("completed", "rolled_back", "cancelled"):
         raise Conflict("A finished stage cannot change.", code="stage_finished")
+    if stage.started_at is None and "planned_start" in data and data["planned_start"] != stage.planned_start:
+        refuse_past_start(position, data["planned_start"])
     merged = {**stage_dict(stage), **data}
-    checked = checked_stage(session, pilot.programme, merged, position)
+    checked = checked_stage(session, pilot.programme, merged, position, pilot.unit)
+    if "gate" in data:
+        governance.refuse_plan_change(pilot, {}, {str(position): checked.gate})
     if live and position == pilot.current_stage:
         if set(checked.store_codes) != set(stage.store_codes) or set(checked.region_codes) != set(stage.region_codes):
             raise Conflict("The scope of the running stage cannot change; add a stage and advance instead.",
@@ -158,7 +224,8 @@ def add_stage(session: Session, actor: str, pilot: Pilot, data: dict[str, Any]) 
     """Append a stage (also to a live pilot: the next widening)."""
     if pilot.state not in ("draft", *LIVE_STATES):
         raise Conflict(f"A {pilot.state} pilot gets no new stages.", code="pilot_finished")
-    stage = checked_stage(session, pilot.programme, data, len(pilot.stages) + 1)
+    refuse_past_start(len(pilot.stages) + 1, data.get("planned_start"))
+    stage = checked_stage(session, pilot.programme, data, len(pilot.stages) + 1, pilot.unit)
     pilot.stages.append(stage)
     session.flush()
     record(session, actor, "create", "stage", f"{pilot.key}/{stage.position}", after=stage_dict(stage))
@@ -216,16 +283,24 @@ def withdraw_all(session: Session, pilot: Pilot, reason: str) -> int:
     return count
 
 
-def transition(session: Session, actor: str, pilot: Pilot, action: str, reason: str | None = None) -> Pilot:
-    """Apply a lifecycle action, checked and audited; an invalid one is a 409 naming the rule."""
+def transition(session: Session, actor: str, pilot: Pilot, action: str, reason: str | None = None,
+               override: bool = False, approval: Any = None) -> Pilot:
+    """Apply a lifecycle action, checked and audited; an invalid one is a 409 naming the rule. Advance and
+    complete hold to the stage's gate unless overridden with a reason (pilot.governance)."""
     if pilot.state not in TRANSITIONS[action]:
         raise Conflict(f"Cannot {action} a {pilot.state} pilot (allowed from: "
                             f"{', '.join(TRANSITIONS[action])}).", code="invalid_transition")
+    governance.guard(session, actor, pilot, action, reason, override, approval)
     before = {"state": pilot.state, "current_stage": pilot.current_stage}
     now = utcnow()
     if action == "start":
+        if pilot.stages:
+            governance.refuse_overlap(session, actor, pilot, scope_stores(session, pilot.stages[0]))
         _start(session, pilot, now)
+        governance.lock_plan(session, actor, pilot)
     elif action == "advance":
+        if (nxt := pilot.stage((pilot.current_stage or 0) + 1)) is not None:
+            governance.refuse_overlap(session, actor, pilot, scope_stores(session, nxt))
         _advance(session, pilot, now)
     elif action in ("complete", "rollback", "cancel"):
         if action == "rollback" and not reason:
@@ -242,6 +317,13 @@ def transition(session: Session, actor: str, pilot: Pilot, action: str, reason: 
     session.flush()
     record(session, actor, action, "pilot", pilot.key, before=before,
            after={"state": pilot.state, "current_stage": pilot.current_stage, "reason": reason})
+    if action in ("pause", "advance"):
+        from pilot import webhooks
+        what = (f"paused ({reason or 'no reason given'})" if action == "pause"
+                else f"advanced to stage {pilot.current_stage}")
+        webhooks.emit(session, f"pilot.{'paused' if action == 'pause' else 'advanced'}",
+                      {"pilot": pilot.key, "actor": actor, "reason": reason, **before, "state": pilot.state,
+                       "current_stage": pilot.current_stage}, f"Pilot {pilot.key} {what} by {actor}.")
     return pilot
 
 

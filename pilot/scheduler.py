@@ -3,8 +3,9 @@
 Every job firing has a slot (the job's interval number since the epoch). A scheduler runs a job
 only after inserting (job, slot) into `job_runs`; the unique constraint lets exactly one of two
 schedulers win the insert (ON CONFLICT DO NOTHING), so a job runs once however many are up.
-Jobs: re-analyse running pilots; pause a running pilot whose guardrail is harmed by the sequential
-test (valid under daily looks); start and end stages at their planned dates.
+Jobs: re-analyse running pilots; act on a guardrail harmed by the sequential test (valid under daily
+looks): drop the harmed arms (weight 0), or pause the pilot when every arm is harmed; start and end
+stages at their planned dates.
 
 A claim is a lease (pilot.leases), renewed by a heartbeat while the job runs. A claim whose lease
 lapsed is a lost worker's (killed, or its host gone): in its own slot the next claim takes it over,
@@ -28,12 +29,14 @@ from sqlalchemy.orm import Session
 from pilot import analysis_runs, ingestion, rollout
 from pilot.audit import record
 from pilot.db import db, utcnow
+from pilot.errors import Conflict
 from pilot.leases import Heartbeat, held_by, lease_seconds, lost_reason, worker_id
 from pilot.models import JobRun, Pilot
 
 log = logging.getLogger(__name__)
 ACTOR = "scheduler"
 CALENDAR_MINUTES = 60
+WEBHOOK_SECONDS = 15  # how often `pilot scheduler` sends the webhook deliveries that are due
 
 
 def claim(session: Session, job: str, slot: str, seconds: float) -> JobRun | None:
@@ -117,8 +120,9 @@ def _running(session: Session) -> list[Pilot]:
 
 
 def analyse_running(session: Session) -> dict[str, Any]:
-    """Analyse every running pilot's current stage; pause those whose guardrail is harmed."""
-    done, paused = {}, []
+    """Analyse every running pilot's current stage; a guardrail harmed (by the sequential test) in some
+    treatment arms sets their weights to 0 (audited `auto_drop_arm`), in every arm pauses the pilot."""
+    done, paused, dropped = {}, [], []
     for key in [p.key for p in _running(session)]:
         pilot = session.scalar(select(Pilot).where(Pilot.key == key))
         try:
@@ -139,17 +143,26 @@ def analyse_running(session: Session) -> dict[str, Any]:
             reason = "; ".join(f"guardrail {r['metric']} harmed in {r['arm']} (sequential CI "
                                f"{r['seq_ci_rel_low']:+.1%} to {r['seq_ci_rel_high']:+.1%}, tolerated "
                                f"{r['max_harm']:.1%})" for r in harmed)
-            rollout.transition(session, ACTOR, pilot, "pause")
-            record(session, ACTOR, "auto_pause", "pilot", pilot.key, after={"run": run.id, "reason": reason})
-            paused.append({"pilot": pilot.key, "reason": reason})
+            arms = sorted({r["arm"] for r in harmed})
+            others = [a["variant"] for a in run.results.get("arms", [])
+                      if a["role"] == "treatment" and a["variant"] not in arms]
+            if pilot.unit == "customer" and others:  # the harmed arms go; the pilot runs on with the others
+                stages = analysis_runs.drop_arms(session, ACTOR, pilot, arms, pilot.current_stage)
+                record(session, ACTOR, "auto_drop_arm", "pilot", pilot.key,
+                       after={"run": run.id, "arms": arms, "stages": stages, "reason": reason})
+                dropped.append({"pilot": pilot.key, "arms": arms, "reason": reason})
+            else:
+                rollout.transition(session, ACTOR, pilot, "pause", f"guardrail auto-pause: {reason}"[:500])
+                record(session, ACTOR, "auto_pause", "pilot", pilot.key, after={"run": run.id, "reason": reason})
+                paused.append({"pilot": pilot.key, "reason": reason})
         session.commit()
-    return {"analysed": done, "paused": paused}
+    return {"analysed": done, "paused": paused, "dropped_arms": dropped}
 
 
 def keep_calendar(session: Session) -> dict[str, Any]:
     """Start drafts whose first stage is due, advance or complete running pilots whose stage ended."""
     today = utcnow().date()
-    started, advanced, completed = [], [], []
+    started, advanced, completed, held = [], [], [], []
     for pilot in session.scalars(select(Pilot).where(Pilot.state == "draft").order_by(Pilot.id)):
         first = pilot.stage(1)
         if first is not None and first.planned_start is not None and first.planned_start <= today:
@@ -160,14 +173,17 @@ def keep_calendar(session: Session) -> dict[str, Any]:
         if stage is None or stage.planned_end is None or stage.planned_end >= today:
             continue
         nxt = pilot.stage(stage.position + 1)
-        if nxt is None:
-            rollout.transition(session, ACTOR, pilot, "complete")
-            completed.append(pilot.key)
-        elif nxt.planned_start is None or nxt.planned_start <= today:
-            rollout.transition(session, ACTOR, pilot, "advance")
-            advanced.append(pilot.key)
+        action = "complete" if nxt is None else "advance"
+        if nxt is not None and nxt.planned_start is not None and nxt.planned_start > today:
+            continue
+        try:  # the calendar holds to the gate like everyone (pilot.governance): a refusal leaves the pilot be
+            rollout.transition(session, ACTOR, pilot, action)
+        except Conflict as exc:
+            held.append({"pilot": pilot.key, "action": action, "code": exc.code, "message": exc.message})
+            continue
+        (completed if action == "complete" else advanced).append(pilot.key)
     session.commit()
-    return {"started": started, "advanced": advanced, "completed": completed}
+    return {"started": started, "advanced": advanced, "completed": completed, "held": held}
 
 
 JOBS = {"analyse_running": analyse_running, "keep_calendar": keep_calendar}
@@ -179,8 +195,23 @@ def jobs(minutes: float) -> dict[str, tuple[float, Callable[[Session], dict[str,
 
 
 def run_all_once(app: Flask, minutes: float) -> list[dict[str, Any]]:
-    """Recover what lost workers left, then every job for the current slot (what one scheduler tick does)."""
-    return [recover(app, minutes), *(run_job(app, name, m, fn) for name, (m, fn) in jobs(minutes).items())]
+    """Recover what lost workers left, then every job for the current slot (what one scheduler tick does),
+    then the webhook deliveries due (the events those jobs queued among them)."""
+    return [recover(app, minutes), *(run_job(app, name, m, fn) for name, (m, fn) in jobs(minutes).items()),
+            deliver_webhooks(app)]
+
+
+def deliver_webhooks(app: Flask) -> dict[str, Any]:
+    """Send the webhook deliveries that are due; each is leased, so schedulers never send one twice."""
+    from pilot import webhooks
+    with app.app_context():
+        try:
+            detail = webhooks.deliver_due(db.session)
+        except Exception:  # a broken delivery pass must not stop the scheduler; the rows stay due
+            db.session.rollback()
+            log.exception("webhook deliveries failed")
+            return {"job": "deliver_webhooks", "ran": False, "detail": {}}
+        return {"job": "deliver_webhooks", "ran": any(detail.values()), "detail": detail}
 
 
 def take_over_lost(app: Flask, minutes: float) -> list[dict[str, Any]]:
@@ -251,6 +282,8 @@ def serve(app: Flask, minutes: float) -> None:
                       max_instances=1, coalesce=True)
     scheduler.add_job(run_job, "interval", minutes=minutes, args=(app, "analyse_running", minutes, analyse_running),
                       next_run_time=datetime.now(UTC), max_instances=1, coalesce=True)
+    scheduler.add_job(deliver_webhooks, "interval", seconds=WEBHOOK_SECONDS, args=(app,), max_instances=1,
+                      coalesce=True)
     scheduler.add_job(run_job, "interval", minutes=CALENDAR_MINUTES,
                       args=(app, "keep_calendar", CALENDAR_MINUTES, keep_calendar),
                       next_run_time=datetime.now(UTC), max_instances=1, coalesce=True)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from pilot.bucketing import variant_for
 from pilot.db import utcnow
-from pilot.models import Store, Transaction
+from pilot.models import Enrolment, Pilot, Stage, Store, Transaction
 
 PRE_DAYS = 56
 
@@ -48,24 +48,60 @@ def block_arms(weights: Mapping[str, float]) -> list[str]:
     return [k for k in sorted(arms) for _ in range(int(fractions[k] * size))]
 
 
-def matched_arms(stores: list[tuple[str, str, float]], weights: Mapping[str, float], salt: str) -> dict[str, str]:
-    """Arm per store code, from (code, region, pre-period value) triples; deterministic given the salt."""
-    template = block_arms(weights)
+def matched_blocks(stores: list[tuple[str, str, float]],
+                   weights: Mapping[str, float]) -> tuple[list[list[str]], list[str]]:
+    """The matched scheme's blocks (store codes, each block the size of the arms' template) and the
+    stores left over (each region's remainder, bucketed one by one), from (code, region, pre-period
+    value) triples: within each region, stores sorted by the value and cut into consecutive blocks."""
+    size = len(block_arms(weights))
     by_region: dict[str, list[tuple[str, float]]] = defaultdict(list)
     for code, region, value in stores:
         by_region[region].append((code, value))
-    arms: dict[str, str] = {}
+    blocks, rest = [], []
     for region in sorted(by_region):
-        ranked = sorted(by_region[region], key=lambda s: (s[1], s[0]))
-        full = len(ranked) - len(ranked) % len(template)
-        for start in range(0, full, len(template)):
-            order = list(template)
-            random.Random(f"{salt}:{region}:{start}").shuffle(order)
-            for (code, _), arm in zip(ranked[start:start + len(template)], order):
-                arms[code] = arm
-        for code, _ in ranked[full:]:  # the remainder of a region: plain weighted bucketing
-            arms[code] = variant_for(salt, f"store:{code}", weights) or template[0]
+        ranked = [code for code, _ in sorted(by_region[region], key=lambda s: (s[1], s[0]))]
+        full = len(ranked) - len(ranked) % size
+        blocks += [ranked[start:start + size] for start in range(0, full, size)]
+        rest += ranked[full:]
+    return blocks, rest
+
+
+def matched_arms(stores: list[tuple[str, str, float]], weights: Mapping[str, float], salt: str) -> dict[str, str]:
+    """Arm per store code, from (code, region, pre-period value) triples; deterministic given the salt."""
+    template = block_arms(weights)
+    region_of = {code: region for code, region, _ in stores}
+    blocks, rest = matched_blocks(stores, weights)
+    arms: dict[str, str] = {}
+    starts: dict[str, int] = defaultdict(int)
+    for block in blocks:
+        region = region_of[block[0]]
+        order = list(template)
+        random.Random(f"{salt}:{region}:{starts[region]}").shuffle(order)
+        starts[region] += len(template)
+        arms.update(zip(block, order))
+    for code in rest:  # the remainder of a region: plain weighted bucketing
+        arms[code] = variant_for(salt, f"store:{code}", weights) or template[0]
     return arms
+
+
+def scheme(session: Session, pilot: Pilot, stage: Stage) -> dict[int, int]:
+    """The matched scheme a store pilot's stage was randomised by, for the randomisation test: block
+    number per enrolled store id (−1 for a store bucketed on its own), rebuilt as `enrol` built it —
+    the stage's enrolled stores, their pre-period values before the pilot's start, the stage's weights.
+    A block whose arms are not the template (the pre-period data changed since) is kept as a block
+    with its observed arms (the test then permutes within it)."""
+    rows = session.execute(select(Enrolment.store_id, Enrolment.arm).where(
+        Enrolment.pilot_id == pilot.id, Enrolment.stage_id == stage.id, Enrolment.arm.is_not(None))).all()
+    stores = {s.id: s for s in session.scalars(select(Store).where(Store.id.in_([r[0] for r in rows])))}
+    if not stores:
+        return {}
+    values = pre_period_values(session, list(stores.values()), pilot.started_at)
+    ids = {s.code: s.id for s in stores.values()}
+    blocks, rest = matched_blocks([(s.code, s.region.code, values[s.code]) for s in stores.values()],
+                                  stage.allocation)
+    out = {ids[code]: number for number, block in enumerate(blocks) for code in block}
+    out.update({ids[code]: -1 for code in rest})
+    return out
 
 
 def balance(values: Mapping[str, float], arms: Mapping[str, str], control: str) -> list[dict[str, float | str | int]]:

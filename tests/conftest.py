@@ -153,3 +153,18 @@ def live_server(database_url, tmp_path):
     yield start
     for server in servers:
         server.stop()
+
+
+CHROMIUM = os.environ.get("PILOT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def browser():
+    """Playwright driving Debian's chromium (skipped, with the reason shown, where none is installed)."""
+    if not CHROMIUM:
+        pytest.skip("no Chromium found: install Debian's chromium package (`apt-get install chromium`)")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()

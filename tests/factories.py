@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 from sqlalchemy import func, select
 
@@ -41,10 +41,12 @@ ALLOCATION = {"control": 0.25, "discount": 0.25, "tiers": 0.25, "bonus": 0.25}
 
 
 def pilot_body(key="p1", unit="customer", **extra):
+    """A two-stage pilot planned to start in a week (a past planned start is refused)."""
+    start = date.today() + timedelta(days=7)
     return {"key": key, "name": "Pilot one", "programme": "loyalty", "unit": unit,
             "guardrails": [{"metric": "spend_per_visit", "max_harm": 0.02}],
             "stages": [{"name": "Two regions", "region_codes": ["ra", "rb"], "allocation": ALLOCATION,
-                        "planned_start": "2026-01-05", "planned_end": "2026-02-28"},
+                        "planned_start": start.isoformat(), "planned_end": (start + timedelta(days=54)).isoformat()},
                        {"name": "All", "region_codes": ["ra", "rb", "rc"], "allocation": ALLOCATION}], **extra}
 
 

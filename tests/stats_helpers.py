@@ -38,3 +38,28 @@ def gb_p_value(effect, se, n, alpha, tuning):
     t2 = effect * effect * n / (se * se)
     evalue = math.exp(rho * rho * t2 / (2 * (n * rho * rho + 1))) / math.sqrt(n * rho * rho + 1)
     return min(1 / evalue, 1.0)
+
+
+def cr2_reference(x, y, clusters, contrast):
+    """CR2 sandwich and Bell–McCaffrey df written out literally on the raw rows (Imbens & Kolesár 2016,
+    eq. 4 and section 3.2; clubSandwich's CR2 with an identity working model): A_g = (I − H_gg)^−½ by
+    scipy's matrix square root and a pseudo-inverse, G's column g = (I − H)[:, g] A_g X_g (XᵀX)⁻¹ c,
+    df = (Σλ)² / Σλ² over the eigenvalues λ of GᵀG. Returns (estimate, se, df)."""
+    from scipy import linalg
+
+    x, y, c = np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.asarray(contrast, dtype=float)
+    xtx_inv = np.linalg.pinv(x.T @ x)
+    beta = xtx_inv @ x.T @ y
+    e = y - x @ beta
+    meat, cols = 0.0, []
+    labels = np.asarray(clusters)
+    for g in sorted(set(clusters)):
+        i = np.flatnonzero(labels == g)
+        m_i = -x @ xtx_inv @ x[i].T  # the columns of I − H of the cluster's rows (N × n_g)
+        m_i[i, np.arange(len(i))] += 1
+        a = np.linalg.pinv(np.real(linalg.sqrtm(m_i[i])))
+        v = c @ xtx_inv @ x[i].T @ a @ e[i]
+        meat += v * v
+        cols.append(m_i @ a @ x[i] @ xtx_inv @ c)
+    lam = np.linalg.eigvalsh(np.column_stack(cols).T @ np.column_stack(cols))
+    return float(c @ beta), float(np.sqrt(meat)), float(lam.sum() ** 2 / (lam**2).sum())

@@ -13,6 +13,7 @@ from statsmodels.stats.proportion import proportions_ztest
 
 from pilot import csv_analysis
 from pilot.cli import cli
+from tests.stats_helpers import cr2_reference
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,11 @@ def test_json_matches_references_on_raw_rows(export, monkeypatch):
         both = pd.concat([c, t])
         fit = smf.ols("spend ~ treated", both.assign(treated=(both.group == arm).astype(float))).fit(
             cov_type="cluster", cov_kwds={"groups": both.store}, use_t=True)
-        assert rows[(arm, "spend", "cluster_robust")]["se"] == pytest.approx(fit.bse["treated"], rel=1e-8)
+        clustered = rows[(arm, "spend", "cluster_robust")]
+        x = np.column_stack([np.ones(len(both)), (both.group == arm).to_numpy(float)])
+        _, se, df_bm = cr2_reference(x, both.spend.to_numpy(), list(both.store), [0, 1])  # CR2, Bell–McCaffrey df
+        assert clustered["se"] == pytest.approx(se, rel=1e-8) and clustered["df"] == pytest.approx(df_bm, rel=1e-8)
+        assert clustered["se"] == pytest.approx(fit.bse["treated"], rel=0.05)  # close to CR1 at 30 stores
         assert rows[(arm, "spend", "cuped")]["se"] < welch["se"]
         assert set(welch) >= {"seq_ci_low", "seq_ci_high", "seq_p_value", "effect_rel", "ci_rel_low", "p_value_holm"}
         assert welch["seq_ci_low"] < welch["ci_low"]

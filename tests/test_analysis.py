@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
+from scipy import stats
 from sqlalchemy import text
 from statsmodels.stats.power import TTestIndPower
 from statsmodels.stats.proportion import proportions_ztest
@@ -19,7 +20,7 @@ from pilot.db import db
 from pilot.models import AnalysisRun, Assignment, AuditEvent, Transaction
 from pilot.rollout import get_pilot
 from tests.factories import NOW, csrf, plant
-from tests.stats_helpers import gb_half_width, gb_p_value
+from tests.stats_helpers import cr2_reference, gb_half_width, gb_p_value
 
 
 def analyse(app, key: str) -> AnalysisRun:
@@ -246,7 +247,9 @@ def test_the_recommendation_finds_the_planted_truth(app, scenario, decision):
     elif scenario == "srm":
         assert "sample_ratio_mismatch" in codes
     elif scenario == "too_few":
-        assert codes == ["underpowered"] and rec["reasons"][0]["more_units_needed"] > 0
+        # every eligible customer is assigned at the start: no more units can come (issue #22)
+        assert codes == ["underpowered"] and rec["reasons"][0]["more_units_needed"] == 0
+        assert run.results["power"]["bonus"]["pool_exhausted"]
     elif scenario == "clear_win":
         assert codes == ["gate_met"] and rec["reasons"][0]["roi"] > 0
         assert rec["reasons"][0]["projected_net_profit"] > 0
@@ -260,6 +263,7 @@ def test_same_data_same_numbers(app):
 
 def test_analysis_api_run_list_show_apply(app, client, auth):
     key = plant(app, "clear_win")
+    app.config["GATE_FRESHNESS_HOURS"] = 24 * 365  # the simulated retailer's data ends at NOW (the gate's freshness)
     r = client.post(f"/api/v1/pilots/{key}/analyses", json={"cutoff": NOW.isoformat()}, headers=auth("analyst"))
     assert r.status_code == 201, r.json
     run = r.json
@@ -495,5 +499,7 @@ def test_a_mid_stage_ramp_is_compared_period_by_period(app, client, tokens):
     check = run.results["cluster_robust"]["bonus"]
     assert check["method"] == "cluster_robust+post_stratified"
     assert check["effect_abs"] == pytest.approx(fit.params["treated"], rel=1e-7)
-    assert check["se"] == pytest.approx(fit.bse["treated"], rel=1e-7)
-    assert check["p_value"] == pytest.approx(fit.pvalues["treated"], rel=1e-6)
+    contrast = np.array([name == "treated" for name in fit.model.exog_names], dtype=float)
+    _, se, df_bm = cr2_reference(fit.model.exog, u.spend.to_numpy(), list(u.store), contrast)  # CR2, BM df
+    assert check["se"] == pytest.approx(se, rel=1e-7) and check["df"] == pytest.approx(df_bm, rel=1e-7)
+    assert check["p_value"] == pytest.approx(2 * stats.t.sf(abs(check["effect_abs"] / se), df_bm), rel=1e-6)

@@ -31,6 +31,7 @@ def site(app, backend, tokens):
     if backend[0] != "sqlite":
         pytest.skip("pages are checked once, on SQLite; the database layer is covered on both elsewhere")
     key = plant(app, "clear_win", customers=1500, stores=10)
+    app.config["GATE_FRESHNESS_HOURS"] = 24 * 365  # the simulated retailer's data ends at NOW (the gate's freshness)
     with app.app_context():
         run = analysis_runs.create_run(db.session, CLI.actor, get_pilot(db.session, key), cutoff=NOW)
         analysis_runs.execute(db.session, run)
@@ -65,7 +66,7 @@ class Session:
         self.url = site["url"]
         self.page.goto(self.url + "/login")
         self.page.fill("#token", site["tokens"][role])
-        self.page.click("button[type=submit]")
+        self.page.click("form:has(#token) button[type=submit]")
 
     def open(self, path: str, shot: str | None = None):
         response = self.page.goto(self.url + path)

@@ -8,7 +8,18 @@ from pilot import create_app
 from pilot.cli import cli
 from pilot.db import db
 from pilot.migrate import head_revision
-from pilot.models import AnalysisRun, Assignment, Customer, CustomerGroup, Region, Store, Transaction
+from pilot.models import (
+    AnalysisRun,
+    Assignment,
+    AuditEvent,
+    Customer,
+    CustomerGroup,
+    Region,
+    Store,
+    Transaction,
+    WebSession,
+)
+from tests.factories import login
 
 
 def run(app, *args):
@@ -25,8 +36,18 @@ def test_tokens_create_list_revoke(app, client, tokens):
     listing = run(app, "tokens", "list").output
     assert "till 1" in listing and secret not in listing
     token_id = re.search(r"token (\d+)", out.output).group(1)
+    login(client, secret)  # a web session on the token, to be ended with it
+    assert client.get("/store").status_code == 200
     assert run(app, "tokens", "revoke", token_id).exit_code == 0
     assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+    assert client.get("/store").status_code == 302  # its page session ended too: back to the login
+    with app.app_context():  # as the API revokes: audited with before and after, its sessions ended
+        event = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "revoke")).one()
+        assert event.actor == "cli" and event.before["revoked_at"] is None and event.after["revoked_at"]
+        assert db.session.scalars(select(WebSession.ended_at)).all() != [None]
+    assert run(app, "tokens", "revoke", token_id).exit_code == 0  # again: nothing more happens
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).where(AuditEvent.action == "revoke")) == 1
     assert run(app, "tokens", "create", "--role", "store", "--name", "x").exit_code == 2
     assert run(app, "tokens", "revoke", "9999").exit_code == 2
 

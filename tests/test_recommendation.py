@@ -54,12 +54,21 @@ def codes(rec: dict) -> list[str]:
     return [r["code"] for r in rec["reasons"]]
 
 
+def core(rec: dict) -> dict:
+    """The decision without the per-arm verdicts and the summary (tested on their own below)."""
+    return {k: v for k, v in rec.items() if k not in ("verdicts", "summary")}
+
+
+def verdicts(rec: dict) -> dict[str, str]:
+    return {v["arm"]: v["verdict"] for v in rec["verdicts"]}
+
+
 # -- investigate -----------------------------------------------------------------------------------
 
 def test_a_sample_ratio_mismatch_is_investigated():
     srm = {"p_value": 2e-5, "observed": [4000, 2600, 3000], "expected": [3840.0, 2880.0, 2880.0]}
     rec = recommend(CONFIG, results(srm=srm), OK)
-    assert rec == {"decision": "investigate", "arm": None, "action": {"type": "pause"}, "reasons": [{
+    assert core(rec) == {"decision": "investigate", "arm": None, "action": {"type": "pause"}, "reasons": [{
         "code": "sample_ratio_mismatch", "p_value": 2e-5, "observed": [4000, 2600, 3000],
         "expected": [3840.0, 2880.0, 2880.0],
         "message": "Arm sizes [4000, 2600, 3000] differ from the planned weights (χ² p = 2e-05): assignment or "
@@ -97,24 +106,59 @@ def test_a_mismatch_and_data_problems_are_all_reasons_and_come_before_harm():
 # -- stop ------------------------------------------------------------------------------------------
 
 def harmed_stage() -> dict:
-    return results(metrics=[row("bonus", 0.06, 0.001), row("gold", 0.01, 0.4),
+    """Two arms: the only treatment (bonus) lifts spend but harms spend per visit."""
+    return results(arms=results()["arms"][:2],
+                   metrics=[row("bonus", 0.06, 0.001),
                             row("bonus", -0.08, 0.001, "spend_per_visit", "guardrail", harmed=True, max_harm=0.03)])
 
 
 def test_a_harmed_guardrail_of_the_best_arm_stops_the_stage():
     rec = recommend(CONFIG, harmed_stage(), OK)
-    assert rec == {"decision": "stop", "arm": "bonus", "action": {"type": "rollback"}, "reasons": [{
+    assert core(rec) == {"decision": "stop", "arm": "bonus", "action": {"type": "rollback"}, "reasons": [{
         "code": "guardrail_harmed", "arm": "bonus", "metric": "spend_per_visit", "effect_rel": -0.08,
         "ci_rel": [-0.08 - 0.02, -0.08 + 0.02], "max_harm": 0.03, "p_value": 0.001,
         "message": "spend_per_visit moved -8.0% in bonus (CI -10.0% to -6.0%); at most 3.0% harm is tolerated."}]}
 
 
-def test_harm_in_another_arm_or_with_the_gate_off_does_not_stop():
-    other = harmed_stage()
-    other["metrics"][2]["arm"] = "gold"
-    assert recommend(CONFIG, other, OK)["decision"] == "advance"
+def harm_in(arm: str) -> dict:
+    """Three arms: bonus is best on spend (+6%), gold does little (+1%); `arm` harms spend per visit by 8%."""
+    stage = results()
+    for r in stage["metrics"]:
+        if r["arm"] == arm and r["role"] == "guardrail":
+            r.update(effect_rel=-0.08, ci_rel_low=-0.10, ci_rel_high=-0.06, p_value=0.001, harmed=True)
+    return stage
+
+
+def test_harm_in_an_arm_that_is_not_the_best_drops_it_from_the_next_stage():
+    rec = recommend(CONFIG, harm_in("gold"), OK)
+    assert (rec["decision"], rec["arm"], rec["action"]) == ("advance", "bonus", {"type": "advance",
+                                                                                  "drop_arms": ["gold"]})
+    assert verdicts(rec) == {"bonus": "keep", "gold": "drop_harm"}
+    assert codes(rec) == ["gate_met", "guardrail_harmed"] and rec["reasons"][1]["arm"] == "gold"
+    assert rec["summary"] == ("advance with bonus; drop gold: spend_per_visit -8.0% (CI -10.0% to -6.0%), "
+                              "at most 3.0% harm tolerated")
+
+
+def test_harm_in_the_best_arm_drops_it_and_the_next_best_arm_is_judged():
+    rec = recommend(CONFIG, harm_in("bonus"), OK)
+    assert verdicts(rec) == {"bonus": "drop_harm", "gold": "undecided"}
+    # gold (+1%, p = 0.4) is not at its gate: the stage goes on without bonus
+    assert (rec["decision"], rec["arm"], rec["action"]) == ("adjust", "gold", {"type": "drop_arm", "arm": "bonus",
+                                                                                "drop_arms": ["bonus"]})
+    assert codes(rec) == ["guardrail_harmed"]
+
+
+def test_harm_in_every_arm_stops_and_the_gate_can_tolerate_harm():
+    both = harm_in("bonus")
+    for r in both["metrics"]:
+        if r["arm"] == "gold" and r["role"] == "guardrail":
+            r.update(harm_in("gold")["metrics"][3])
+    rec = recommend(CONFIG, both, OK)
+    assert (rec["decision"], rec["action"], codes(rec)) == ("stop", {"type": "rollback"},
+                                                            ["guardrail_harmed", "guardrail_harmed"])
     lenient = replace(CONFIG, gate=Gate(min_days=14, min_units_per_arm=1000, no_guardrail_harm=False))
     assert recommend(lenient, harmed_stage(), OK)["decision"] == "advance"
+    assert recommend(lenient, both, OK)["decision"] == "advance"
 
 
 def below_mde(**over) -> dict:
@@ -124,7 +168,7 @@ def below_mde(**over) -> dict:
 
 def test_an_effect_clearly_below_the_mde_stops_the_stage():
     rec = recommend(CONFIG, below_mde(), OK)
-    assert rec == {"decision": "stop", "arm": "bonus", "action": {"type": "rollback"}, "reasons": [{
+    assert core(rec) == {"decision": "stop", "arm": "bonus", "action": {"type": "rollback"}, "reasons": [{
         "code": "effect_below_mde", "arm": "bonus", "effect_rel": 0.005, "ci_rel": [0.005 - 0.02, 0.005 + 0.02],
         "mde": 0.03,
         "message": "The best arm (bonus) moves spend_per_customer by +0.5%, and at most +2.5%: clearly below the "
@@ -175,7 +219,7 @@ def tiered(het_p: float = 0.002) -> dict:
 
 def test_an_arm_that_works_in_some_groups_is_narrowed_to_them():
     rec = recommend(CONFIG, tiered(), OK)
-    assert rec == {"decision": "adjust", "arm": "bonus", "action": {"type": "narrow_groups",
+    assert core(rec) == {"decision": "adjust", "arm": "bonus", "action": {"type": "narrow_groups",
                                                                       "groups": ["young_parents", "families"]},
                    "reasons": [{"code": "works_in_some_groups", "arm": "bonus", "q": 14.2, "p_value": 0.002,
                                 "groups": {"young_parents": {"effect_rel": 0.20, "p_bh": 0.001},
@@ -204,30 +248,56 @@ def worse_gold(p_value: float = 0.004, p_holm: float = 0.004) -> dict:
     return results(metrics=metrics(row("bonus", 0.06, 0.001), gold))
 
 
+WORSE = {"code": "worse_than_control", "arm": "gold", "metric": "spend_per_customer", "effect_rel": -0.05,
+         "ci_rel": [-0.05 - 0.02, -0.05 + 0.02], "p_holm": 0.004,
+         "message": "gold moves spend_per_customer by -5.0% against control (CI -7.0% to -3.0%, Holm p = 0.004): "
+                    "drop it."}
+
+
 def test_an_arm_clearly_worse_than_control_is_dropped():
-    rec = recommend(CONFIG, worse_gold(), OK)
-    assert rec == {"decision": "adjust", "arm": "bonus", "action": {"type": "drop_arm", "arm": "gold"},
-                   "reasons": [{"code": "arm_clearly_worse", "arm": "gold", "effect_rel": -0.05, "p_holm": 0.004,
-                                "message": "gold lowers spend_per_customer by -5.0% (Holm p = 0.004): drop it."}]}
+    rec = recommend(CONFIG, worse_gold(), OK)  # bonus meets the gate: advance without gold
+    assert (rec["decision"], rec["action"]) == ("advance", {"type": "advance", "drop_arms": ["gold"]})
+    assert rec["reasons"][1:] == [WORSE] and verdicts(rec) == {"bonus": "keep", "gold": "drop_worse"}
+    early = worse_gold()
+    early["days"] = 9.5  # bonus short of its gate: drop gold now, the stage goes on
+    assert core(recommend(CONFIG, early, OK)) == {"decision": "adjust", "arm": "bonus", "reasons": [WORSE],
+                                                  "action": {"type": "drop_arm", "arm": "gold", "drop_arms": ["gold"]}}
 
 
-def test_only_an_arm_worse_than_control_is_dropped_and_never_the_best():
+def test_an_arm_clearly_worse_than_the_best_arm_is_dropped():
+    stage = results()
+    stage["versus_best"] = [{"arm": "gold", "best": "bonus", "metric": "spend_per_customer", "effect_abs": -2.0,
+                             "effect_rel": -0.047, "ci_rel_low": -0.07, "ci_rel_high": -0.024, "p_value": 0.001,
+                             "p_holm": 0.001}]
+    rec = recommend(CONFIG, stage, OK)
+    assert verdicts(rec) == {"bonus": "keep", "gold": "drop_worse"}
+    assert rec["action"] == {"type": "advance", "drop_arms": ["gold"]}
+    assert rec["reasons"][1]["code"] == "worse_than_best" and rec["reasons"][1]["best"] == "bonus"
+    stage["versus_best"][0].update(p_holm=0.2)  # not clearly worse: undecided, stays in
+    assert verdicts(recommend(CONFIG, stage, OK)) == {"bonus": "keep", "gold": "undecided"}
+
+
+def test_an_arm_that_helps_less_stays_and_arms_all_worse_stop_the_stage():
     helps_less = results(metrics=metrics(row("bonus", 0.06, 0.001), row("gold", 0.03, 0.01)))
-    assert recommend(CONFIG, helps_less, OK)["decision"] == "advance"
+    rec = recommend(CONFIG, helps_less, OK)
+    assert rec["action"] == {"type": "advance"} and verdicts(rec) == {"bonus": "keep", "gold": "keep"}
     both_worse = results(metrics=metrics(row("bonus", -0.03, 0.01), row("gold", -0.06, 0.001)))
     rec = recommend(CONFIG, both_worse, OK)
-    assert (rec["arm"], rec["action"]) == ("bonus", {"type": "drop_arm", "arm": "gold"})
+    assert (rec["decision"], rec["action"], codes(rec)) == ("stop", {"type": "rollback"},
+                                                            ["worse_than_control", "worse_than_control"])
 
 
 def test_an_arm_is_dropped_on_its_holm_p_value_not_the_raw_one():
-    assert recommend(CONFIG, worse_gold(p_value=0.01, p_holm=0.08), OK)["decision"] == "advance"
-    assert recommend(CONFIG, worse_gold(p_value=0.08, p_holm=0.04), OK)["action"]["type"] == "drop_arm"
+    assert recommend(CONFIG, worse_gold(p_value=0.01, p_holm=0.08), OK)["action"] == {"type": "advance"}
+    assert recommend(CONFIG, worse_gold(p_value=0.08, p_holm=0.04), OK)["action"]["drop_arms"] == ["gold"]
 
 
-def test_narrowing_comes_before_dropping_an_arm():
+def test_narrowing_takes_a_dropped_arm_along():
     stage = tiered()
     stage["metrics"] = worse_gold()["metrics"]
-    assert recommend(CONFIG, stage, OK)["action"]["type"] == "narrow_groups"
+    assert recommend(CONFIG, stage, OK)["action"] == {"type": "narrow_groups", "groups": ["young_parents",
+                                                                                       "families"],
+                                                      "drop_arms": ["gold"]}
 
 
 FADING = {"bonus": {"fading": True, "slope": -0.42, "p_value": 0.003}}
@@ -235,7 +305,7 @@ FADING = {"bonus": {"fading": True, "slope": -0.42, "p_value": 0.003}}
 
 def test_a_fading_effect_asks_for_a_dynamic_reward():
     rec = recommend(CONFIG, results(trend=FADING), OK)
-    assert rec == {"decision": "adjust", "arm": "bonus", "action": {"type": "make_dynamic", "arm": "bonus"},
+    assert core(rec) == {"decision": "adjust", "arm": "bonus", "action": {"type": "make_dynamic", "arm": "bonus"},
                    "reasons": [{"code": "effect_fading", "arm": "bonus", "slope_per_week": -0.42, "p_value": 0.003,
                                 "message": "The effect of bonus shrinks by 0.42 per customer each week (p = 0.003): "
                                            "a novelty effect. Make the reward dynamic (rotating offers, rising "
@@ -253,7 +323,7 @@ def test_only_a_helping_arm_whose_effect_fades_is_made_dynamic():
 def test_dropping_an_arm_comes_before_a_dynamic_reward():
     stage = worse_gold()
     stage["trend"] = FADING
-    assert recommend(CONFIG, stage, OK)["action"]["type"] == "drop_arm"
+    assert recommend(CONFIG, stage, OK)["action"] == {"type": "drop_arm", "arm": "gold", "drop_arms": ["gold"]}
 
 
 def unprofitable(roi: float = -0.3) -> dict:
@@ -265,7 +335,7 @@ def unprofitable(roi: float = -0.3) -> dict:
 
 def test_an_uplift_that_does_not_pay_is_repriced_at_the_break_even_rate():
     rec = recommend(CONFIG, unprofitable(), OK)
-    assert rec == {"decision": "adjust", "arm": "bonus",
+    assert core(rec) == {"decision": "adjust", "arm": "bonus",
                    "action": {"type": "reprice", "arm": "bonus", "break_even_discount_rate": 0.0193},
                    "reasons": [{"code": "uplift_but_unprofitable", "arm": "bonus", "effect_rel": 0.06, "roi": -0.3,
                                 "net_profit_per_customer": -1.2, "break_even_discount_rate": 0.0193,
@@ -297,7 +367,7 @@ def test_a_store_randomised_stage_is_never_adjusted_and_reads_difference_in_diff
 
 def test_a_stage_that_meets_its_gate_advances():
     rec = recommend(CONFIG, results(), OK)
-    assert rec == {"decision": "advance", "arm": "bonus", "action": {"type": "advance"}, "reasons": [{
+    assert core(rec) == {"decision": "advance", "arm": "bonus", "action": {"type": "advance"}, "reasons": [{
         "code": "gate_met", "arm": "bonus", "effect_rel": 0.06, "ci_rel": [0.06 - 0.02, 0.06 + 0.02], "p_value": 0.001,
         "roi": 0.5, "days": 28.0, "units_per_arm": 3000, "projected_net_profit": 12000.0,
         "projected_incremental_revenue": 80000.0,
@@ -316,7 +386,7 @@ def test_a_stage_short_of_its_days_is_extended_by_the_days_missing():
     power = {"bonus": {"mde_rel_now": 0.021, "more_units_needed": 1234.0, "days_needed": 3.2}}
     stage = results(days=9.5, power=power)
     rec = recommend(CONFIG, stage, OK)
-    assert rec == {"decision": "extend", "arm": "bonus", "action": {"type": "extend", "days": 5, "more_units": 1234.0},
+    assert core(rec) == {"decision": "extend", "arm": "bonus", "action": {"type": "extend", "days": 5, "more_units": 1234.0},
                    "reasons": [{"code": "underpowered", "arm": "bonus", "gate_unmet": ["min_days"], "days": 9.5,
                                 "min_days": 14, "units_per_arm": 3000, "min_units_per_arm": 1000,
                                 "mde_rel_now": 0.021, "more_units_needed": 1234.0, "days_needed": 3.2,

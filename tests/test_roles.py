@@ -8,7 +8,8 @@ from pilot.cli import roles_markdown
 from tests.conftest import ROLES
 
 PLACEHOLDERS = {"code": "T001", "key": "nope", "external_id": "nope", "token_id": "999999", "position": "1", "batch_id": "999999", "run_id": "999999",
-                "action": "pause"}
+                "action": "pause", "approval_id": "999999", "verdict": "reject", "user_id": "999999",
+                "webhook_id": "999999"}
 
 
 def api_routes(app):

@@ -42,6 +42,9 @@ def test_calendar_advances_and_completes_at_planned_dates(app):
         pilot = get_pilot(db.session, key)
         pilot.stage(1).planned_end = date.today() - timedelta(days=1)
         pilot.stage(2).planned_start = date.today()
+        # a gate the stage meets (the calendar holds to the gate: pilot.governance)
+        pilot.stage(1).gate = {"min_days": 0, "min_units_per_arm": 1, "require_significant": False, "min_roi": -100,
+                               "no_guardrail_harm": False, "no_srm": False}
         db.session.commit()
     results = {r["job"]: r for r in run_all_once(app, 60)}
     assert results["keep_calendar"]["detail"]["advanced"] == [key]
@@ -81,7 +84,8 @@ def test_scheduler_once_from_the_command_line(app):
     plant(app, "too_few")
     result = app.test_cli_runner().invoke(cli, ["scheduler", "--once", "--interval-minutes", "30"])
     assert result.exit_code == 0, result.output
-    assert {r["job"] for r in json.loads(result.output)} == {"recover", "analyse_running", "keep_calendar"}
+    assert {r["job"] for r in json.loads(result.output)} == {"recover", "analyse_running", "keep_calendar",
+                                                              "deliver_webhooks"}
 
 
 def test_simulate_command(app):

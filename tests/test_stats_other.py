@@ -28,7 +28,7 @@ from experiments.power import (
 )
 from experiments.srm import srm_test
 from experiments.statistics import ClusterSumStatistic
-from tests.stats_helpers import adjusted_stat
+from tests.stats_helpers import adjusted_stat, cr2_reference
 
 rng = np.random.default_rng(7)
 
@@ -52,13 +52,16 @@ def test_cluster_robust_matches_statsmodels(mixed):
     clusters = {s: tuple(ClusterSumStatistic(*(sums.loc[(s, a)] if (s, a) in sums.index else (0, 0.0)))
                          for a in (0, 1)) for s in df.store.unique()}
     res = cluster_robust(clusters)
+    x = np.column_stack([np.ones(len(df)), df.arm])
+    estimate, se, df_bm = cr2_reference(x, df.y.to_numpy(), list(df.store), [0, 1])
+    assert res.effect_abs == pytest.approx(estimate, rel=1e-9)
+    assert res.se == pytest.approx(se, rel=1e-9) and res.df == pytest.approx(df_bm, rel=1e-9)
+    assert res.p_value == pytest.approx(2 * stats.t.sf(abs(estimate / se), df_bm), rel=1e-8)
+    assert res.message is None  # 40 stores: no few-clusters warning
+    # CR2 and statsmodels' CR1 agree as clusters grow (here 40): within a few per cent, CR2 the wider
     fit = smf.ols("y ~ arm", df).fit(cov_type="cluster", cov_kwds={"groups": df.store}, use_t=True)
     assert res.effect_abs == pytest.approx(fit.params["arm"], rel=1e-9)
-    assert res.se == pytest.approx(fit.bse["arm"], rel=1e-9)
-    assert res.p_value == pytest.approx(fit.pvalues["arm"], rel=1e-8)
-    assert res.df == df.store.nunique() - 1 == fit.df_resid_inference
-    low, high = fit.conf_int().loc["arm"]
-    assert (res.ci_low, res.ci_high) == (pytest.approx(low, rel=1e-9), pytest.approx(high, rel=1e-9))
+    assert res.se == pytest.approx(fit.bse["arm"], rel=0.05)
 
 
 def test_cluster_robust_by_period_is_the_interacted_regression_clustered_by_store():
@@ -83,16 +86,18 @@ def test_cluster_robust_by_period_is_the_interacted_regression_clustered_by_stor
     fit = smf.ols("y ~ arm * (d1 + d2)", used).fit(cov_type="cluster", cov_kwds={"groups": used.store}, use_t=True)
     assert res.method == "cluster_robust+post_stratified"
     assert res.effect_abs == pytest.approx(fit.params["arm"], rel=1e-9)
-    assert res.se == pytest.approx(fit.bse["arm"], rel=1e-9)
-    assert res.p_value == pytest.approx(fit.pvalues["arm"], rel=1e-8)
-    assert res.df == fit.df_resid_inference == 39
-    low, high = fit.conf_int().loc["arm"]
+    # CR2 with Bell–McCaffrey df of the interacted regression, written out on the raw rows
+    x = fit.model.exog
+    contrast = np.array([name == "arm" for name in fit.model.exog_names], dtype=float)
+    estimate, se, df_bm = cr2_reference(x, used.y.to_numpy(), list(used.store), contrast)
+    assert res.effect_abs == pytest.approx(estimate, rel=1e-9)
+    assert res.se == pytest.approx(se, rel=1e-9) and res.df == pytest.approx(df_bm, rel=1e-9)
+    assert res.se == pytest.approx(fit.bse["arm"], rel=0.05)  # statsmodels' CR1, 40 stores
+    low, high = estimate + np.array([-1, 1]) * stats.t.ppf(0.975, df_bm) * se
     assert (res.ci_low, res.ci_high) == (pytest.approx(low, rel=1e-9), pytest.approx(high, rel=1e-9))
-    a, b = fit.params["Intercept"], fit.params["arm"]
-    cov = fit.cov_params().loc[["Intercept", "arm"], ["Intercept", "arm"]].to_numpy()
-    grad = np.array([-b / a**2, 1 / a])
+    b = fit.params["arm"]
+    a = fit.params["Intercept"]
     assert res.effect_rel == pytest.approx(b / a, rel=1e-9)
-    assert res.se_rel == pytest.approx(math.sqrt(grad @ cov @ grad), rel=1e-9)
     assert res.n_control == int((df.arm == 0).sum())  # all units counted, the control-only period too
     # pooling the periods is the biased comparison here: the control arm is early-heavy
     by_arm = used.groupby(["store", "arm"])["y"].agg(["count", "sum"])

@@ -25,7 +25,7 @@ def test_store_pilot_did_and_ancova_equal_statsmodels(app):
         s = db.session
         pilot = create_pilot(s, CLI.actor, get_programme(s, "base-programme"), {
             "key": "stores", "name": "Store pilot", "unit": "store", "layer": "stores", "salt": "fixed",
-            "primary_metric": "spend_per_customer",
+            "primary_metric": "spend_per_customer", "independent_of": ["base"],  # the planted customer pilot
             "stages": [{"region_codes": ["north", "south", "east", "west", "central"],
                         "allocation": {"control": 0.5, "bonus": 0.5}}]})
         start = NOW - timedelta(weeks=4)

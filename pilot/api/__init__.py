@@ -9,30 +9,36 @@ from flask import Flask, request, send_from_directory
 from pilot.api import (
     analyses,
     analysis_runs,
+    approvals,
     assignments,
     audit,
     customer_groups,
     customers,
     data_quality,
+    governance,
     ingestion_batches,
     jobs,
     me,
     metrics,
     pilots,
+    plans,
     programmes,
     regions,
     stores,
     tokens,
     transactions,
+    users,
+    webhooks,
 )
 from pilot.api.base import Api
 from pilot.api.bodies import request_data
 from pilot.errors import BadRequest
 
 BLUEPRINTS = [me.blp, tokens.blp, audit.blp, regions.blp, stores.blp, customers.blp, customer_groups.blp,
-              programmes.blp, metrics.blp, pilots.blp, assignments.blp,
+              programmes.blp, metrics.blp, pilots.blp, plans.blp, assignments.blp,
               transactions.blp, ingestion_batches.blp, data_quality.blp,
-              analyses.blp, analysis_runs.blp, jobs.blp]
+              analyses.blp, analysis_runs.blp, jobs.blp, governance.blp, approvals.blp,
+              users.blp, webhooks.blp]
 
 api = Api()
 

@@ -22,6 +22,8 @@ class RunSummarySchema(Schema):
     cutoff = ma.fields.DateTime()
     counts = ma.fields.Dict()
     timings = ma.fields.Dict()
+    engine = ma.fields.String(metadata={"description": "What computed the aggregates: database (Pilot's own) or "
+                                                       "spark (the data lake, PILOT_ANALYSIS_ENGINE)"})
     error = ma.fields.String(allow_none=True)
     created_at = ma.fields.DateTime()
     finished_at = ma.fields.DateTime(allow_none=True)
@@ -45,7 +47,8 @@ class RunSchema(RunSummarySchema):
 class ApplyIn(Schema):
     action = ma.fields.Dict(load_default=None, metadata={
         "description": "Override the recommended action, e.g. {\"type\": \"pause\"}; types: advance, pause, "
-                       "resume, rollback, complete, narrow_groups (groups), drop_arm (arm), extend (days)"})
+                       "resume, rollback, complete, narrow_groups (groups), drop_arm (arm or drop_arms), "
+                       "extend (days); advance and narrow_groups may carry drop_arms (their weights go to 0)"})
 
 
 class ApplyOut(Schema):

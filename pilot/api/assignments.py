@@ -2,8 +2,8 @@
 import marshmallow as ma
 from flask.views import MethodView
 
-from pilot import rollout
-from pilot.api.base import Blueprint, Schema
+from pilot import bulk_jobs, rollout
+from pilot.api.base import Blueprint, PageArgs, Schema, after_cursor, keyset_page, page_schema
 from pilot.api.customers import CustomerIn
 from pilot.assignment import (
     AssignmentDb,
@@ -15,7 +15,8 @@ from pilot.assignment import (
     srm_by_stage,
     stage_counts,
 )
-from pilot.auth import current, forget, token_hash, unauthenticated
+from pilot.assignment_list import assignment_rows, check_filters
+from pilot.auth import STORE, current, forget, store_scope_error, token_hash, unauthenticated
 from pilot.db import db
 from pilot.errors import Conflict, PilotError
 
@@ -74,6 +75,24 @@ class SummaryOut(BulkOut):
     stages = ma.fields.List(ma.fields.Nested(StageSrm))
 
 
+class AssignmentListArgs(PageArgs):
+    variant = ma.fields.String(metadata={"description": "Only this variant's customers"})
+    store = ma.fields.String(metadata={"description": "Only customers of this home store (a store token: its own)"})
+    group = ma.fields.String(metadata={"description": "Only this customer group (key, or 'other'), as grouped now"})
+    since = ma.fields.AwareDateTime(metadata={"description": "Only assignments made at or after this time "
+                                                             "(ISO 8601 with a UTC offset)"})
+
+
+class AssignmentRow(Schema):
+    customer = ma.fields.String(metadata={"description": "Customer external id"})
+    variant = ma.fields.String()
+    stage = ma.fields.Integer(metadata={"description": "The stage the customer was assigned in"})
+    home_store = ma.fields.String(allow_none=True)
+    store = ma.fields.String(allow_none=True, metadata={"description": "The store the assignment was made at"})
+    group = ma.fields.String(metadata={"description": "The customer's group now (first match), or 'other'"})
+    assigned_at = ma.fields.DateTime()
+
+
 def _revoked() -> PilotError:
     forget(token_hash())
     return unauthenticated()
@@ -101,6 +120,24 @@ class Assignments(MethodView):
         return answer
 
 
+@blp.route("/<key>/assignments")
+class AssignmentList(MethodView):
+    @blp.arguments(AssignmentListArgs, location="query")
+    @blp.response(200, page_schema(AssignmentRow))
+    def get(self, args, key):
+        """List who got which variant (for the CRM), in customer order, page by page"""
+        principal = current()
+        if principal.role == STORE:
+            refused = store_scope_error(principal, args.get("store") or principal.store_code)
+            if refused:
+                raise refused
+            args["store"] = principal.store_code
+        pilot = rollout.get_pilot(db.session, key)
+        check_filters(db.session, pilot, args)
+        rows = assignment_rows(db.session, pilot, args, after_cursor(args["cursor"]), args["limit"] + 1)
+        return keyset_page(rows, args["limit"], lambda r: r["customer_id"])
+
+
 @blp.route("/<key>/assignments/bulk")
 class AssignmentsBulk(MethodView):
     @blp.response(200, BulkOut)
@@ -123,3 +160,22 @@ class AssignmentsSummary(MethodView):
         pilot = rollout.get_pilot(db.session, key)
         counts = assignment_counts(db.session, pilot, holdout())
         return {"assigned_now": 0, **counts, "stages": srm_by_stage(db.session, pilot, stage_counts(db.session, pilot))}
+
+
+class ProgressOut(Schema):
+    status = ma.fields.String(allow_none=True, metadata={"description": "running, done or failed; null: none yet"})
+    stage = ma.fields.Integer(allow_none=True)
+    started_at = ma.fields.DateTime(allow_none=True)
+    finished_at = ma.fields.DateTime(allow_none=True)
+    assigned_in_stage = ma.fields.Integer(allow_none=True)
+    assigned_now = ma.fields.Integer(allow_none=True)
+    error = ma.fields.String(allow_none=True)
+
+
+@blp.route("/<key>/assignments/progress")
+class AssignmentsProgress(MethodView):
+    @blp.response(200, ProgressOut)
+    def get(self, key):
+        """The latest background assignment of the pilot (started by start or advance with `assign`)"""
+        pilot = rollout.get_pilot(db.session, key)
+        return bulk_jobs.progress(db.session, pilot) or {"status": None}

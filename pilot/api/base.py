@@ -12,7 +12,8 @@ from webargs.flaskparser import FlaskParser, is_json_request
 
 from pilot.db import db
 from pilot.errors import Invalid
-from pilot.http_errors import to_response
+from pilot.http_errors import respond
+from pilot.input_schema import NUL_MESSAGE, Schema, has_nul  # noqa: F401  (the API's schemas build on them)
 from pilot.inputs import check_depth
 
 
@@ -37,46 +38,6 @@ class Blueprint(flask_smorest.Blueprint):
         return super().arguments(schema() if isinstance(schema, type) else schema, *args, **kwargs)
 
 
-NUL_MESSAGE = "Must not contain NUL characters (PostgreSQL text cannot hold them)."
-
-
-def has_nul(value: object) -> bool:
-    """Whether a JSON value holds a NUL character in any string, key or value, at any depth."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(has_nul(k) or has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(has_nul(v) for v in value)
-    return False
-
-
-class Schema(ma.Schema):
-    """Rejects unknown fields and NUL characters; keeps field order."""
-
-    class Meta:
-        unknown = ma.RAISE
-        ordered = True
-
-    @ma.pre_load
-    def _refuse_nul(self, data, **_kwargs):
-        """A 422 naming the field, not a database error: PostgreSQL text cannot hold NUL (a nested
-        schema checks its own fields)."""
-        if isinstance(data, dict):
-            nested = _nested_keys(self)
-            bad = {k: [NUL_MESSAGE] for k, v in data.items() if k not in nested and has_nul(v)}
-            if bad:
-                raise ma.ValidationError(bad)
-        return data
-
-
-def _nested_keys(schema: ma.Schema) -> set[str]:
-    """The input keys of a schema's fields that load through a schema of their own."""
-    def nested(field: ma.fields.Field) -> bool:
-        return isinstance(field, ma.fields.Nested) or isinstance(getattr(field, "inner", None), ma.fields.Nested)
-    return {f.data_key or name for name, f in schema.load_fields.items() if nested(f)}
-
-
 class ErrorBodySchema(Schema):
     status = ma.fields.Integer()
     code = ma.fields.String()
@@ -94,7 +55,8 @@ class Api(flask_smorest.Api):
     ERROR_SCHEMA = ErrorSchema
 
     def handle_http_exception(self, error):
-        return to_response(error)
+        # flask-smorest registers this for every HTTP error of the app, pages too: they get HTML
+        return respond(error)
 
 
 class PageArgs(Schema):

@@ -1,68 +1,30 @@
-"""Pilots: configuration, stages, lifecycle actions, enrolments, balance and timeline."""
+"""Pilots: configuration, stages, lifecycle actions, enrolments, balance and timeline; imported pilots."""
+import json
+
 import marshmallow as ma
+from flask import current_app, make_response, request
 from flask.views import MethodView
 from sqlalchemy import or_, select
 
-from pilot import rollout
+from pilot import bulk_jobs, governance, pilot_import, rollout
+from pilot.api.approvals import ApprovalSchema
 from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
+from pilot.api.bodies import json_body, request_data
 from pilot.api.regions import CODE
-from pilot.auth import current
+from pilot.auth import MANAGERS, current
 from pilot.db import db
-from pilot.errors import Conflict
+from pilot.errors import BadRequest, Conflict, Invalid
 from pilot.metrics import CATALOGUE
 from pilot.models import AuditEvent, Enrolment, Pilot
 from pilot.models.pilots import STATES
+from pilot.pilot_schemas import GateSchema, GuardrailSchema, PilotIn, StageIn  # noqa: F401  (the domain's, for pages too)
 from pilot.programmes import get_programme
+from pilot.row_validation import csv_rows
 from pilot.store_randomisation import balance, pre_period_values
 
 blp = Blueprint("pilots", __name__, url_prefix="/pilots", description="Pilots, stages and their lifecycle")
 
 METRIC = ma.validate.OneOf(list(CATALOGUE))
-
-
-class GateSchema(Schema):
-    min_days = ma.fields.Integer(validate=ma.validate.Range(0, 365))
-    min_units_per_arm = ma.fields.Integer(validate=ma.validate.Range(0, 10**9))
-    require_significant = ma.fields.Boolean()
-    min_roi = ma.fields.Float(validate=ma.validate.Range(-10, 100))
-    no_guardrail_harm = ma.fields.Boolean()
-    no_srm = ma.fields.Boolean()
-
-
-class StageIn(Schema):
-    name = ma.fields.String(validate=ma.validate.Length(1, 200))
-    store_codes = ma.fields.List(ma.fields.String(), load_default=list)
-    region_codes = ma.fields.List(ma.fields.String(), load_default=list)
-    allocation = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Float(validate=ma.validate.Range(0, 1)),
-                                required=True, metadata={"description": "Variant key -> weight; sums to 1"})
-    eligible_groups = ma.fields.List(ma.fields.String(), load_default=None, allow_none=True,
-                                     metadata={"description": "Customer group keys; null for everyone"})
-    planned_start = ma.fields.Date(load_default=None, allow_none=True)
-    planned_end = ma.fields.Date(load_default=None, allow_none=True)
-    gate = ma.fields.Nested(GateSchema, load_default=dict)
-
-
-class GuardrailSchema(Schema):
-    metric = ma.fields.String(required=True, validate=METRIC)
-    max_harm = ma.fields.Float(load_default=0.0, validate=ma.validate.Range(0, 1),
-                               metadata={"description": "Relative harm tolerated before the guardrail trips"})
-
-
-class PilotIn(Schema):
-    key = ma.fields.String(required=True, validate=CODE)
-    name = ma.fields.String(required=True, validate=ma.validate.Length(1, 200))
-    programme = ma.fields.String(required=True)
-    unit = ma.fields.String(load_default="customer", validate=ma.validate.OneOf(["customer", "store"]))
-    primary_metric = ma.fields.String(load_default="spend_per_customer", validate=METRIC)
-    guardrails = ma.fields.List(ma.fields.Nested(GuardrailSchema), load_default=list)
-    alpha = ma.fields.Float(load_default=0.05, validate=ma.validate.Range(0.001, 0.5))
-    power = ma.fields.Float(load_default=0.8, validate=ma.validate.Range(0.5, 0.999))
-    mde = ma.fields.Float(load_default=0.02, validate=ma.validate.Range(0.0001, 10),
-                          metadata={"description": "Minimum relative effect worth detecting"})
-    margin_rate = ma.fields.Float(load_default=0.3, validate=ma.validate.Range(0.001, 1))
-    layer = ma.fields.String(load_default="default", validate=CODE)
-    salt = ma.fields.String(load_default=None, validate=ma.validate.Length(1, 64))
-    stages = ma.fields.List(ma.fields.Nested(StageIn), required=True, validate=ma.validate.Length(1, 20))
 
 
 class PilotPatch(Schema):
@@ -76,6 +38,8 @@ class PilotPatch(Schema):
     margin_rate = ma.fields.Float(validate=ma.validate.Range(0.001, 1))
     layer = ma.fields.String(validate=CODE)
     salt = ma.fields.String(validate=ma.validate.Length(1, 64))
+    approval = ma.fields.String(validate=ma.validate.OneOf(["none", "second_person"]))
+    independent_of = ma.fields.List(ma.fields.String(validate=CODE), validate=ma.validate.Length(0, 50))
 
 
 class StageSchema(Schema):
@@ -107,11 +71,24 @@ class PilotSchema(Schema):
     mde = ma.fields.Float()
     margin_rate = ma.fields.Float()
     layer = ma.fields.String()
+    salt = ma.fields.Method("_salt", metadata={
+        "description": "The bucketing salt (admins and managers only; the field is absent for other roles)"})
     state = ma.fields.String()
+    imported_at = ma.fields.DateTime(allow_none=True, metadata={
+        "description": "When a pilot that ran elsewhere was imported (POST /pilots/import); null for a live one"})
     current_stage = ma.fields.Integer(allow_none=True)
     started_at = ma.fields.DateTime(allow_none=True)
     ended_at = ma.fields.DateTime(allow_none=True)
     stages = ma.fields.List(ma.fields.Nested(StageSchema))
+    approval = ma.fields.String(metadata={"description": "none, or second_person: overrides, advances against "
+                                          "the recommendation and roll backs wait for another person's approval"})
+    independent_of = ma.fields.List(ma.fields.String(), metadata={
+        "description": "Pilots declared independent: their overlap with this one is allowed (audited)"})
+    plan_version = ma.fields.Integer(allow_none=True, metadata={
+        "description": "The analysis plan's version (1 once started; each amendment adds one)"})
+
+    def _salt(self, pilot: Pilot):
+        return pilot.salt if current().role in MANAGERS else ma.missing
 
 
 class PilotListArgs(PageArgs):
@@ -120,6 +97,12 @@ class PilotListArgs(PageArgs):
 
 class ActionIn(Schema):
     reason = ma.fields.String(load_default=None, validate=ma.validate.Length(1, 500))
+    override = ma.fields.Boolean(load_default=False, metadata={
+        "description": "Advance or complete although the gate is not met (needs a reason; audited)"})
+    assign = ma.fields.Boolean(load_default=False, metadata={
+        "description": "On start or advance of a customer pilot: assign the eligible customers of the (newly "
+                       "enrolled) scope in the background, as the pages do; progress at "
+                       "GET /api/v1/pilots/{key}/assignments/progress"})
 
 
 class EnrolmentSchema(Schema):
@@ -178,6 +161,39 @@ class Pilots(MethodView):
         return pilot
 
 
+IMPORT_BODY = {"required": True, "content": {
+    "application/json": {"schema": {"type": "object", "description": "The pilot: its settings as for POST /pilots, "
+                                    "stages with started_at and ended_at, optional enrolments, assignments"}},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "pilot": {"type": "string", "description": "The same JSON document without its assignments"},
+        "assignments": {"type": "string", "format": "binary",
+                        "description": "CSV: customer, variant, stage, exposed_at (ISO 8601 with offset), store"}}}}}}
+
+
+@blp.route("/import")
+class PilotImport(MethodView):
+    @blp.doc(requestBody=IMPORT_BODY)
+    @blp.response(201, PilotSchema)
+    def post(self):
+        """Import a pilot that already ran (stages with their actual times, enrolments, assignments), all or nothing"""
+        if request.mimetype == "multipart/form-data":
+            request_data()
+            if "pilot" not in request.form or "assignments" not in request.files:
+                raise Invalid("Send the parts 'pilot' (JSON) and 'assignments' (CSV).",
+                              details={"fields": {"pilot": ["Required part."], "assignments": ["Required part."]}})
+            try:
+                document = json.loads(request.form["pilot"])
+            except ValueError:
+                raise BadRequest("The 'pilot' part is not valid JSON.", code="malformed_json") from None
+            rows = csv_rows(request.files["assignments"].stream, pilot_import.ASSIGNMENT_FIELDS[:4],
+                            pilot_import.ASSIGNMENT_FIELDS)
+            summary = pilot_import.import_pilot(db.session, current().actor, document, rows)
+        else:
+            summary = pilot_import.import_pilot(db.session, current().actor, json_body())
+        db.session.commit()
+        return rollout.get_pilot(db.session, summary["pilot"])
+
+
 @blp.route("/<key>")
 class PilotByKey(MethodView):
     @blp.response(200, PilotSchema)
@@ -231,11 +247,19 @@ class PilotStageByPosition(MethodView):
 class PilotAction(MethodView):
     @blp.arguments(ActionIn)
     @blp.response(200, PilotSchema)
+    @blp.alt_response(202, schema=ApprovalSchema, description="Waiting for a second person's approval")
     def post(self, data, key, action):
         """Start, pause, resume, advance, complete, roll back or cancel a pilot"""
-        pilot = rollout.transition(db.session, current().actor, rollout.get_pilot(db.session, key), action,
-                                   data["reason"])
+        pilot = rollout.get_pilot(db.session, key)
+        approval = governance.request_action(db.session, current().actor, pilot, action, data["reason"],
+                                             data["override"])
+        if approval is not None:
+            db.session.commit()
+            return make_response(ApprovalSchema().dump(approval), 202)
+        pilot = rollout.transition(db.session, current().actor, pilot, action, data["reason"], data["override"])
         db.session.commit()
+        if data["assign"] and action in ("start", "advance") and bulk_jobs.wanted(pilot):
+            bulk_jobs.start(current_app._get_current_object(), db.session, pilot)  # after the commit: it reads it
         return pilot
 
 

@@ -4,7 +4,7 @@ from flask.views import MethodView
 
 from pilot.api.base import Blueprint, Schema, list_view
 from pilot.audit import record
-from pilot.auth import current, issue_token, revoke_token
+from pilot.auth import current, issue_token, revoke_token, token_dict
 from pilot.db import db, found
 from pilot.models import ApiToken
 from pilot.models.tokens import ROLES
@@ -29,15 +29,12 @@ class TokenSchema(Schema):
     revoked_at = ma.fields.DateTime(allow_none=True)
     last_used_at = ma.fields.DateTime(allow_none=True, metadata={
         "description": "When the token last authenticated an API request (recorded at most once a minute)."})
+    user_id = ma.fields.Integer(allow_none=True, metadata={
+        "description": "The person the token belongs to (/api/v1/users); null for a token of nobody"})
 
 
 class NewTokenSchema(TokenSchema):
     token = ma.fields.String(metadata={"description": "The secret; shown only now."})
-
-
-def token_dict(token: ApiToken) -> dict:
-    return {"name": token.name, "role": token.role, "prefix": token.prefix,
-            "store": token.store.code if token.store else None, "revoked_at": token.revoked_at}
 
 
 @blp.route("")
@@ -67,11 +64,8 @@ class TokenById(MethodView):
     def delete(self, token_id):
         """Revoke a token"""
         token = _token(token_id)
-        if token.revoked_at is None:
-            before = token_dict(token)
-            revoke_token(db.session, token)
-            record(db.session, current().actor, "revoke", "api_token", token.id, before=before, after=token_dict(token))
-            db.session.commit()
+        revoke_token(db.session, current().actor, token)
+        db.session.commit()
         return token
 
 

@@ -29,6 +29,8 @@ class AnalysisRun(Base):
     recommendation: Mapped[dict[str, Any]] = mapped_column(default=dict)
     decision: Mapped[str | None] = mapped_column(String(16))
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # what computed the aggregates: database (Pilot's own) or spark (PILOT_ANALYSIS_ENGINE; migration 0015)
+    engine: Mapped[str] = mapped_column(String(16), default="database", server_default="database")
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

@@ -36,6 +36,12 @@ class Pilot(Base):
     started_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    imported_at: Mapped[datetime | None]  # a pilot that ran elsewhere, brought in (pilot.pilot_import)
+    # governance (pilot.governance): who must approve overrides, pilots declared independent of this one,
+    # the analysis plan's version (None until the start locks version 1)
+    approval: Mapped[str] = mapped_column(String(16), default="none", server_default="none")
+    independent_of: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    plan_version: Mapped[int | None]
 
     programme: Mapped[Programme] = relationship(lazy="joined")
     stages: Mapped[list[Stage]] = relationship(back_populates="pilot", order_by="Stage.position",

@@ -24,5 +24,6 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)  # the person (pilot.users)
 
     store: Mapped[Store | None] = relationship(lazy="joined")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, Numeric, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Index, Integer, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pilot.db import Base, utcnow
@@ -31,6 +31,8 @@ class IngestionBatch(Base):
     rejected: Mapped[int] = mapped_column(default=0)
     customers_created: Mapped[int] = mapped_column(default=0)
     errors: Mapped[list[Any]] = mapped_column(default=list)
+    # what the rows concerned: stores, customers, event ids, time window (pilot.data_quality.BatchScope)
+    scope: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     # while running: when the batch last said it was alive (pilot.ingestion.fail_stale_batches)
     heartbeat_at: Mapped[datetime | None]

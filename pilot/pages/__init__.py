@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from flask import Flask, Response
 
-from pilot.pages import auth, pilots, reports, stores  # noqa: F401  (their views join the blueprint)
-from pilot.pages.base import bp, csrf_token
+from pilot.pages import admin, approvals, auth, groups, pilot_forms, pilots, plans, programmes, reports, stores  # noqa: F401  (their views join the blueprint)
+from pilot.pages.base import bp, csrf_token, error_page, readable_path
 
 # On every answer, API included: no page is framed by another site (clickjacking; both the old
 # header and CSP's frame-ancestors), no answer is read as another type than it says. Only
@@ -29,5 +29,7 @@ def security_headers(response: Response) -> Response:
 def init_app(app: Flask) -> None:
     """Register the pages, the CSRF helper for templates and the headers of every answer."""
     app.jinja_env.globals["csrf_token"] = csrf_token
+    app.extensions["pilot.error_page"] = error_page
+    app.jinja_env.filters["readable_path"] = readable_path
     app.register_blueprint(bp)
     app.after_request(security_headers)

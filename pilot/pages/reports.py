@@ -1,19 +1,21 @@
-"""Analysis report pages: the report, its standalone HTML and table exports, applying its
+"""Analysis report pages: the report (with its drill-down into any metric), its exports — standalone
+HTML, PDF, every table as CSV and JSON, reachable with the session or a Bearer token — applying its
 recommendation, running an analysis now, and plotly.js for the figures."""
 from __future__ import annotations
 
 import json
 
-from flask import Response, abort, current_app, flash, g, redirect, render_template, send_file, url_for
+from flask import Response, abort, current_app, flash, g, redirect, render_template, request, send_file, url_for
 from plotly.utils import PlotlyJSONEncoder
-from sqlalchemy import select
 
 import reports
-from pilot import analysis_runs, rollout
+from pilot import analysis_runs, report_evidence, rollout
+from pilot.analysis_config import SRM_ALPHA
 from pilot.db import db
-from pilot.errors import PilotError
+from pilot.errors import Conflict, PilotError, Unavailable
 from pilot.models import AnalysisRun, Pilot
-from pilot.pages.base import ANALYSTS, bp, commit_or_flash, login_required
+from pilot.pages.base import ANALYSTS, bootstrap_css, bp, commit_or_flash, login_required
+from reports.pdf import PdfUnavailable, chromium_path, html_to_pdf
 
 
 def _run(run_id: int) -> tuple[AnalysisRun, Pilot]:
@@ -23,15 +25,9 @@ def _run(run_id: int) -> tuple[AnalysisRun, Pilot]:
     return run, db.session.get(Pilot, run.pilot_id)
 
 
-def _history(run: AnalysisRun) -> list[dict]:
-    """The primary effect of each finished run of the same stage up to this one (for the time figure)."""
-    earlier = db.session.scalars(select(AnalysisRun).where(
-        AnalysisRun.pilot_id == run.pilot_id, AnalysisRun.stage == run.stage, AnalysisRun.status == "done",
-        AnalysisRun.cutoff <= run.cutoff).order_by(AnalysisRun.cutoff, AnalysisRun.id)).all()
-    keys = ("effect_rel", "ci_rel_low", "ci_rel_high", "seq_ci_rel_low", "seq_ci_rel_high")
-    return [{"arm": r["arm"], "cutoff": e.cutoff.isoformat(), **{k: r.get(k) for k in keys}}
-            for e in earlier for r in e.results.get("metrics", [])
-            if r.get("role") == "primary" and r.get("method") != "ancova"]
+def _history(runs: list[AnalysisRun]) -> list[dict]:
+    """The primary effect of each finished run of the stage up to this one (for the time figure)."""
+    return [{"cutoff": e.cutoff.isoformat(), **r} for e in runs for r in report_evidence.primary_rows(e)]
 
 
 def _safe_json(value) -> str:
@@ -39,51 +35,94 @@ def _safe_json(value) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def _metric(run: AnalysisRun) -> str:
+    """The metric the drill-down shows: `?metric=` when the run has it, else the primary metric."""
+    names = [m["metric"] for m in run.results.get("metrics", [])]
+    asked = request.args.get("metric")
+    return asked if asked in names else (run.config.get("primary_metric") or (names[0] if names else ""))
+
+
 def _report_context(run: AnalysisRun, pilot: Pilot) -> dict:
-    figs = reports.figures(run.results, _history(run))
+    looks = report_evidence.stage_runs(db.session, run)
+    metric = _metric(run)
+    figs = reports.figures(run.results, _history(looks), metric)
+    drill = reports.drill_down(run.results, metric)
+    trust = reports.trust_panel(run.results, run.config, len(looks), report_evidence.freshness(db.session, run),
+                                SRM_ALPHA)
     return {"run": run, "pilot": pilot, "results": run.results, "rec": run.recommendation, "figures": figs,
-            "figures_json": _safe_json(figs), "tables": list(reports.TABLES),
+            "figures_json": _safe_json(figs), "tables": list(reports.TABLES), "trust": trust, "drill": drill,
+            "metric_names": list(dict.fromkeys(m["metric"] for m in run.results.get("metrics", []))),
+            "stages": report_evidence.stages(db.session, pilot), "styles": reports.arm_styles(run.results),
             "metrics": reports.table(run.results, "metrics"), "power": reports.table(run.results, "power"),
             "economics": reports.table(run.results, "economics")}
+
+
+def _standalone(run: AnalysisRun, pilot: Pilot, printing: bool = False) -> str:
+    return render_template("report.html", standalone=True, printing=printing, can_act=False,
+                           plotly_js=reports.plotly_js_path().read_text(encoding="utf-8"),
+                           inline_css=bootstrap_css().read_text(encoding="utf-8"),
+                           **_report_context(run, pilot))
+
+
+def _finished(run: AnalysisRun) -> None:
+    if run.status != "done":
+        raise Conflict(f"Analysis {run.id} is {run.status}; its report exists once it is done.")
 
 
 @bp.get("/analyses/<int(max=2147483647):run_id>")
 @login_required(*ANALYSTS)
 def report_page(run_id: int):
-    """The report of one analysis: recommendation and reasons first, then figures and tables."""
+    """The report of one analysis: recommendation and reasons first, then trust, figures and tables."""
     run, pilot = _run(run_id)
     if run.status != "done":
         return render_template("report_pending.html", run=run, pilot=pilot)
     can_act = g.principal.role in ("admin", "manager") and pilot.current_stage == run.stage
-    return render_template("report.html", standalone=False, can_act=can_act, **_report_context(run, pilot))
+    return render_template("report.html", standalone=False, printing=False, can_act=can_act,
+                           **_report_context(run, pilot))
+
+
+def _attachment(pilot: Pilot, run: AnalysisRun, suffix: str) -> dict[str, str]:
+    return {"Content-Disposition": f'attachment; filename="pilot-{pilot.key}-analysis-{run.id}{suffix}"'}
 
 
 @bp.get("/analyses/<int(max=2147483647):run_id>/report.html")
-@login_required(*ANALYSTS)
+@login_required(*ANALYSTS, bearer=True)
 def report_download(run_id: int):
     """The whole report as one standalone HTML file (plotly.js inlined once)."""
     run, pilot = _run(run_id)
-    if run.status != "done":
-        abort(409)
-    html = render_template("report.html", standalone=True, can_act=False,
-                           plotly_js=reports.plotly_js_path().read_text(encoding="utf-8"),
-                           **_report_context(run, pilot))
-    return Response(html, mimetype="text/html", headers={
-        "Content-Disposition": f'attachment; filename="pilot-{pilot.key}-analysis-{run.id}.html"'})
+    _finished(run)
+    return Response(_standalone(run, pilot), mimetype="text/html", headers=_attachment(pilot, run, ".html"))
+
+
+@bp.get("/analyses/<int(max=2147483647):run_id>/report.pdf")
+@login_required(*ANALYSTS, bearer=True)
+def report_pdf(run_id: int):
+    """The whole report as a PDF, printed by headless Chromium (503 where none is installed)."""
+    run, pilot = _run(run_id)
+    _finished(run)
+    executable = chromium_path(current_app.config.get("CHROMIUM"))
+    if executable is None:
+        raise Unavailable("PDF export needs Chromium on the server (e.g. Debian's chromium package, or "
+                          "PILOT_CHROMIUM set to its path); the standalone HTML report works without it.",
+                          code="pdf_unavailable")
+    try:
+        pdf = html_to_pdf(_standalone(run, pilot, printing=True), executable)
+    except PdfUnavailable as exc:
+        raise Unavailable(str(exc), code="pdf_unavailable") from None
+    return Response(pdf, mimetype="application/pdf", headers=_attachment(pilot, run, ".pdf"))
 
 
 @bp.get("/analyses/<int(max=2147483647):run_id>/tables/<name>.<any(csv, json):fmt>")
-@login_required(*ANALYSTS)
+@login_required(*ANALYSTS, bearer=True)
 def report_table(run_id: int, name: str, fmt: str):
-    """One table of a report as CSV or JSON."""
+    """One table of a report as CSV (with its header, even without rows) or JSON."""
     run, pilot = _run(run_id)
     if name not in reports.TABLES:
         abort(404)
     rows = reports.table(run.results, name)
-    filename = f"pilot-{pilot.key}-analysis-{run.id}-{name}.{fmt}"
-    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    headers = _attachment(pilot, run, f"-{name}.{fmt}")
     if fmt == "csv":
-        return Response(reports.to_csv(rows), mimetype="text/csv", headers=headers)
+        return Response(reports.to_csv(rows, reports.COLUMNS[name]), mimetype="text/csv", headers=headers)
     return Response(json.dumps(rows, indent=1), mimetype="application/json", headers=headers)
 
 
@@ -106,13 +145,12 @@ def pilot_analyse(key: str):
     """Run an analysis of the pilot's current stage now and open its report."""
     pilot = rollout.get_pilot(db.session, key)
     try:
-        run = analysis_runs.request_run(db.session, g.principal.actor, pilot, None, None)
-        db.session.commit()
+        run = analysis_runs.run_now_or_later(current_app._get_current_object(), db.session, g.principal.actor, pilot,
+                                    None, None)
     except PilotError as exc:
         db.session.rollback()
         flash(f"Not analysed: {exc.message}", "error")
         return redirect(url_for("pages.pilot_page", key=key))
-    run = analysis_runs.launch(current_app._get_current_object(), db.session, run)
     return redirect(url_for("pages.report_page", run_id=run.id))
 
 

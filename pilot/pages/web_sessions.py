@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from pilot.auth import Principal, hash_token, live_principal
 from pilot.db import utcnow
-from pilot.models import ApiToken, Store, WebSession
+from pilot.models import ApiToken, Store, User, WebSession
 
 # how often a session's last visit is written: a page view need not write each time
 SEEN_EVERY = timedelta(minutes=1)
@@ -55,9 +55,9 @@ def end(session: Session, secret: str) -> None:
 def _live() -> Select:
     """A live session's id, last visit and its token as auth.by_hash reads one."""
     return (select(WebSession.id, WebSession.last_seen_at, ApiToken.id, ApiToken.name, ApiToken.role,
-                   ApiToken.revoked_at, Store.code)
+                   ApiToken.revoked_at, Store.code, User.id, User.email, User.disabled_at)
             .join(ApiToken, ApiToken.id == WebSession.token_id)
-            .outerjoin(Store, Store.id == ApiToken.store_id)
+            .outerjoin(Store, Store.id == ApiToken.store_id).outerjoin(User, User.id == ApiToken.user_id)
             .where(WebSession.session_hash == bindparam("session_hash", type_=String),
                    WebSession.ended_at.is_(None), ApiToken.revoked_at.is_(None),
                    WebSession.expires_at > bindparam("now", type_=WebSession.__table__.c.expires_at.type)))
