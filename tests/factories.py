@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 import io
 import re
+import threading
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta, timezone
 
 from sqlalchemy import func, select
@@ -109,3 +111,37 @@ def as_csv(rows: list[dict], newline: str = "\n", bom: bool = False) -> bytes:
 def count(app, model=Transaction) -> int:
     with app.app_context():
         return db.session.scalar(select(func.count()).select_from(model))
+
+
+@contextmanager
+def serving(app):
+    """The app on a real threaded HTTP server on a free local port, for a browser: its base URL."""
+    from werkzeug.serving import make_server
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+def store_pilot(app) -> str:
+    """A store-randomised pilot (matched on pre-period sales) over the same retailer's stores."""
+    plant(app, "clear_win", customers=600, stores=12, key="base")
+    from pilot.auth import CLI
+    from pilot.programmes import get_programme
+    from pilot.rollout import create_pilot, transition
+    from pilot.simulate import backdate
+    with app.app_context():
+        s = db.session
+        pilot = create_pilot(s, CLI.actor, get_programme(s, "base-programme"), {
+            "key": "stores", "name": "Store pilot", "unit": "store", "layer": "stores", "salt": "fixed",
+            "primary_metric": "spend_per_customer", "independent_of": ["base"],
+            "stages": [{"region_codes": ["north", "south", "east", "west", "central"],
+                        "allocation": {"control": 0.5, "bonus": 0.5}}]})
+        start = NOW - timedelta(weeks=4)
+        pilot.started_at = start
+        transition(s, CLI.actor, pilot, "start")
+        backdate(s, pilot, start)
+        s.commit()
+    return "stores"

@@ -17,12 +17,10 @@ from pilot.aggregation import Cube, DatabaseRunner, customer_cube, store_cube
 from pilot.auth import CLI
 from pilot.db import db
 from pilot.models import AnalysisRun, Assignment, Customer, Store, Transaction
-from pilot.programmes import get_programme
-from pilot.rollout import create_pilot, get_pilot, transition
-from pilot.simulate import backdate
+from pilot.rollout import get_pilot
 from pilot.weekly_effects import weekly_value
 from tests.conftest import PG_URL
-from tests.factories import NOW, plant
+from tests.factories import NOW, plant, store_pilot  # noqa: F401  (the tests' shared store pilot)
 
 REL = 1e-9
 
@@ -101,22 +99,6 @@ def customer_pilot(app) -> str:
     return key
 
 
-def store_pilot(app) -> str:
-    """A store-randomised pilot (matched on pre-period sales) over the same retailer's stores."""
-    plant(app, "clear_win", customers=600, stores=12, key="base")
-    with app.app_context():
-        s = db.session
-        pilot = create_pilot(s, CLI.actor, get_programme(s, "base-programme"), {
-            "key": "stores", "name": "Store pilot", "unit": "store", "layer": "stores", "salt": "fixed",
-            "primary_metric": "spend_per_customer", "independent_of": ["base"],
-            "stages": [{"region_codes": ["north", "south", "east", "west", "central"],
-                        "allocation": {"control": 0.5, "bonus": 0.5}}]})
-        start = NOW - timedelta(weeks=4)
-        pilot.started_at = start
-        transition(s, CLI.actor, pilot, "start")
-        backdate(s, pilot, start)
-        s.commit()
-    return "stores"
 
 
 def analyse(app, key: str, engine: str, **config: Any) -> AnalysisRun:

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from pilot import analysis_runs
 from pilot.auth import CLI
 from pilot.db import db
 from pilot.rollout import get_pilot
-from tests.factories import NOW, plant
+from tests.factories import NOW, plant, serving
 
 CHROMIUM = os.environ.get("PILOT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path("test-artifacts")
@@ -37,20 +35,8 @@ def site(app, backend, tokens):
         analysis_runs.execute(db.session, run)
         db.session.commit()
         run_id = run.id
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield {"url": f"http://127.0.0.1:{server.server_port}", "pilot": key, "run": run_id, "tokens": tokens}
-    server.shutdown()
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
+    with serving(app) as url:
+        yield {"url": url, "pilot": key, "run": run_id, "tokens": tokens}
 
 
 class Session:

@@ -3,11 +3,9 @@ horizontal overflow at 1366 px or 390 px, the drill-down, and the PDF. Screensho
 from __future__ import annotations
 
 import re
-import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from pilot import analysis_runs
 from pilot.auth import CLI
@@ -15,7 +13,7 @@ from pilot.db import db
 from pilot.rollout import get_pilot
 from pilot.simulate import BONUS, CONTROL, DISCOUNT10
 from reports.figures import PALETTE
-from tests.factories import NOW, plant
+from tests.factories import NOW, plant, serving
 
 ARTIFACTS = Path("test-artifacts")
 
@@ -33,10 +31,8 @@ def report_site(app, backend, tokens):
         analysis_runs.execute(db.session, run)
         db.session.commit()
         run_id = run.id
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield {"url": f"http://127.0.0.1:{server.server_port}", "run": run_id, "tokens": tokens}
-    server.shutdown()
+    with serving(app) as url:
+        yield {"url": url, "run": run_id, "tokens": tokens}
 
 
 def open_report(browser, site, width: int, height: int = 900, query: str = ""):

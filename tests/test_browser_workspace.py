@@ -10,18 +10,17 @@ import csv
 import io
 import os
 import shutil
-import threading
 import time
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from pilot.customer_groups import preview, saved_groups
 from pilot.db import db
 from pilot.models import Assignment, Customer, Pilot
+from tests.factories import serving
 
 CHROMIUM = os.environ.get("PILOT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path("test-artifacts")
@@ -45,20 +44,8 @@ def site(app, backend, client, auth, tokens):
                   "age_band": ["25-34", "35-44", "55-64", "18-24"][i % 4], "children": (i // 4) % 3,
                   "household_size": 1 + (i // 2) % 4} for i in range(1200)]
     assert client.post("/api/v1/customers", json={"customers": customers}, headers=auth("feed")).status_code == 200
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield {"url": f"http://127.0.0.1:{server.server_port}", "tokens": tokens, "app": app}
-    server.shutdown()
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
+    with serving(app) as url:
+        yield {"url": url, "tokens": tokens, "app": app}
 
 
 class Session:

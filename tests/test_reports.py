@@ -37,10 +37,8 @@ from pilot.models import (
     Store,
     Transaction,
 )
-from pilot.programmes import get_programme
-from pilot.rollout import create_pilot, get_pilot, transition
-from pilot.simulate import backdate
-from tests.factories import NOW, login, plant
+from pilot.rollout import get_pilot
+from tests.factories import NOW, login, plant, store_pilot
 
 
 def analysed(app, customers: int = 900) -> tuple[str, int]:
@@ -263,22 +261,13 @@ def test_the_docs_describe_the_demo_the_first_command_loads(app, backend):
 
 
 def test_a_store_pilot_report_shows_its_decision_test_and_its_stores(app, client, tokens):
-    plant(app, "clear_win", customers=600, stores=12, key="base")
+    store_pilot(app)
     with app.app_context():
         s = db.session
-        pilot = create_pilot(s, CLI.actor, get_programme(s, "base-programme"), {
-            "key": "stores", "name": "Store pilot", "unit": "store", "layer": "stores", "salt": "fixed",
-            "primary_metric": "spend_per_customer", "independent_of": ["base"],
-            "stages": [{"region_codes": ["north", "south", "east", "west", "central"],
-                        "allocation": {"control": 0.5, "bonus": 0.5}}]})
-        start = NOW - timedelta(weeks=4)
-        pilot.started_at = start
-        transition(s, CLI.actor, pilot, "start")
-        backdate(s, pilot, start)
         run = analysis_runs.create_run(s, CLI.actor, get_pilot(s, "stores"), cutoff=NOW)
         analysis_runs.execute(s, run)
         s.commit()
-        enrolled = {e.store_id for e in s.query(Enrolment).filter_by(pilot_id=pilot.id)}
+        enrolled = {e.store_id for e in s.query(Enrolment).filter_by(pilot_id=run.pilot_id)}
         began = datetime.fromisoformat(run.results["stage"]["started_at"])
         counted = sum(1 for t in s.query(Transaction).filter(Transaction.occurred_at >= began)
                       if t.store_id in enrolled and (t.occurred_at.tzinfo and t.occurred_at
