@@ -150,6 +150,10 @@ def analyse_running(session: Session) -> dict[str, Any]:
                 stages = analysis_runs.drop_arms(session, ACTOR, pilot, arms, pilot.current_stage)
                 record(session, ACTOR, "auto_drop_arm", "pilot", pilot.key,
                        after={"run": run.id, "arms": arms, "stages": stages, "reason": reason})
+                from pilot import webhooks
+                webhooks.emit(session, "arm.dropped", {"pilot": pilot.key, "run": run.id, "arms": arms,
+                                                       "stages": stages, "reason": reason},
+                              f"Pilot {pilot.key}: {', '.join(arms)} dropped by the guardrail check ({reason}).")
                 dropped.append({"pilot": pilot.key, "arms": arms, "reason": reason})
             else:
                 rollout.transition(session, ACTOR, pilot, "pause", f"guardrail auto-pause: {reason}"[:500])

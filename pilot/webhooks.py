@@ -38,7 +38,8 @@ from pilot.errors import Invalid, NotFound
 from pilot.leases import worker_id
 from pilot.models import Webhook, WebhookDelivery
 
-EVENTS = ("analysis.completed", "recommendation.changed", "pilot.paused", "pilot.advanced", "approval.requested")
+EVENTS = ("analysis.completed", "recommendation.changed", "pilot.paused", "pilot.advanced", "approval.requested",
+          "arm.dropped")
 MAX_ATTEMPTS = 6
 BACKOFF_SECONDS = 30.0
 LEASE_SECONDS = 60

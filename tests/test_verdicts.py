@@ -13,7 +13,7 @@ from sqlalchemy import select, text
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 from pilot.db import db
-from pilot.models import AuditEvent
+from pilot.models import AuditEvent, WebhookDelivery
 from pilot.rollout import get_pilot
 from pilot.scheduler import run_all_once
 from pilot.simulate import BONUS, CONTROL, TIERS
@@ -59,8 +59,14 @@ def test_a_harmful_arm_that_is_not_the_best_is_dropped_applied_and_auto_dropped(
     assert client.get(f"/analyses/{run['id']}/tables/verdicts.csv", headers=m).get_data(as_text=True) \
         .startswith("arm,verdict,codes,reasons\n")
 
-    # the scheduler (always-valid test) sets the harmed arm's weight to 0 and the pilot runs on
+    # the scheduler (always-valid test) sets the harmed arm's weight to 0, notifies, and the pilot runs on
+    hook = client.post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["arm.dropped"]},
+                       headers=auth("admin"))
+    assert hook.status_code == 201, hook.json
     out = {r["job"]: r for r in run_all_once(app, 60)}["analyse_running"]["detail"]
+    with app.app_context():  # the notification is queued for the webhook (its delivery is tested in test_webhooks)
+        [queued] = db.session.scalars(select(WebhookDelivery).where(WebhookDelivery.event == "arm.dropped")).all()
+        assert queued.payload["data"]["arms"] == ["tiers"] and "tiers dropped" in queued.payload["text"]
     assert out["paused"] == [] and [(d["pilot"], d["arms"]) for d in out["dropped_arms"]] == [(key, ["tiers"])]
     pilot = client.get(f"/api/v1/pilots/{key}", headers=m).json
     assert pilot["state"] == "running"
