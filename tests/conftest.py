@@ -18,7 +18,7 @@ from pilot.auth import issue_token
 from pilot.db import db, make_engine
 from pilot.migrate import upgrade
 from pilot.models import Base, Region, Store
-from tests.factories import PROGRAMME, act, pilot_body
+from tests.factories import CHROMIUM, PROGRAMME, act, pilot_body
 
 PG_URL = os.environ.get("PILOT_TEST_DATABASE_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
@@ -155,7 +155,6 @@ def live_server(database_url, tmp_path):
         server.stop()
 
 
-CHROMIUM = os.environ.get("PILOT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture

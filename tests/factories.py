@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
+import shutil
 import threading
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -59,6 +61,9 @@ def act(client, m, key, action, **body):
 def assign(client, headers, customer, **body):
     return client.post("/api/v1/pilots/p1/assignments", json={"customer": customer, **body}, headers=headers)
 
+
+# the browser of the Playwright tests (skipped, with the reason, where none is found)
+CHROMIUM = os.environ.get("PILOT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 # the simulated retailer's "now"
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

@@ -5,8 +5,6 @@ runs these. Screenshots of each page land in test-artifacts/.
 """
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,9 +13,8 @@ from pilot import analysis_runs
 from pilot.auth import CLI
 from pilot.db import db
 from pilot.rollout import get_pilot
-from tests.factories import NOW, plant, serving
+from tests.factories import CHROMIUM, NOW, plant, serving
 
-CHROMIUM = os.environ.get("PILOT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path("test-artifacts")
 pytestmark = pytest.mark.skipif(not CHROMIUM, reason="no Chromium found: install Debian's chromium package "
                                                       "(`apt-get install chromium`) to run the browser tests")

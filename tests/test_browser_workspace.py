@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import shutil
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -20,9 +18,8 @@ from sqlalchemy import select
 from pilot.customer_groups import preview, saved_groups
 from pilot.db import db
 from pilot.models import Assignment, Customer, Pilot
-from tests.factories import serving
+from tests.factories import CHROMIUM, serving
 
-CHROMIUM = os.environ.get("PILOT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path("test-artifacts")
 pytestmark = pytest.mark.skipif(not CHROMIUM, reason="no Chromium found: install Debian's chromium package "
                                                       "(`apt-get install chromium`) to run the browser tests")
