@@ -152,7 +152,7 @@ def _principal_by_hash(session: Session, token_hash: str, conn: Connection | Non
 
 def live_principal(row: tuple | None) -> Principal | None:
     """The principal of a `by_hash` row, None for no row, a revoked token or a disabled user's."""
-    if row is None or row[3] is not None or (len(row) > 7 and row[7] is not None):
+    if row is None or row[3] is not None or row[7] is not None:
         return None
     return Principal(row[0], row[1], row[2], row[4], *row[5:7])
 
