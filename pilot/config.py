@@ -53,6 +53,9 @@ class Config:
         self.SPARK_MASTER = env("PILOT_SPARK_MASTER") or None
         self.SPARK_TRANSACTIONS = env("PILOT_SPARK_TRANSACTIONS") or None
         self.SPARK_COLUMNS = env("PILOT_SPARK_COLUMNS") or None
+        # very large pilots: Pilot's facts go to Spark as Parquet files in this folder (shared with the cluster)
+        self.SPARK_FACTS = env("PILOT_SPARK_FACTS") or None
+        self.SPARK_FACTS_MIN_ROWS = int(env("PILOT_SPARK_FACTS_MIN_ROWS", "1000000"))
         self.ANALYSIS_INTERVAL_MINUTES = float(env("PILOT_ANALYSIS_INTERVAL_MINUTES", "1440"))
         self.JOB_LEASE_SECONDS = float(env("PILOT_JOB_LEASE_SECONDS", "300"))
         self.TILL_LEAN_PATH = env("PILOT_TILL_LEAN_PATH", "1") == "1"

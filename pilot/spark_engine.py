@@ -9,7 +9,8 @@ Spark over temporary views that carry Pilot's own table and column names:
   PILOT_SPARK_COLUMNS). Customers are keyed by their external id and stores by their code.
 - `assignments` and `customers` (customer pilots) or `enrolments` (store pilots): Pilot's own facts
   for the run, read from the database and sent as small DataFrames (Arrow); the customer's group is
-  computed in the database (the same CASE as ever), store ids are Pilot's.
+  computed in the database (the same CASE as ever), store ids are Pilot's. Very large facts go
+  through Parquet files in PILOT_SPARK_FACTS instead (pilot.spark_facts).
 
 Only the cube's few rows come back. pyspark is optional (the `spark` extra): this module imports it
 only when a run uses the engine. Failures become domain errors: Unavailable (Spark cannot be reached)
@@ -36,6 +37,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from pilot.customer_groups import group_case, saved_groups
 from pilot.errors import Invalid, Unavailable
 from pilot.models import Assignment, Customer, Enrolment, Pilot, Stage, Store
+from pilot.spark_facts import FactsFolder, facts_folder
 
 # Pilot's transaction field -> the lake's column by default (the feed's field names), and what it must hold
 COLUMNS = {"id": "event_id", "customer_id": "customer", "store_id": "store", "occurred_at": "occurred_at",
@@ -234,8 +236,9 @@ class SparkRunner:
     dialect = "postgresql"
     joins = "spark"
 
-    def __init__(self, spark) -> None:
+    def __init__(self, spark, facts: FactsFolder | None = None) -> None:
         self.spark = spark
+        self.facts = facts  # very large facts go through Parquet files there (pilot.spark_facts)
 
     def group(self, session: Session) -> ColumnElement:
         # computed in the database and sent with the customers (a bare column: no second FROM of customers)
@@ -264,6 +267,11 @@ class SparkRunner:
         names = [f[0] for f in fields]
         data = pa.table({n: pa.array([r[i] for r in rows], type=types[t]) for i, (n, t) in enumerate(fields)},
                         schema=pa.schema([(n, types[t]) for n, t in fields]))
+        if self.facts is not None and self.facts.wants(len(rows)):
+            location = self.facts.write(name, data)
+            with _spark_errors(f"reading Pilot's {name} from {location}"):
+                self.spark.read.parquet(location).select(*names).createOrReplaceTempView(name)
+            return
         with _spark_errors(f"sending Pilot's {name}"):
             self.spark.createDataFrame(data, schema=", ".join(f"{n} {t}" for n, t in fields)).select(*names) \
                 .createOrReplaceTempView(name)
@@ -306,7 +314,7 @@ def runner(session: Session, config: Mapping[str, Any], pilot: Pilot, stage: Sta
            ) -> Iterator[SparkRunner]:
     """A SparkRunner with the run's views: the lake's transactions and Pilot's facts for the stage."""
     spark = spark_session(config)
-    run = SparkRunner(spark)
+    run = SparkRunner(spark, facts_folder(config))
     mapping = column_mapping(config.get("SPARK_COLUMNS"))
     try:
         if pilot.unit == "store":
@@ -316,6 +324,8 @@ def runner(session: Session, config: Mapping[str, Any], pilot: Pilot, stage: Sta
         yield run
     finally:
         _close(spark)
+        if run.facts is not None:
+            run.facts.remove()
 
 
 def _close(spark) -> None:
