@@ -11,12 +11,16 @@ Keys, per G:
   (the model part of the decision test; the randomisation part cannot reject at G = 6, by design);
 - coverage_G: share of the +10% replications whose decision interval (relative) holds +10%;
 - power10_G: share of the +10% replications that the recommendation advances;
-- false_advance_G: A/A share that the recommendation advances.
+- false_advance_G: A/A share that the recommendation advances;
+- power10_ols_G, power10_cr2_G, power10_ri_G, power10_decision_G (diagnostics): the +10% share
+  significant at 5% the good way by classical ANCOVA (the store-level ceiling), its CR2 test, the
+  randomisation test, and the decision row (both, Holm over the arms' primaries) — where power goes.
 novelty_detected: of 20 seeds of the `novelty` preset (pilot.simulate, the whole service path:
 ingestion, aggregation in SQL, compute, recommend; one SQLite database per worker, its synthetic
 retailer built once), how many end in make_dynamic; novelty_false_alarm: the share of 200
 constant-effect pilots (the preset with the novelty set to 0 and a lasting +6% on visits, 1,200
-customers) whose trend test says `fading`.
+customers) whose trend test says `fading` (novelty_false_make_dynamic: those ending in make_dynamic;
+novelty_fading: the novelty seeds whose test fired).
 
 PILOT_BENCH_QUICK=1 runs a tenth of every count (a quick look; the default is the issue's counts).
 Two worker processes. One JSON line at the end.
@@ -94,10 +98,16 @@ def replicate(args: tuple[int, int, bool]) -> dict[str, float]:
     results = store_results(config, cube, days=7 * POST_WEEKS)
     rec = recommend(config, results, {"problems": []})
     row = next(r for r in results["metrics"] if r["role"] == "primary")
+    ols = next(r for r in results["metrics"] if r["role"] == "primary" and r["method"] == "ancova")
     low, high = row["ci_rel_low"], row["ci_rel_high"]
+
+    def up(p: float | None, effect: float | None) -> float:  # significant at 5% (two-sided) and the good way
+        return float(p is not None and p < 0.05 and (effect or 0) > 0)
     return {"reject_cr2": float(row["p_cr2"] is not None and row["p_cr2"] < 0.05),
             "covered": float((low is None or low <= LIFT) and (high is None or LIFT <= high)),
-            "advance": float(rec["decision"] == "advance")}
+            "advance": float(rec["decision"] == "advance"),
+            "ols": up(ols["p_value"], ols["effect_abs"]), "cr2": up(row["p_cr2"], row["effect_abs"]),
+            "ri": up(row["p_randomisation"], row["effect_abs"]), "decision": up(row["p_holm"], row["effect_abs"])}
 
 
 _APPS: dict[str, object] = {}  # per worker process and kind: one database, its retailer built once
@@ -157,11 +167,15 @@ def main() -> None:
             out[f"coverage_{g}"] = sum(r["covered"] for r in lift) / EFFECT
             out[f"power10_{g}"] = sum(r["advance"] for r in lift) / EFFECT
             out[f"false_advance_{g}"] = sum(r["advance"] for r in aa) / AA
+            for part in ("ols", "cr2", "ri", "decision"):  # where the power goes (diagnostics, not targets)
+                out[f"power10_{part}_{g}"] = sum(r[part] for r in lift) / EFFECT
             print(json.dumps({k: v for k, v in out.items() if k.endswith(f"_{g}")}), file=sys.stderr, flush=True)
         novelty = list(pool.map(novelty_run, [("novelty", s) for s in range(1, NOVELTY_SEEDS + 1)]))
         constant = list(pool.map(novelty_run, [("constant", s) for s in range(1, CONSTANT_SEEDS + 1)]))
     out["novelty_detected"] = int(sum(r["make_dynamic"] for r in novelty))
     out["novelty_false_alarm"] = sum(r["fading"] for r in constant) / CONSTANT_SEEDS
+    out["novelty_fading"] = int(sum(r["fading"] for r in novelty))  # the test fired (make_dynamic needs more)
+    out["novelty_false_make_dynamic"] = sum(r["make_dynamic"] for r in constant) / CONSTANT_SEEDS
     rng = np.random.default_rng(0)
     corr = [np.corrcoef(*(lambda s: (s[:, :PRE_WEEKS].mean(1), s[:, PRE_WEEKS:].mean(1)))(store_panel(rng, 40)[0]))[0, 1]
             for _ in range(200)]

@@ -36,3 +36,34 @@ def economics(spend_effect: float, spend_ci: tuple[float, float], treatment_spen
     proj_rev = spend_effect * projected_customers if projected_customers is not None else None
     return EconomicsResult(spend_effect, margin, cost_per_customer, net, roi, max(breakeven, 0.0) if
                            math.isfinite(breakeven) else math.nan, low, high, projected_customers, proj_net, proj_rev)
+
+
+@dataclass(frozen=True)
+class GroupEconomicsResult:
+    """Does a participant out-earn an ordinary customer of the same group (its control)?"""
+
+    group: str
+    n_control: int
+    n_treatment: int
+    participant_value: float  # margin on a participant's spend minus what the programme costs for them
+    ordinary_value: float  # the same for the group's control customers (their cost: business as usual)
+    incremental_margin_per_participant: float  # margin on the spend uplift
+    cost_per_participant: float  # programme cost, participant minus ordinary customer
+    net_per_participant: float  # incremental margin − cost: what a participant is worth more
+    net_low: float
+    net_high: float
+    out_earns: bool | None  # True: the whole interval is above 0; False: below; None: not yet clear
+
+
+def group_economics(group: str, n: tuple[int, int], spend: tuple[float, float], spend_effect: float,
+                    spend_ci: tuple[float, float], cost: tuple[float, float],
+                    margin_rate: float) -> GroupEconomicsResult:
+    """One customer group's economics: `spend` and `cost` are per customer (control, treatment), the
+    effect and its interval come from the group's comparison (CUPED where it applied)."""
+    gap = cost[1] - cost[0]
+    net = spend_effect * margin_rate - gap
+    low, high = (ci * margin_rate - gap for ci in spend_ci)
+    verdict = True if low > 0 else False if high < 0 else None
+    return GroupEconomicsResult(group, n[0], n[1], spend[1] * margin_rate - cost[1], spend[0] * margin_rate - cost[0],
+                                spend_effect * margin_rate, gap, net, low, high,
+                                verdict if math.isfinite(low) and math.isfinite(high) else None)

@@ -30,6 +30,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from pilot.assignment import allocation_period
 from pilot.customer_groups import group_case, saved_groups
 from pilot.mechanics import member_period_cost
+from pilot.metric_columns import METRIC_SOURCES as METRIC_SOURCES  # (re-exported: the catalogue's unit values)
+from pilot.metric_columns import columns, per_customer, products, unit_value, week_name, week_values
 from pilot.models import Assignment, Customer, Enrolment, Pilot, Stage, Transaction
 from pilot.query_plans import set_based_plan
 from pilot.sqltime import at_least_after, epoch_seconds, time_literal
@@ -44,12 +46,15 @@ PRODUCTS = (("spend", "spend"), ("visits", "visits"), ("items", "items"), ("cost
             ("visits", "pre_items"), ("pre_items", "pre_visits"))
 
 
-# per catalogue metric: (per-unit value, covariate) for means and proportions, (numerator,
-# denominator) for ratios, as named in a cube's sums
-METRIC_SOURCES = {"spend_per_customer": ("spend", "pre_spend"), "visits_per_customer": ("visits", "pre_visits"),
-                  "discount_cost_per_customer": ("cost", None), "conversion": ("converted", None),
-                  "retention": ("retained", None), "spend_per_visit": ("spend", "visits"),
-                  "items_per_basket": ("items", "visits")}
+# per unit and week since exposure: the values the week-by-week tables read (conversion in a week is
+# visits > 0; retention, of the whole window, has no weekly value), and the products their tests need
+WEEK_VALUES = ("spend", "visits", "items", "cost")
+WEEK_PRODUCTS = (*((v, v) for v in WEEK_VALUES), ("spend", "visits"), ("items", "visits"))
+
+
+def week_column(value: str, week: int) -> str:
+    """The unit rows' column of `value` in week `week` (0-based) since exposure."""
+    return f"{value}_w{week}"
 
 
 def product_key(a: str, b: str) -> str:
@@ -231,10 +236,10 @@ def _most_customers(conn, units: int) -> bool:
 
 
 def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pre_days: int, weeks: int,
-              weekly: str = "spend", period_ends: list[datetime] | None = None, dialect: str | None = None,
-              group: ColumnElement | None = None) -> Select:
+              period_ends: list[datetime] | None = None, dialect: str | None = None,
+              group: ColumnElement | None = None, defined: list[dict[str, Any]] | None = None) -> Select:
     """One row per assigned customer of the stage: its arm, group, store, metric values and, for each
-    week since exposure, its `weekly` value (spend or visits) in that week.
+    week since exposure, its values of that week (WEEK_VALUES: spend, visits, items, cost).
 
     One pass over the transactions of the window: joined to the stage's assignments (a hash join,
     parallel on PostgreSQL) and grouped by customer, every value a conditional sum over the same
@@ -242,7 +247,8 @@ def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pr
     row of zeros. Amounts are summed as floats (PostgreSQL's numeric sums cost twice the time).
     `period`: the allocation period the unit was assigned in (0 before the first of `period_ends`).
     `dialect`: the SQL to build (default: the session's); `group`: the customer's group (default: the
-    saved groups' CASE over the customer's attributes).
+    saved groups' CASE over the customer's attributes); `defined`: the run's defined metrics, whose
+    per-unit columns (pilot.metric_columns) come from one more pass per source, LEFT JOINed the same way.
     """
     dialect = dialect or session.bind.dialect.name
     group = group if group is not None else group_case(saved_groups(session))
@@ -299,22 +305,35 @@ def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pr
             count(and_(post, sale, tx.c.elapsed * 2 >= tx.c.exposure)).label("late"),
             total(pre, tx.c.amount).label("pre_spend"), count(and_(pre, sale)).label("pre_visits"),
             total(pre, tx.c["items"]).label("pre_items")]
+    in_week = {"spend": lambda c: total(c, tx.c.amount), "visits": lambda c: count(and_(c, sale)),
+               "items": lambda c: total(c, tx.c["items"]), "cost": lambda c: total(c, tx.c.cost)}
     for w in range(weeks):
-        in_week = and_(after(w * WEEK), ~after((w + 1) * WEEK))
-        sums.append((total(in_week, tx.c.amount) if weekly == "spend" else count(and_(in_week, sale))).label(f"w{w}"))
+        week = and_(after(w * WEEK), ~after((w + 1) * WEEK))
+        sums += [in_week[v](week).label(week_column(v, w)) for v in WEEK_VALUES]
     per = select(tx.c.customer_id, *sums).group_by(tx.c.customer_id).subquery("per")
 
     exposed = now_s - epoch_seconds(a.assigned_at, dialect)
     period = _period_costs(pilot)
     member = case(*[(a.variant == k, c * exposed / (d * 86400.0)) for k, c, d in period], else_=0.0) \
         if period else literal(0.0)
+    member_week = case(*[(a.variant == k, c * WEEK / (d * 86400.0)) for k, c, d in period], else_=0.0) \
+        if period else literal(0.0)
 
     def value(name: str) -> ColumnElement:
         return cast(func.coalesce(per.c[name], 0), Float)
 
+    def weekly_value(name: str, w: int) -> ColumnElement:
+        """The unit's value in week w since exposure (cost: with the membership's cost of the week)."""
+        column = value(week_column(name, w))
+        return (column + member_week if name == "cost" else column).label(week_column(name, w))
+
     visits = value("visits")
     period = allocation_period(a.assigned_at, period_ends or [])
-    return (select(a.customer_id, a.variant, group.label("grp"), period.label("period"),
+    cols = columns(defined or [])
+    extra = [(per_customer(source, mine, a, stage_units, first, cutoff, pre_start, pilot.started_at, weeks, dialect),
+              mine)
+             for source in ("events", "transactions") if (mine := [c for c in cols if c.measure["source"] == source])]
+    stmt = (select(a.customer_id, a.variant, group.label("grp"), period.label("period"),
                    func.coalesce(a.store_id, Customer.home_store_id).label("store_id"),
                    cast(func.floor(exposed / WEEK), Float).label("full_weeks"),
                    value("spend").label("spend"), visits.label("visits"), value("items").label("items"),
@@ -322,35 +341,44 @@ def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pr
                    cast(case((visits > 0, 1), else_=0), Float).label("converted"),
                    cast(case((and_(value("early") > 0, value("late") > 0), 1), else_=0), Float).label("retained"),
                    *[value(v).label(v) for v in ("pre_spend", "pre_visits", "pre_items")],
-                   *[value(f"w{w}").label(f"w{w}") for w in range(weeks)])
+                   *[weekly_value(v, w) for w in range(weeks) for v in WEEK_VALUES],
+                   *[unit_value(sub, c) for sub, mine in extra for c in mine],
+                   *[unit_value(sub, c, week_name(c.name, w)) for sub, mine in extra for c in mine if not c.pre
+                     for w in range(weeks)])
             .join(Customer, Customer.id == a.customer_id)
             .outerjoin(per, per.c.customer_id == a.customer_id)
             .where(stage_units))
+    for sub, _ in extra:
+        stmt = stmt.outerjoin(sub, sub.c.customer_id == a.customer_id)
+    return stmt
 
 
-def _sums(unit) -> list[ColumnElement]:
+def _sums(unit, defined: list[dict[str, Any]] | None = None) -> list[ColumnElement]:
     cols = [func.count().label("n")]
-    cols += [func.sum(unit.c[v]).label(v) for v in UNIT_VALUES]
-    cols += [func.sum(unit.c[a] * unit.c[b]).label(product_key(a, b)) for a, b in PRODUCTS]
+    cols += [func.sum(unit.c[v]).label(v) for v in UNIT_VALUES + tuple(c.name for c in columns(defined or []))]
+    cols += [func.sum(unit.c[a] * unit.c[b]).label(product_key(a, b))
+             for a, b in PRODUCTS + tuple(products(defined or []))]
     return cols
 
 
 def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pre_days: int = 56,
                   weekly: str = "spend", period_ends: list[datetime] | None = None,
-                  runner: Runner | None = None) -> Cube:
-    """Per arm × group, arm × store and arm × week since exposure (of the `weekly` value, spend or
-    visits): the unit rows are computed once into a temporary table (one pass over the
-    transactions), then grouped four ways: per arm × group × allocation period (`period_ends`: the
-    times the stage's weights changed before the cut-off; one period without), per arm × store × period,
-    per arm × full weeks exposed and per arm × week since exposure. `runner`: where (default: the database)."""
+                  runner: Runner | None = None, defined: list[dict[str, Any]] | None = None) -> Cube:
+    """Per arm × group, arm × store and arm × week since exposure (every weekly value; `weekly`, spend
+    or visits, is the one the fading test follows): the unit rows are computed once into a temporary
+    table (one pass over the transactions), then grouped four ways: per arm × group × allocation
+    period (`period_ends`: the times the stage's weights changed before the cut-off; one period
+    without), per arm × store × period, per arm × full weeks exposed and per arm × week since
+    exposure. `runner`: where (default: the database);
+    `defined`: the run's defined metrics (their sums join the catalogue's in every slice)."""
     runner = runner or DatabaseRunner(session)
     cube = Cube(cutoff=cutoff, pre_start=pilot.started_at - timedelta(days=pre_days))
     units, weeks = _stage_units(session, pilot, stage, cutoff)
-    stmt = unit_rows(session, pilot, stage, cutoff, pre_days, weeks, weekly, period_ends, runner.dialect,
-                     runner.group(session))
+    stmt = unit_rows(session, pilot, stage, cutoff, pre_days, weeks, period_ends, runner.dialect,
+                     runner.group(session), defined)
     with runner.units(stmt, units) as unit:
         cube.joins = runner.joins
-        for m in runner.rows(select(unit.c.variant, unit.c.grp, unit.c.period, *_sums(unit))
+        for m in runner.rows(select(unit.c.variant, unit.c.grp, unit.c.period, *_sums(unit, defined))
                              .group_by(unit.c.variant, unit.c.grp, unit.c.period)):
             variant, grp, period = m.pop("variant"), m.pop("grp"), int(m.pop("period"))
             sums = {k: float(v or 0) for k, v in m.items()}
@@ -359,7 +387,8 @@ def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
             if period_ends:
                 add_sums(cube.by_period.setdefault((variant, period), {}), sums)
         store_cols = [func.count().label("n")] + [func.sum(unit.c[v]).label(v) for v in (
-            "spend", "visits", "items", "cost", "converted", "retained")]
+            "spend", "visits", "items", "cost", "converted", "retained", *(c.name for c in columns(defined or [])
+                                                                           if not c.pre))]
         for m in runner.rows(select(unit.c.variant, unit.c.store_id, unit.c.period, *store_cols)
                              .group_by(unit.c.variant, unit.c.store_id, unit.c.period)):
             variant, store, period = m.pop("variant"), m.pop("store_id"), int(m.pop("period"))
@@ -367,35 +396,47 @@ def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
         for m in runner.rows(select(unit.c.variant, unit.c.full_weeks, unit.c.period, func.count().label("n"))
                              .group_by(unit.c.variant, unit.c.full_weeks, unit.c.period)):
             cube.full_week_cells[(m["variant"], int(m["full_weeks"]), int(m["period"]))] = int(m["n"])
-        cube.week_cells = _weekly(runner, unit, weeks, weekly)
+        cube.week_cells = _weekly(runner, unit, weeks, weekly, defined)
         for (variant, w, _), sums in cube.week_cells.items():
             add_sums(cube.by_week.setdefault((variant, w), {}), sums)
     return cube
 
 
-def _weekly(runner: Runner, unit: Table, weeks: int, value: str) -> dict[tuple[str, int, int], dict[str, float]]:
-    """Per arm × week since exposure × allocation period: Σ and Σ² of the value per unit-week, over
-    the units exposed for the whole week (those without purchases that week add zeros)."""
+def _weekly(runner: Runner, unit: Table, weeks: int, value: str,
+            defined: list[dict[str, Any]] | None = None) -> dict[tuple[str, int, int], dict[str, float]]:
+    """Per arm × week since exposure × allocation period: Σ of each weekly value per unit-week, the
+    products its tests need, and the units converted that week (a purchase in it), over the units
+    exposed for the whole week (those without purchases that week add zeros). `value`: the weekly
+    value whose first week against its later weeks is the fading test's contrast; `defined`: the run's
+    defined metrics, whose weekly values and products come along."""
     if not weeks:
         return {}
+    own, own_products = week_values(defined or [])
     cols = []
     for w in range(weeks):
-        whole, x = unit.c.full_weeks > w, unit.c[f"w{w}"]
-        cols += [func.sum(case((whole, x))).label(f"{w}"), func.sum(case((whole, x * x))).label(f"{w}^2")]
+        whole, x = unit.c.full_weeks > w, {v: unit.c[week_column(v, w)] for v in WEEK_VALUES}
+        cols += [func.sum(case((whole, x[v]))).label(f"s{w}_{v}") for v in WEEK_VALUES]
+        cols += [func.sum(case((whole, x[a] * x[b]))).label(f"s{w}_{a}_{b}") for a, b in WEEK_PRODUCTS]
+        cols.append(func.sum(case((and_(whole, x["visits"] > 0), 1.0), else_=0.0)).label(f"s{w}_converted"))
+        y = {n: unit.c[week_name(n, w)] for n in own}  # the defined metrics' values of the week
+        cols += [func.sum(case((whole, y[n]))).label(f"s{w}_{n}") for n in own]
+        cols += [func.sum(case((whole, y[a] * y[b]))).label(f"s{w}_{a}_{b}") for a, b in own_products]
     full = unit.c.full_weeks
     if weeks >= 2:  # the fading test's per-unit contrast (pilot.weekly_effects): first week − mean of the later
         # half of its full weeks (weeks w with f/2 ≤ w < f, of f full weeks)
-        late = sum(case((and_(full > w, 2 * w >= full), unit.c[f"w{w}"]), else_=0.0) for w in range(1, weeks))
-        fade = unit.c.w0 - late / func.nullif(func.floor(full / 2), 0)
+        late = sum(case((and_(full > w, 2 * w >= full), unit.c[week_column(value, w)]), else_=0.0)
+                   for w in range(1, weeks))
+        fade = unit.c[week_column(value, 0)] - late / func.nullif(func.floor(full / 2), 0)
         cols += [func.sum(case((full >= 2, 1), else_=0)).label("fade_n"),
                  func.sum(case((full >= 2, fade))).label("fade"),
                  func.sum(case((full >= 2, fade * fade))).label("fade^2")]
     out: dict[tuple[str, int, int], dict[str, float]] = {}
     for m in runner.rows(select(unit.c.variant, unit.c.period, *cols).group_by(unit.c.variant, unit.c.period)):
         for w in range(weeks):
-            if m[f"{w}"]:
-                out[(m["variant"], w, int(m["period"]))] = {value: float(m[f"{w}"]),
-                                                            f"{value}*{value}": float(m[f"{w}^2"] or 0)}
+            sums = {v: float(m[f"s{w}_{v}"] or 0) for v in (*WEEK_VALUES, "converted", *own)}
+            sums.update({product_key(a, b): float(m[f"s{w}_{a}_{b}"] or 0) for a, b in (*WEEK_PRODUCTS, *own_products)})
+            if any(sums.values()):
+                out[(m["variant"], w, int(m["period"]))] = sums
         if m.get("fade_n") and (m["variant"], 0, int(m["period"])) in out:
             out[(m["variant"], 0, int(m["period"]))].update(
                 fade_n=float(m["fade_n"]), fade=float(m["fade"] or 0), **{"fade*fade": float(m["fade^2"] or 0)})
@@ -418,7 +459,7 @@ def store_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, r
                                         for name, when in values.items()])
             .outerjoin(t, and_(t.store_id == e.store_id, t.occurred_at >= pre_start, t.occurred_at < cutoff))
             .where(e.pilot_id == pilot.id, e.stage_id == stage.id, e.arm.is_not(None),
-                   or_(e.withdrawn_at.is_(None), e.withdrawn_at > cutoff))
+                   or_(e.withdrawn_at.is_(None), e.withdrawn_at >= cutoff))  # (withdrawn at the end: counts)
             .group_by(e.store_id, e.arm))
     for m in runner.rows(stmt):
         cube.stores[(m["arm"], m["store_id"])] = {name: float(m[name]) / days_post for name in values}

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 from experiments.results import InferenceConfig
-from pilot.metrics import CATALOGUE
+from pilot.metric_columns import CATALOGUE_INFO, MetricInfo, info
 
 DEFAULT_TUNING = 5000.0  # total units around which the always-valid intervals are tightest
 SRM_ALPHA = 0.001
@@ -53,6 +54,8 @@ class AnalysisConfig:
     guardrails: Mapping[str, float] = field(default_factory=dict)  # metric -> relative harm tolerated
     gate: Gate = Gate()
     sequential_tuning: float = DEFAULT_TUNING
+    # the defined metrics the run measures, as recorded in its configuration (pilot.metric_columns.stored)
+    defined: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AnalysisConfig:
@@ -62,7 +65,8 @@ class AnalysisConfig:
                    power=data["power"], mde=data["mde"], margin_rate=data["margin_rate"],
                    guardrails={g["metric"]: g.get("max_harm", 0.0) for g in data.get("guardrails", [])},
                    gate=Gate.from_dict(data.get("gate")),
-                   sequential_tuning=data.get("sequential_tuning", DEFAULT_TUNING))
+                   sequential_tuning=data.get("sequential_tuning", DEFAULT_TUNING),
+                   defined=tuple(data.get("defined_metrics") or ()))
 
     @property
     def inference(self) -> InferenceConfig:
@@ -79,11 +83,24 @@ class AnalysisConfig:
         """The arms compared with the control."""
         return [k for k in self.arms if k != self.control]
 
+    @cached_property
+    def infos(self) -> dict[str, MetricInfo]:
+        """How each metric of the run is read: the catalogue's, then the defined ones."""
+        return {**CATALOGUE_INFO, **{d["key"]: info(dict(d), i) for i, d in enumerate(self.defined)}}
+
+    def info(self, metric: str) -> MetricInfo:
+        """How one metric of the run is read (its test, sums and good direction)."""
+        return self.infos[metric]
+
+    def good(self, metric: str, value: float) -> float:
+        """The value turned so that positive is good (a cost going down is good)."""
+        return value if self.info(metric).good_direction == "up" else -value
+
     @property
     def metrics(self) -> list[str]:
-        """Every catalogue metric: the primary first, then the guardrails, then the rest."""
+        """Every catalogue and defined metric: the primary first, then the guardrails, then the rest."""
         first = [self.primary_metric] + [m for m in self.guardrails if m != self.primary_metric]
-        return first + [m for m in CATALOGUE if m not in first]
+        return first + [m for m in self.infos if m not in first]
 
     def role(self, metric: str) -> str:
         """primary, guardrail or secondary."""

@@ -31,6 +31,8 @@ from pilot.data_quality import missing_batches
 from pilot.db import utcnow
 from pilot.errors import Conflict, Invalid
 from pilot.leases import Heartbeat, lease_seconds, lost_reason, worker_id
+from pilot.metric_columns import run_definitions
+from pilot.metric_weeks import metric_weeks
 from pilot.models import AnalysisRun, Assignment, Enrolment, Pilot, Stage, Store, Transaction
 from pilot.planning import eligible_customers, stage_pool
 from pilot.recommendation import recommend
@@ -68,12 +70,13 @@ def create_run(session: Session, actor: str, pilot: Pilot, cutoff: datetime | No
     if pilot.started_at is None or pilot.current_stage is None:
         raise Conflict(f"Pilot {pilot.key!r} has not started; there is nothing to analyse.", code="not_started")
     stage = pilot.stage(pilot.current_stage)
-    # an imported pilot's stage has ended: by default its analysis reads up to that end
-    cutoff = min(cutoff or (stage.ended_at if pilot.imported_at else None) or utcnow(), utcnow())
+    # a stage that has ended (completed, cancelled, imported) is read up to its end, never past it
+    cutoff = min(cutoff or utcnow(), stage.ended_at or utcnow(), utcnow())
     if cutoff <= (stage.started_at or pilot.started_at):
         raise Invalid("The cut-off is before the stage started.", details={"fields": {"cutoff": ["Too early."]}})
+    config = {**pilot_config(pilot, stage), **run_definitions(session, pilot, engine)}  # (their versions)
     run = AnalysisRun(pilot_id=pilot.id, stage=stage.position, status="queued", requested_by=actor, cutoff=cutoff,
-                      config=pilot_config(pilot, stage), worker=worker_id(), engine=engine,
+                      config=config, worker=worker_id(), engine=engine,
                       lease_until=utcnow() + timedelta(seconds=lease_seconds()))
     session.add(run)
     session.flush()
@@ -107,7 +110,8 @@ def execute(session: Session, run: AnalysisRun) -> AnalysisRun:
         else:
             cube = customer_cube(session, pilot, stage, run.cutoff, run.config.get("pre_days", PRE_DAYS),
                                  weekly_value(run.config["primary_metric"]),
-                                 [end for end in allocation_changes(stage) if end < run.cutoff], runner)
+                                 [end for end in allocation_changes(stage) if end < run.cutoff], runner,
+                                 run.config.get("defined_metrics"))
     if pilot.unit == "store":
         blocks = scheme(session, pilot, stage)  # the matched scheme, for the randomisation test
         for (_, store_id), values in cube.stores.items():
@@ -127,6 +131,7 @@ def execute(session: Session, run: AnalysisRun) -> AnalysisRun:
                         "started_at": start.isoformat() if start else None}
     if pilot.unit == "customer":
         results["versus_best"] = versus_best(config, cube, results)
+        results["metric_weeks"] = metric_weeks(cube, config)  # the report's week drill-down of every metric
     else:
         results["contamination"] = contamination(session, pilot, stage, run.cutoff)
     run.recommendation = recommend(config, results, quality)

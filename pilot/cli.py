@@ -184,26 +184,49 @@ def assign(pilot_key: str) -> None:
     click.echo(json.dumps(counts, indent=1))
 
 
+def _ingest_options(command):
+    for option in reversed([
+            click.argument("file", type=click.Path(dir_okay=False, allow_dash=True)),
+            click.option("--source", default="default", show_default=True,
+                         help="Feed name; event ids are unique per source."),
+            click.option("--on-error", type=click.Choice(["reject_batch", "skip_rows"]), default="reject_batch",
+                         show_default=True, help="reject_batch: one bad row and nothing is stored."),
+            click.option("--no-create-customers", is_flag=True,
+                         help="Reject rows of unknown customers instead of creating them.")]):
+        command = option(command)
+    return command
+
+
 @cli.command("ingest")
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--source", default="default", show_default=True, help="Feed name; event ids are unique per source.")
-@click.option("--on-error", type=click.Choice(["reject_batch", "skip_rows"]), default="reject_batch",
-              show_default=True, help="reject_batch: one bad row and nothing is stored.")
-@click.option("--no-create-customers", is_flag=True, help="Reject rows of unknown customers instead of creating them.")
+@_ingest_options
 def ingest_command(file: str, source: str, on_error: str, no_create_customers: bool) -> None:
     """Ingest a CSV file of transactions (.csv or .csv.gz, - for standard input), streamed."""
+    from pilot import ingestion
+    _ingest_file(file, source, on_error, no_create_customers, ingestion.TRANSACTIONS)
+
+
+@cli.command("ingest-events")
+@_ingest_options
+def ingest_events_command(file: str, source: str, on_error: str, no_create_customers: bool) -> None:
+    """Ingest a CSV file of customer events (.csv or .csv.gz, - for standard input), streamed: columns
+    event_id, customer, occurred_at, type, value, store and attr.<name> per attribute."""
+    from pilot.events_feed import EVENTS
+    _ingest_file(file, source, on_error, no_create_customers, EVENTS)
+
+
+def _ingest_file(file: str, source: str, on_error: str, no_create_customers: bool, kind) -> None:
+    """One CSV file through the one ingestion path, as one batch; its outcome printed as JSON."""
     import gzip
     import json
     import sys
 
     from pilot import ingestion
-    from pilot.row_validation import csv_rows
     raw = sys.stdin.buffer if file == "-" else open(file, "rb")
     stream = gzip.open(raw, "rb") if file.endswith(".gz") else raw
     try:
-        rows = csv_rows(stream, ingestion.REQUIRED, ingestion.FIELDS)
+        rows = kind.csv_rows(stream)
         with ingestion.batch(db.session, CLI.actor, "cli", source=source, on_error=on_error,
-                             create_customers=not no_create_customers) as ingest:
+                             create_customers=not no_create_customers, kind=kind) as ingest:
             ingest.add_all(rows)
             out = ingest.finish()
             db.session.commit()
@@ -220,9 +243,14 @@ def ingest_command(file: str, source: str, on_error: str, no_create_customers: b
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @click.option("--assignments", type=click.Path(dir_okay=False, exists=True), default=None,
               help="A CSV of the assignments (customer, variant, stage, exposed_at, store) instead of the JSON's.")
-def import_pilot_command(file: str, assignments: str | None) -> None:
-    """Import a pilot that already ran from a JSON file (as POST /api/v1/pilots/import), all or nothing."""
+@click.option("--enrolments", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="A CSV of the enrolments (store, stage, arm, enrolled_at, withdrawn_at) instead of the JSON's; "
+                   "a store pilot's stores with the arm each ran in.")
+def import_pilot_command(file: str, assignments: str | None, enrolments: str | None) -> None:
+    """Import a customer or store pilot that already ran from a JSON file (as POST /api/v1/pilots/import),
+    all or nothing."""
     import json
+    from contextlib import ExitStack
 
     from pilot import pilot_import
     from pilot.row_validation import csv_rows
@@ -232,18 +260,20 @@ def import_pilot_command(file: str, assignments: str | None) -> None:
     except ValueError as exc:
         click.echo(json.dumps({"error": f"{file} is not valid JSON: {exc}"}), err=True)
         raise click.exceptions.Exit(1) from None
-    stream = open(assignments, "rb") if assignments else None
-    try:
-        rows = csv_rows(stream, pilot_import.ASSIGNMENT_FIELDS[:4], pilot_import.ASSIGNMENT_FIELDS) if stream else None
-        out = pilot_import.import_pilot(db.session, CLI.actor, document, rows)
-        db.session.commit()
-    except PilotError as exc:
-        db.session.rollback()
-        click.echo(json.dumps({"error": exc.message, **exc.details}, indent=1, default=str), err=True)
-        raise click.exceptions.Exit(1) from None
-    finally:
-        if stream:
-            stream.close()
+    with ExitStack() as files:
+        def rows(path, required, known):
+            return csv_rows(files.enter_context(open(path, "rb")), required, known) if path else None
+        try:
+            out = pilot_import.import_pilot(
+                db.session, CLI.actor, document,
+                rows(assignments, pilot_import.ASSIGNMENT_FIELDS[:4], pilot_import.ASSIGNMENT_FIELDS),
+                rows(enrolments, pilot_import.ENROLMENT_FIELDS[:2], pilot_import.ENROLMENT_FIELDS))
+            db.session.commit()
+        except PilotError as exc:
+            db.session.rollback()
+            click.echo(json.dumps({"error": exc.message, "code": exc.code, **exc.details}, indent=1, default=str),
+                       err=True)
+            raise click.exceptions.Exit(1) from None
     click.echo(json.dumps(out, indent=1, default=str))
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
 from pilot.errors import Invalid, NotFound
-from pilot.models import IngestionBatch, Store, Transaction
+from pilot.models import CustomerEvent, IngestionBatch, Store, Transaction
 from pilot.sqltime import day, epoch_seconds
 
 # The window's days, so that its bounds (a day after `to`, 29 days before it) are dates too.
@@ -174,7 +174,7 @@ def _assigned(session: Session, pilot_id: int, customers: list[str] | None) -> b
 
 
 def _still_missing(session: Session, batch: IngestionBatch) -> bool:
-    t, scope = Transaction, batch.scope
+    t, scope = CustomerEvent if batch.kind == "events" else Transaction, batch.scope
     if scope["event_ids"] is not None:
         stored = sum(session.scalar(select(func.count()).select_from(t).where(
             t.source == batch.source, t.event_id.in_(part))) or 0 for part in _chunks(scope["event_ids"]))

@@ -12,11 +12,13 @@ from pilot import analysis_runs
 from pilot.assignment import Holdout, assign_bulk
 from pilot.auth import CLI, issue_token
 from pilot.db import utcnow
+from pilot.metric_definitions import ensure_shipped
 from pilot.models import Pilot, Region, Store
 from pilot.programmes import create_programme
 from pilot.rollout import create_pilot, transition
 from pilot.simulate import Scenario, backdate, history
 from pilot.synthetic import REGIONS, create_retailer
+from pilot.synthetic_events import events_history
 
 PROGRAMME = {"key": "card2027", "name": "Loyalty card 2027",
              "description": "Which card mechanic to roll out next year.",
@@ -50,6 +52,7 @@ def has_demo(session: Session) -> bool:
 def load_demo(session: Session, customers: int = 20_000, seed: int = 7, history: bool = True) -> str:
     """Create the demo retailer in the session and return a new admin token's secret."""
     create_retailer(session, random.Random(seed), stores=60, customers=customers)
+    ensure_shipped(session)
     programme = create_programme(session, CLI.actor, dict(PROGRAMME))
     today = date.today()
     first, second = (dict(s) for s in PILOT["stages"])
@@ -87,6 +90,10 @@ def demo_users(session: Session) -> list[tuple[str, str, str]]:
 
 DEMO_EFFECTS = {"discount5": {"*": {"visits": 0.05}}, "tiers": {"young_parents": {"visits": 0.15}},
                 "bonus": {"*": {"visits": 0.07}}}
+# the loyalty signals beyond the till (#25): tiers bring more app use and happier customers, bonus points
+# more redemptions; the 5% card moves none of them
+DEMO_EVENT_EFFECTS = {"tiers": {"app_session": 0.3, "referral": 0.25, "nps": 0.8},
+                      "bonus": {"points_redeemed": 0.6, "app_session": 0.1}}
 
 
 def _history(session: Session, pilot: Pilot, seed: int) -> None:
@@ -97,6 +104,8 @@ def _history(session: Session, pilot: Pilot, seed: int) -> None:
     start = now - timedelta(weeks=scenario.post_weeks)
     backdate(session, pilot, start)
     history(session, pilot.id, scenario, random.Random(seed), start, now)
+    events_history(session, pilot.id, random.Random(seed + 1), start - timedelta(weeks=scenario.pre_weeks), start,
+                   now, DEMO_EVENT_EFFECTS)
     run = analysis_runs.create_run(session, CLI.actor, pilot)
     analysis_runs.execute(session, run)
 

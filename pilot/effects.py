@@ -8,13 +8,13 @@ tables (pilot.store_effects). The decision that reads these tables is pilot.reco
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 
 from experiments.cluster import cluster_robust_by_period
 from experiments.cuped import cuped
-from experiments.economics import economics
+from experiments.economics import economics, group_economics
 from experiments.heterogeneity import cochran_q
 from experiments.means import welch
 from experiments.multiple import benjamini_hochberg
@@ -30,9 +30,9 @@ from experiments.statistics import (
     SampleMeanStatistic,
 )
 from experiments.stratified import post_stratified
-from pilot.aggregation import METRIC_SOURCES, Cube, product_sum
+from pilot.aggregation import Cube, product_sum
 from pilot.analysis_config import SRM_ALPHA, AnalysisConfig
-from pilot.metrics import CATALOGUE
+from pilot.metric_columns import CATALOGUE_INFO, MetricInfo
 from pilot.planning import Pool, power_table
 from pilot.result_rows import adjust_p_values, arm_rows, clean, effect_row, sequential_columns
 from pilot.store_effects import store_results
@@ -47,15 +47,31 @@ def now_days(start: datetime, cutoff: datetime) -> float:
 
 
 def good(metric: str, value: float) -> float:
-    """The value turned so that positive is good (a cost going down is good)."""
-    return value if CATALOGUE[metric].good_direction == "up" else -value
+    """The value of a catalogue metric turned so that positive is good (a cost going down is good);
+    a run's defined metrics: AnalysisConfig.good."""
+    return value if CATALOGUE_INFO[metric].good_direction == "up" else -value
 
 
-def metric_effect(metric: str, control: Sums, treatment: Sums,
-                  config: InferenceConfig) -> tuple[EffectResult, dict[str, Any]]:
-    """The effect of one metric between two arms' sums, by the metric's kind (CUPED where it can)."""
-    kind = CATALOGUE[metric].kind
-    value, other = METRIC_SOURCES[metric]
+def against_magnitude(effect: EffectResult) -> EffectResult:
+    """The relative effect against the control's magnitude: a metric whose control mean is negative
+    (an NPS below zero) keeps the sign of its absolute effect (+10 points on −20 is +50%, not −50%)."""
+    if not effect.mean_control < 0:
+        return effect
+    return replace(effect, effect_rel=-effect.effect_rel, ci_rel_low=-effect.ci_rel_high,
+                   ci_rel_high=-effect.ci_rel_low)
+
+
+def metric_effect(metric: str, control: Sums, treatment: Sums, config: InferenceConfig,
+                  info: MetricInfo | None = None) -> tuple[EffectResult, dict[str, Any]]:
+    """The effect of one metric between two arms' sums, by the metric's test (CUPED where it can);
+    `info`: how the metric is read (default: the catalogue's)."""
+    effect, extra = _metric_effect(control, treatment, config, info or CATALOGUE_INFO[metric])
+    return against_magnitude(effect), extra
+
+
+def _metric_effect(control: Sums, treatment: Sums, config: InferenceConfig,
+                   info: MetricInfo) -> tuple[EffectResult, dict[str, Any]]:
+    kind, value, other = info.test, info.value, info.other
     if kind == "ratio":
         def ratio(s: Sums, num: str, den: str) -> RatioStatistic:
             return RatioStatistic(int(s.get("n", 0)), s.get(num, 0.0), product_sum(s, num, num), s.get(den, 0.0),
@@ -94,6 +110,7 @@ class Comparison:
 
     def __init__(self, cube: Cube, config: AnalysisConfig) -> None:
         self.cube, self.control, self.inference = cube, config.control, config.inference
+        self.infos = config.infos
         self.totals = {k: cube.arm(k) for k in config.arms}
         self.periods = sorted({p for (_, p) in cube.by_period})
 
@@ -105,16 +122,17 @@ class Comparison:
 
     def effect(self, metric: str, arm: str, groups: set[str] | None = None) -> tuple[EffectResult, dict[str, Any]]:
         """The arm against control in one metric (in some customer groups)."""
+        info = self.infos[metric]
         if len(self.periods) < 2:
             if groups is None:
-                return metric_effect(metric, self.totals[self.control], self.totals[arm], self.inference)
+                return metric_effect(metric, self.totals[self.control], self.totals[arm], self.inference, info)
             return metric_effect(metric, self.cube.arm(self.control, groups), self.cube.arm(arm, groups),
-                                 self.inference)
-        strata = [metric_effect(metric, c, t, self.inference)[0] for c, t in self.pairs(arm, groups)]
+                                 self.inference, info)
+        strata = [metric_effect(metric, c, t, self.inference, info)[0] for c, t in self.pairs(arm, groups)]
         if not strata:
             n = (int(self.cube.arm(self.control, groups).get("n", 0)), int(self.cube.arm(arm, groups).get("n", 0)))
             return degenerate("post_stratified", n, (math.nan, math.nan), "too_few_units"), {}
-        return post_stratified(strata, self.inference), {"strata": len(strata)}
+        return against_magnitude(post_stratified(strata, self.inference)), {"strata": len(strata)}
 
     def cost_gap(self, arm: str) -> float:
         """Programme cost per customer, arm minus control (by period, weighted as `effect` does)."""
@@ -165,8 +183,10 @@ def _metric_rows(compare: Comparison, config: AnalysisConfig) -> list[dict[str, 
     for arm in config.treatments:
         for metric in config.metrics:
             effect, extra = compare.effect(metric, arm)
-            rows.append(effect_row(effect, arm=arm, metric=metric, kind=CATALOGUE[metric].kind,
-                                   role=config.role(metric), good_direction=CATALOGUE[metric].good_direction, **extra,
+            info = config.info(metric)
+            labels = {"label": info.label, "version": info.version} if info.defined else {}
+            rows.append(effect_row(effect, arm=arm, metric=metric, kind=info.kind, role=config.role(metric),
+                                   good_direction=info.good_direction, **labels, **extra,
                                    **sequential_columns(effect, config.alpha, config.sequential_tuning)))
     adjust_p_values([r for r in rows if r["role"] in ("primary", "guardrail")], "p_holm", missing=1.0)
     for r in rows:
@@ -177,14 +197,18 @@ def _metric_rows(compare: Comparison, config: AnalysisConfig) -> list[dict[str, 
 
 
 def _harm(r: dict[str, Any], max_harm: float, alpha: float) -> dict[str, Any]:
-    """Whether a guardrail row shows more harm than tolerated (fixed-horizon and always-valid)."""
-    metric, up = r["metric"], CATALOGUE[r["metric"]].good_direction == "up"
-    harm = -good(metric, r["effect_rel"])
-    seq_bad = good(metric, r["seq_ci_rel_high"] if up else r["seq_ci_rel_low"])
+    """Whether a guardrail row shows more harm than tolerated (fixed-horizon and always-valid), by the
+    row's good direction."""
+    up = r["good_direction"] == "up"
+
+    def turned(value: float) -> float:
+        return value if up else -value
+    harm = -turned(r["effect_rel"])
+    seq_bad = turned(r["seq_ci_rel_high"] if up else r["seq_ci_rel_low"])
     return {"max_harm": max_harm,
             "harmed": bool(r["p_value"] == r["p_value"] and r["p_value"] < alpha and harm > max_harm),
             "harmed_sequential": bool(seq_bad == seq_bad and seq_bad < -max_harm),
-            "worst_harm": -good(metric, r["ci_rel_low"] if up else r["ci_rel_high"])}
+            "worst_harm": -turned(r["ci_rel_low"] if up else r["ci_rel_high"])}
 
 
 def _group_rows(compare: Comparison, config: AnalysisConfig,
@@ -214,14 +238,30 @@ def _economics(compare: Comparison, config: AnalysisConfig, projected_customers:
         projected = int(projected_customers * share) if projected_customers is not None else None
         e = economics(spend.effect_abs, (spend.ci_low, spend.ci_high), spend.mean_treatment, compare.cost_gap(arm),
                       config.margin_rate, projected)
-        out[arm] = {**asdict(e), "cost_metric": "discount_cost_per_customer", "mechanic": config.mechanics.get(arm)}
+        out[arm] = {**asdict(e), "cost_metric": "discount_cost_per_customer", "mechanic": config.mechanics.get(arm),
+                    "groups": _group_economics(compare, config, arm)}
+    return out
+
+
+def _group_economics(compare: Comparison, config: AnalysisConfig, arm: str) -> list[dict[str, Any]]:
+    """Per customer group: does a participant out-earn the group's ordinary (control) customer?"""
+    out = []
+    for g in sorted({g for (_, g) in compare.cube.by_group}):
+        c, t = compare.cube.arm(config.control, {g}), compare.cube.arm(arm, {g})
+        if c.get("n", 0) < 2 or t.get("n", 0) < 2:
+            continue
+        spend, _ = compare.effect("spend_per_customer", arm, {g})
+        per = [(s.get("spend", 0.0) / s["n"], s.get("cost", 0.0) / s["n"]) for s in (c, t)]
+        out.append(asdict(group_economics(g, (int(c["n"]), int(t["n"])), (per[0][0], per[1][0]), spend.effect_abs,
+                                          (spend.ci_low, spend.ci_high), (per[0][1], per[1][1]), config.margin_rate)))
     return out
 
 
 def _cluster_robust(cube: Cube, config: AnalysisConfig) -> dict[str, Any]:
     """The primary's value (spend for a ratio) with errors clustered by store, by store × allocation
     period: after a weight change, post-stratified like the main effects."""
-    value = METRIC_SOURCES[config.primary_metric][0] if CATALOGUE[config.primary_metric].kind != "ratio" else "spend"
+    primary = config.info(config.primary_metric)
+    value = primary.value if primary.test != "ratio" else "spend"
 
     def sums(v: str, s: int, p: int) -> ClusterSumStatistic:
         c = cube.store_cells.get((v, s, p), {})

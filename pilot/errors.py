@@ -17,6 +17,12 @@ class PilotError(Exception):
 
     default_code = "error"
 
+    def __init_subclass__(cls, code: str | None = None, **kwargs: Any) -> None:
+        """A kind names its own code in its class statement: `class NotFound(PilotError, code="not_found")`."""
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.default_code = code
+
     def __init__(self, message: str, code: str | None = None, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -24,54 +30,44 @@ class PilotError(Exception):
         self.details = details or {}
 
 
-class BadRequest(PilotError):
+class BadRequest(PilotError, code="bad_request"):
     """The request cannot be read: malformed, incomplete or not text."""
-    default_code = "bad_request"
 
 
-class Unauthenticated(PilotError):
+class Unauthenticated(PilotError, code="unauthorized"):
     """No live credential came with the request."""
-    default_code = "unauthorized"
 
 
-class Forbidden(PilotError):
+class Forbidden(PilotError, code="forbidden"):
     """The caller may not do this (its role, or its store's scope)."""
-    default_code = "forbidden"
 
 
-class NotFound(PilotError):
+class NotFound(PilotError, code="not_found"):
     """The thing named does not exist."""
-    default_code = "not_found"
 
 
-class Conflict(PilotError):
+class Conflict(PilotError, code="conflict"):
     """The request is valid but the current state refuses it (a started pilot, a key taken…)."""
-    default_code = "conflict"
 
 
-class TooLarge(PilotError):
+class TooLarge(PilotError, code="payload_too_large"):
     """The input is over a configured limit."""
-    default_code = "payload_too_large"
 
 
-class Unsupported(PilotError):
+class Unsupported(PilotError, code="unsupported_media_type"):
     """The input comes in a form (media type, encoding) that is not accepted."""
-    default_code = "unsupported_media_type"
 
 
-class Invalid(PilotError):
+class Invalid(PilotError, code="validation_error"):
     """The input was read but its values are wrong; `details` names the fields or rows."""
-    default_code = "validation_error"
 
 
-class TooManyRequests(PilotError):
+class TooManyRequests(PilotError, code="too_many_requests"):
     """Too many attempts in a while (sign-ins): wait, then try again."""
-    default_code = "too_many_requests"
 
 
-class Unavailable(PilotError):
+class Unavailable(PilotError, code="service_unavailable"):
     """A resource the request needs (the database) cannot be used now: try again."""
-    default_code = "service_unavailable"
 
 
 def database_unavailable(exc: BaseException) -> bool:

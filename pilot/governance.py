@@ -25,7 +25,6 @@ from sqlalchemy.orm import Session
 from pilot.analysis_config import SRM_ALPHA, AnalysisConfig, Gate
 from pilot.audit import record
 from pilot.db import utcnow
-from pilot.effects import good
 from pilot.errors import Conflict, Forbidden, Invalid, NotFound
 from pilot.models import AnalysisPlan, AnalysisRun, Approval, Assignment, Customer, Enrolment, Pilot, Stage, Store
 from pilot.models.pilots import LIVE_STATES
@@ -109,7 +108,8 @@ def _gate_conditions(pilot: Pilot, stage: Stage, run: AnalysisRun, action: str) 
                  required=gate.min_units_per_arm)]
     row = primary(results, arm) if arm and arms else None
     if gate.require_significant:
-        ok = row is not None and significant(row, config.alpha) and good(config.primary_metric, row["effect_abs"]) > 0
+        ok = row is not None and significant(row, config.alpha) and config.good(config.primary_metric,
+                                                                                row["effect_abs"]) > 0
         p = None if row is None else (row.get("p_holm") if row.get("p_holm") is not None else row.get("p_value"))
         effect = None if row is None else row.get("effect_rel")
         out.append(_cond("require_significant", ok, f"The primary metric {config.primary_metric} of {arm}: effect "
@@ -353,7 +353,7 @@ def amend_plan(session: Session, actor: str, pilot: Pilot, changes: dict[str, An
         raise Invalid("An amendment changes at least one of primary_metric, guardrails, alpha, power, mde, gates.",
                       details={"fields": {"_schema": ["Nothing to amend."]}})
     from pilot.rollout import _check_metrics, default_gate
-    _check_metrics(changes)
+    _check_metrics(changes, session)
     for position in gates:
         if pilot.stage(int(position)) is None:
             raise Invalid(f"Pilot {pilot.key!r} has no stage {position}.",

@@ -26,17 +26,14 @@ from pilot.errors import (
 
 log = logging.getLogger(__name__)
 
-CODES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "payload_too_large",
-    415: "unsupported_media_type", 422: "validation_error", 429: "too_many_requests",
-    500: "internal_error", 503: "service_unavailable",
-}
-
 STATUS: dict[type[PilotError], int] = {
     BadRequest: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Conflict: 409, TooLarge: 413,
     Unsupported: 415, Invalid: 422, TooManyRequests: 429, Unavailable: 503,
 }
+
+# The code of an HTTP error that is no domain error (Flask's, webargs'): the domain kind's of its status
+CODES = {status: kind.default_code for kind, status in STATUS.items()} | {
+    405: "method_not_allowed", 406: "not_acceptable", 500: "internal_error"}
 
 
 def status_of(exc: PilotError) -> int:

@@ -1,5 +1,6 @@
 """Transactions in: one validation and one write path for JSON batches, streamed CSV and the CLI.
 
+One path for every kind of row (`RowKind`: transactions here, customer events in pilot.events_feed).
 Rows are checked one by one in Python (every bad row is reported with its number, field and
 reason) and streamed into a temporary staging table: `COPY` on PostgreSQL, `executemany` on
 SQLite, in chunks, so memory stays flat however large the file. Then a few set-based statements
@@ -18,7 +19,7 @@ heartbeat until `fail_stale_batches` ends it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,7 +36,7 @@ from pilot.data_quality import BatchScope
 from pilot.db import utcnow
 from pilot.errors import Invalid, PilotError, database_unavailable
 from pilot.models import IngestionBatch, Store
-from pilot.row_validation import RowErrors
+from pilot.row_validation import RowErrors, csv_rows
 from pilot.sqltime import sqlite_text, time_value
 
 FIELDS = ("event_id", "customer", "store", "occurred_at", "type", "amount", "items", "discount_cost",
@@ -52,6 +53,7 @@ SAMPLE = 100
 HEARTBEAT_SECONDS = 30  # a running batch's record says it is alive this often while its rows stream in
 STAGING_COLUMNS = ("batch_row", "event_id", "customer", "store_id", "occurred_at", "type", "amount", "items",
                    "discount_cost", "points_issued", "points_redeemed", "channel")
+KEY_COLUMNS = STAGING_COLUMNS[:3]
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,7 @@ def _text(raw: dict, name: str, limit: int, required: bool = True) -> str | None
     return value
 
 
-def _number(raw: dict, name: str, required: bool = False) -> Decimal | None:
+def _number(raw: dict, name: str, required: bool = False, places: int | None = 4) -> Decimal | None:
     value = raw.get(name)
     if value is None or value == "":
         if required:
@@ -101,8 +103,8 @@ def _number(raw: dict, name: str, required: bool = False) -> Decimal | None:
         raise RowError(name, f"Not a number: {str(value)[:40]!r}.") from None
     if not number.is_finite() or abs(number) >= MAX_AMOUNT:
         raise RowError(name, f"Out of range: {str(value)[:40]!r}.")
-    if number.as_tuple().exponent < -4:
-        raise RowError(name, "More than 4 decimal places.")
+    if places is not None and number.as_tuple().exponent < -places:
+        raise RowError(name, f"More than {places} decimal places.")
     return number
 
 
@@ -186,6 +188,36 @@ def parse_row(raw: Any, stores: dict[str, int], latest: datetime) -> tuple:
             channel)
 
 
+@dataclass(frozen=True)
+class RowKind:
+    """One kind of row the path ingests: its fields, its parser and the table its rows go to.
+
+    `parse(raw, stores, latest)` gives (event_id, customer, store_id, occurred_at, *rest) in the order of
+    `columns` after event_id and customer, which are also the target table's columns, staged as `staging`
+    declares them (`{moment}`: the dialect's time type) and all compared to find duplicates; `json_columns`
+    are staged as JSON text.
+    """
+
+    name: str  # ingestion_batches.kind
+    table: str
+    fields: tuple[str, ...]
+    required: tuple[str, ...]
+    csv_fields: tuple[str, ...]
+    parse: Callable[[Any, dict[str, int], datetime], tuple]
+    columns: tuple[str, ...]
+    staging: str
+    to_sqlite: Callable[[tuple], tuple]
+    json_columns: tuple[str, ...] = ()
+    extra_prefix: str | None = None  # CSV columns `<prefix><name>` go into the row's attributes
+
+    def csv_rows(self, stream: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The CSV stream's rows of this kind (pilot.row_validation.csv_rows)."""
+        if self.extra_prefix is None:
+            return csv_rows(stream, self.required, self.csv_fields)
+        return csv_rows(stream, self.required, self.csv_fields, extra_into="attributes",
+                        extra_prefix=self.extra_prefix)
+
+
 @dataclass
 class Outcome:
     """What became of a batch."""
@@ -208,13 +240,16 @@ class Outcome:
 
 
 class Ingest:
-    """Stage, validate and write one batch of transactions inside the caller's transaction."""
+    """Stage, validate and write one batch of rows (transactions unless `kind` says otherwise) inside the
+    caller's transaction."""
 
     def __init__(self, session: Session, actor: str, method: str, source: str = "default",
-                 on_error: str = "reject_batch", create_customers: bool = True, batch_id: int | None = None) -> None:
+                 on_error: str = "reject_batch", create_customers: bool = True, batch_id: int | None = None,
+                 kind: RowKind | None = None) -> None:
         """`batch_id`: the record `open_batch` made (it then beats on a connection of its own); without it
         the record is made here, in the caller's transaction with the rows."""
         check_args(source, on_error)
+        self.kind = kind or TRANSACTIONS
         self.session, self.source, self.on_error = session, source, on_error
         self.create_customers = create_customers
         self.dialect = session.bind.dialect.name
@@ -225,7 +260,8 @@ class Ingest:
         self.scope = BatchScope()  # kept on the record of a batch that ends rejected or failed
         self.beats = batch_id is not None
         if batch_id is None:
-            batch = IngestionBatch(source=source, actor=actor, method=method, on_error=on_error, status="running")
+            batch = IngestionBatch(source=source, actor=actor, method=method, on_error=on_error, status="running",
+                                   kind=self.kind.name)
             session.add(batch)
             session.flush()
             batch_id = batch.id
@@ -239,22 +275,19 @@ class Ingest:
 
     # -- staging ------------------------------------------------------------------------------
     def _create_staging(self) -> None:
-        money = "NUMERIC(16, 4)"
         moment = "TIMESTAMPTZ" if self.pg else "TEXT"
         self.session.execute(text("DROP TABLE IF EXISTS pilot_staging" if self.pg else
                                   "DROP TABLE IF EXISTS temp.pilot_staging"))
         self.session.execute(text(
-            f"CREATE TEMPORARY TABLE pilot_staging (batch_row INTEGER NOT NULL, event_id VARCHAR(128) NOT NULL, "
-            f"customer VARCHAR(128) NOT NULL, store_id INTEGER NOT NULL, occurred_at {moment} NOT NULL, "
-            f"type VARCHAR(8) NOT NULL, amount {money} NOT NULL, items INTEGER NOT NULL, discount_cost {money}, "
-            f"points_issued INTEGER NOT NULL, points_redeemed INTEGER NOT NULL, channel VARCHAR(16) NOT NULL)"
+            "CREATE TEMPORARY TABLE pilot_staging (batch_row INTEGER NOT NULL, event_id VARCHAR(128) NOT NULL, "
+            f"customer VARCHAR(128) NOT NULL, {self.kind.staging.format(moment=moment)})"
             + (" ON COMMIT DROP" if self.pg else "")))
 
     def add(self, number: int, raw: Any) -> None:
         """Validate one row and queue it for staging (bad rows are reported, not staged)."""
         self.rows += 1
         try:
-            row = parse_row(raw, self.stores, self.latest)
+            row = self.kind.parse(raw, self.stores, self.latest)
         except RowError as exc:
             self.errors.add(number, exc.field, exc.message)
             if isinstance(raw, dict):  # what the bad row concerned, as far as it can be read
@@ -278,13 +311,15 @@ class Ingest:
             return
         if self.pg:
             raw = self.session.connection().connection.driver_connection
-            with raw.cursor() as cur, cur.copy(f"COPY pilot_staging ({', '.join(STAGING_COLUMNS)}) FROM STDIN") as cp:
+            columns = ", ".join((*KEY_COLUMNS, *self.kind.columns))
+            with raw.cursor() as cur, cur.copy(f"COPY pilot_staging ({columns}) FROM STDIN") as cp:
                 for row in self.pending:
                     cp.write_row(row)
         else:
             cursor = self.session.connection().connection.driver_connection.cursor()
-            cursor.executemany(f"INSERT INTO temp.pilot_staging VALUES ({', '.join('?' * len(STAGING_COLUMNS))})",
-                               [_sqlite_row(r) for r in self.pending])
+            marks = ", ".join("?" * (len(KEY_COLUMNS) + len(self.kind.columns)))
+            cursor.executemany(f"INSERT INTO temp.pilot_staging VALUES ({marks})",
+                               [self.kind.to_sqlite(r) for r in self.pending])
             cursor.close()
         self.staged += len(self.pending)
         self.pending = []
@@ -335,11 +370,12 @@ class Ingest:
             "WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.external_id = s.customer)) n "
             "WHERE true ON CONFLICT (external_id) DO NOTHING"),
             {"now": time_value(now, self.dialect)}).rowcount
+        kind = self.kind
+        staged = ", ".join(f"CAST(s.{c} AS JSON)" if self.pg and c in kind.json_columns else f"s.{c}"
+                           for c in kind.columns)
         out.accepted = sql(text(
-            "INSERT INTO transactions (source, event_id, customer_id, store_id, occurred_at, type, amount, items, "
-            "discount_cost, points_issued, points_redeemed, channel, batch_id, batch_row, received_at) "
-            "SELECT :source, s.event_id, c.id, s.store_id, s.occurred_at, s.type, s.amount, s.items, "
-            "s.discount_cost, s.points_issued, s.points_redeemed, s.channel, :batch, s.batch_row, :now "
+            f"INSERT INTO {kind.table} (source, event_id, customer_id, {', '.join(kind.columns)}, batch_id, "
+            f"batch_row, received_at) SELECT :source, s.event_id, c.id, {staged}, :batch, s.batch_row, :now "
             "FROM pilot_staging s JOIN customers c ON c.external_id = s.customer "
             # in row order, so of an event id sent twice in the batch the first row is stored (the
             # later ones meet it in the unique index) and then compared like any duplicate
@@ -349,11 +385,10 @@ class Ingest:
         if out.accepted == self.staged:  # every staged row is new: no duplicates or conflicts to look for
             return self._accepted(out)
         same = "IS NOT DISTINCT FROM" if self.pg else "IS"
-        equal = " AND ".join(f"t.{c} {same} s.{c}" for c in (
-            "store_id", "occurred_at", "type", "amount", "items", "discount_cost", "points_issued",
-            "points_redeemed", "channel")) + " AND t.customer_id = c.id"
+        equal = " AND ".join((f"CAST(t.{c} AS TEXT)" if self.pg and c in kind.json_columns else f"t.{c}")
+                             + f" {same} s.{c}" for c in kind.columns) + " AND t.customer_id = c.id"
         compare = ("FROM pilot_staging s JOIN customers c ON c.external_id = s.customer "
-                   "JOIN transactions t ON t.source = :source AND t.event_id = s.event_id "
+                   f"JOIN {kind.table} t ON t.source = :source AND t.event_id = s.event_id "
                    "WHERE NOT (t.batch_id = :batch AND t.batch_row = s.batch_row)")
         params = {"source": self.source, "batch": self.batch_id}
         out.duplicates, out.conflicts = sql(text(
@@ -406,6 +441,14 @@ def _sqlite_row(row: tuple) -> tuple:
     return tuple(r)
 
 
+TRANSACTIONS = RowKind(
+    name="transactions", table="transactions", fields=FIELDS, required=REQUIRED, csv_fields=FIELDS, parse=parse_row,
+    columns=STAGING_COLUMNS[3:], to_sqlite=_sqlite_row,
+    staging="store_id INTEGER NOT NULL, occurred_at {moment} NOT NULL, type VARCHAR(8) NOT NULL, "
+            "amount NUMERIC(16, 4) NOT NULL, items INTEGER NOT NULL, discount_cost NUMERIC(16, 4), "
+            "points_issued INTEGER NOT NULL, points_redeemed INTEGER NOT NULL, channel VARCHAR(16) NOT NULL")
+
+
 def check_args(source: str, on_error: str) -> None:
     """A 422 for a source or on_error a batch cannot have."""
     if on_error not in ON_ERROR:
@@ -417,17 +460,18 @@ def check_args(source: str, on_error: str) -> None:
 
 @contextmanager
 def batch(session: Session, actor: str, method: str, source: str = "default", on_error: str = "reject_batch",
-          create_customers: bool = True) -> Iterator[Ingest]:
+          create_customers: bool = True, kind: RowKind | None = None) -> Iterator[Ingest]:
     """A batch being ingested, recorded `running` at once; the caller adds its rows, calls `finish()` and
     commits inside the block, so the rows and the batch's accepted record are one transaction the caller
     owns. A block that raises (bad rows, a cut body, a lost database — the commit included) stores no row:
     the batch's record ends rejected or failed with the reason (module docstring), and the error goes on."""
     check_args(source, on_error)
     engine = session.get_bind()
-    batch_id = open_batch(engine, source=source, actor=actor, method=method, on_error=on_error)
+    kind = kind or TRANSACTIONS
+    batch_id = open_batch(engine, source=source, actor=actor, method=method, on_error=on_error, kind=kind.name)
     ingest = None
     try:
-        ingest = Ingest(session, actor, method, source, on_error, create_customers, batch_id=batch_id)
+        ingest = Ingest(session, actor, method, source, on_error, create_customers, batch_id=batch_id, kind=kind)
         yield ingest
     except BaseException as exc:
         _abandon(session)

@@ -5,6 +5,13 @@ from __future__ import annotations
 import marshmallow as ma
 
 NUL_MESSAGE = "Must not contain NUL characters (PostgreSQL text cannot hold them)."
+# the keys of regions, stores, programmes, variants, pilots and layers; of customer groups (one definition
+# each: the API's schemas and the pages' forms validate with these)
+CODE = ma.validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                          error="1 to 64 letters, digits, _ . or - (no spaces), starting with a letter or digit.")
+GROUP_KEY = ma.validate.Regexp(r"^[a-z][a-z0-9_]{0,63}$",
+                               error="1 to 64 lowercase letters, digits and _, starting with a letter.")
+NAME = ma.validate.Length(1, 200, error="Give it a name of at most {max} characters.")  # what people read
 
 
 def has_nul(value: object) -> bool:

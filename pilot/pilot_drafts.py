@@ -1,5 +1,6 @@
-"""Drafting a pilot: every problem of a whole submission at once (the API stops at the first), what a
-stage's scope holds (stores, customers, eligible customers) and live pilots of another layer there."""
+"""Drafting a pilot: every problem of a whole submission at once (the API stops at the first), a draft saved
+as a whole (its stages replaced: changed, added, removed), what a stage's scope holds (stores, customers,
+eligible customers) and live pilots of another layer there."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,8 +10,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pilot import rollout
+from pilot.audit import record
 from pilot.customer_groups import group_case, saved_groups
-from pilot.errors import Invalid, field_paths
+from pilot.errors import Conflict, Invalid, field_paths
 from pilot.models import Customer, Enrolment, Pilot, Programme, Region, Store
 from pilot.models.pilots import LIVE_STATES
 from pilot.pilot_schemas import PilotIn, StageIn
@@ -45,16 +47,55 @@ def check_pilot(session: Session, body: dict[str, Any], existing: Pilot | None =
     for position, stage in enumerate(stages, start=1):
         if stage is None or programme is None:
             continue
-        problems += rollout.stage_problems(session, programme, stage, position)
-        started = existing is not None and (s := existing.stage(position)) is not None and s.started_at is not None
-        if not started:
-            try:
-                rollout.refuse_past_start(position, stage.get("planned_start"))
-            except Invalid as exc:
-                problems += exc.details["errors"]
+        problems += _stage_problems(session, programme, stage, position)
     if problems:
         return None, problems
     return {**data, "programme": programme.key, "stages": stages}, []
+
+
+def save_draft(session: Session, actor: str, pilot: Pilot, data: dict[str, Any]) -> Pilot:
+    """Change a draft's settings and, when `data` has `stages` (each as StageIn loads it), replace its stages
+    by that list: stage N becomes the list's N-th (changed in place), new ones are added, those past the list
+    removed, each audited. Every stage is checked before anything changes (a 422 lists every problem). A
+    started pilot keeps its stages: they change one at a time, and the running one keeps its scope and
+    variants (PATCH …/stages/{n}, pilot.rollout.update_stage)."""
+    stages = data.get("stages")
+    if stages is not None and pilot.state != "draft":
+        raise Conflict("A started pilot's stages change one at a time (PATCH /api/v1/pilots/{key}/stages/{n}); "
+                       "the running stage keeps its stores and variants, so no assigned customer moves.",
+                       code="locked_when_live", details={"fields": {"stages": ["Fixed once the pilot started."]}})
+    if stages is not None:
+        problems = [p for position, stage in enumerate(stages, start=1)
+                    for p in _stage_problems(session, pilot.programme, stage, position)]
+        if problems:
+            first = problems[0]["message"]
+            raise Invalid(first, details={"fields": {"stages": [p["message"] for p in problems]}, "errors": problems})
+    settings = {k: v for k, v in data.items() if k not in ("key", "programme", "stages")
+                and not (k == "salt" and v is None)}  # (the form's: no salt typed keeps the draft's)
+    if settings:
+        rollout.update_pilot(session, actor, pilot, settings)
+    for position, stage in enumerate(stages or [], start=1):
+        stage = {"name": f"Stage {position}", **stage}
+        if pilot.stage(position) is None:
+            rollout.add_stage(session, actor, pilot, stage)
+        else:
+            rollout.update_stage(session, actor, pilot, position, stage)
+    for gone in pilot.stages[len(stages):] if stages is not None else []:
+        record(session, actor, "delete", "stage", f"{pilot.key}/{gone.position}", before=rollout.stage_dict(gone))
+        pilot.stages.remove(gone)
+    session.flush()
+    return pilot
+
+
+def _stage_problems(session: Session, programme: Programme, stage: dict[str, Any], position: int
+                    ) -> list[dict[str, str]]:
+    """Every problem of a stage not yet started: the domain's rules and a planned start in the past."""
+    problems = rollout.stage_problems(session, programme, stage, position)
+    try:
+        rollout.refuse_past_start(position, stage.get("planned_start"))
+    except Invalid as exc:
+        problems += exc.details["errors"]
+    return problems
 
 
 def scope_counts(session: Session, store_codes: list[str], region_codes: list[str],

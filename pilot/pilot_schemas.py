@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import marshmallow as ma
 
-from pilot.input_schema import Schema
-from pilot.metrics import CATALOGUE
+from pilot.input_schema import CODE, NAME, Schema
 
-CODE = ma.validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", error="1-64 letters, digits, _ . -")
-METRIC = ma.validate.OneOf(list(CATALOGUE))
+# a catalogue key or a defined metric's key (pilot.metric_definitions.is_metric_key, checked by pilot.rollout)
+METRIC = ma.validate.Regexp(r"^[a-z][a-z0-9_]{0,63}$", error="A metric key (see /api/v1/metrics).")
 
 
 class GateSchema(Schema):
@@ -22,7 +21,7 @@ class GateSchema(Schema):
 
 
 class StageIn(Schema):
-    name = ma.fields.String(validate=ma.validate.Length(1, 200))
+    name = ma.fields.String(validate=NAME)
     store_codes = ma.fields.List(ma.fields.String(), load_default=list)
     region_codes = ma.fields.List(ma.fields.String(), load_default=list)
     allocation = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Float(validate=ma.validate.Range(0, 1)),
@@ -42,7 +41,7 @@ class GuardrailSchema(Schema):
 
 class PilotIn(Schema):
     key = ma.fields.String(required=True, validate=CODE)
-    name = ma.fields.String(required=True, validate=ma.validate.Length(1, 200))
+    name = ma.fields.String(required=True, validate=NAME)
     programme = ma.fields.String(required=True)
     unit = ma.fields.String(load_default="customer", validate=ma.validate.OneOf(["customer", "store"]))
     primary_metric = ma.fields.String(load_default="spend_per_customer", validate=METRIC)

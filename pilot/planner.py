@@ -4,12 +4,10 @@ over 1–16 weeks, the MDE at the planned end, power by simulation on historical
 GeoLift way) with the estimator and decision rule the analysis runs, and — when the design cannot
 see the MDE — the alternatives in plain words. Every figure carries the assumptions it rests on.
 
-Customer pilots are planned for the CUPED test (experiments.cuped) on the metric summed over the
-window, with the 56-day pre-period as covariate, as pilot.aggregation and pilot.effects compute it.
-Durations other than the observed window follow a variance-components model: a unit's metric over d
-weeks has a persistent part (its rate, variance ∝ d²) and a purchase-noise part (∝ d), read from
-the window as Σ amount² per unit; the covariance with the pre-period grows ∝ d. Store pilots are
-planned for the store decision test (pilot.store_power).
+Customer pilots are planned for the test the analysis runs on the primary metric (pilot.effects:
+CUPED, Welch, the two-proportion z-test or the ratio's delta method, with the 56-day pre-period as
+covariate where it takes one), each metric modelled by pilot.plan_metrics, durations too. Store
+pilots are planned for the store decision test (pilot.store_power).
 """
 from __future__ import annotations
 
@@ -23,14 +21,13 @@ import numpy as np
 from scipy import stats
 from sqlalchemy.orm import Session
 
-from experiments.cuped import cuped
-from experiments.power import mde_means, power_t
-from experiments.results import InferenceConfig
-from experiments.statistics import RegressionAdjustedStatistic
 from pilot import plan_history, rollout, store_power
+from pilot.aggregation import METRIC_SOURCES
 from pilot.db import utcnow
 from pilot.errors import Conflict, Invalid
+from pilot.metrics import CATALOGUE
 from pilot.models import Pilot, Stage
+from pilot.plan_metrics import UnitModel, simulate
 from pilot.programmes import get_programme
 from pilot.result_rows import clean
 from pilot.store_randomisation import PRE_DAYS
@@ -39,7 +36,6 @@ CURVE_WEEKS = range(1, 17)
 DEFAULT_WEEKS = 8
 DEFAULT_HISTORY_WEEKS = 8
 DEFAULT_SIMULATIONS = 200
-PLANNED_METRICS = {"spend_per_customer": "spend", "visits_per_customer": "visits"}
 STORE_METRICS = {"spend_per_customer"}  # the store simulation reads the stores' sales
 # mechanics given at the counter to everyone in a store: they cannot be randomised per customer
 STORE_WIDE_MECHANICS = frozenset({"preferred_service"})
@@ -82,8 +78,8 @@ class PlanSettings:
 
 def plan(session: Session, s: PlanSettings) -> dict[str, Any]:
     """The plan of a customer or store pilot, as plain data with its assumptions."""
-    if s.primary_metric not in PLANNED_METRICS or (s.unit == "store" and s.primary_metric not in STORE_METRICS):
-        allowed = sorted(STORE_METRICS if s.unit == "store" else PLANNED_METRICS)
+    if s.primary_metric not in CATALOGUE or (s.unit == "store" and s.primary_metric not in STORE_METRICS):
+        allowed = sorted(STORE_METRICS if s.unit == "store" else CATALOGUE)
         raise Invalid(f"The planner plans {', '.join(allowed)} for {s.unit} pilots, not {s.primary_metric}.",
                       code="metric_not_planned", details={"fields": {"primary_metric": [
                           f"One of {', '.join(allowed)} for the planner."]}})
@@ -91,18 +87,22 @@ def plan(session: Session, s: PlanSettings) -> dict[str, Any]:
         raise Invalid("The scope holds no stores.", details={"fields": {"stages": ["No stores in scope."]}})
     started = time.perf_counter()
     c = plan_history.cohort(session, [i for i, _, _ in s.stores], s.groups, s.start, s.weeks, s.history_weeks,
-                            PRE_DAYS, PLANNED_METRICS[s.primary_metric])
-    if len(c.y) < 4 or not c.y.mean() > 0:
-        raise Conflict(f"Too little history before {s.start:%Y-%m-%d} in the pilot's scope: {len(c.y)} eligible "
+                            PRE_DAYS, s.primary_metric)
+    if len(c) < 4:
+        raise Conflict(f"Too little history before {s.start:%Y-%m-%d} in the pilot's scope: {len(c)} eligible "
                        f"customers were active in the {s.history_weeks} weeks before {c.window_start:%Y-%m-%d}.",
                        code="too_little_history")
     read = time.perf_counter()
-    model = CustomerModel.of(c, s.weeks)
+    model = UnitModel.of(s.primary_metric, c, s.weeks)
+    if not model.mean > 0:
+        raise Conflict(f"The history before {s.start:%Y-%m-%d} has no {s.primary_metric} in the pilot's scope (its "
+                       f"baseline over the {s.weeks} weeks from {c.window_start:%Y-%m-%d} is 0): a relative MDE "
+                       "of it cannot be planned.", code="no_baseline")
     # a store pilot's customer figures are the alternative "randomise customers in the same stores": analytic only
     customer = customer_plan(s if s.unit == "customer" else replace(s, simulations=0), c, model)
     out = {"unit": s.unit, "primary_metric": s.primary_metric, "arm": s.arm, "control": s.control,
            "target_mde_rel": s.mde, "alpha": s.alpha, "power": s.power, "weeks": s.weeks,
-           "start": s.start.isoformat(), "eligible": _eligible(s, c), "baseline": model.baseline(s, c)}
+           "start": s.start.isoformat(), "eligible": _eligible(s, c), "baseline": _baseline(s, c, model)}
     if s.unit == "customer":
         out.update(customer)
     else:
@@ -112,58 +112,22 @@ def plan(session: Session, s: PlanSettings) -> dict[str, Any]:
     return clean(out)
 
 
-@dataclass(frozen=True)
-class CustomerModel:
-    """Per-unit moments of the historical window (w weeks) and how they scale to d weeks."""
+def _baseline(s: PlanSettings, c: plan_history.Cohort, model: UnitModel) -> dict[str, Any]:
+    kind = CATALOGUE[s.primary_metric].kind
+    per = {"mean": "customer, summed over the window", "proportion": "customer: 1 or 0 over the window",
+           "ratio": "customer: the ratio's linearisation (m − R·d) / mean(d), its delta-method variance"}[kind]
+    return {**model.baseline(), "units": len(c),
+            "assumptions": {"window_start": c.window_start.isoformat(), "window_weeks": model.weeks,
+                            "pre_period_start": c.pre_start.isoformat(), "pre_period_days": PRE_DAYS,
+                            "metric": s.primary_metric, "kind": kind, "per": per,
+                            "covariate": _covariate(s.primary_metric) if model.covariate else None,
+                            "purchase_noise_share": min(model.within / model.var, 1.0)
+                            if model.var > 0 and kind != "proportion" else None}}
 
-    weeks: int
-    mean: float
-    var: float
-    within: float  # the purchase-noise part of var (mean Σ amount² per unit; visits: mean visits)
-    cov: float  # with the pre-period covariate
-    var_x: float
 
-    @classmethod
-    def of(cls, c: plan_history.Cohort, weeks: int) -> CustomerModel:
-        var_x = float(c.x.var(ddof=1)) if len(c.x) > 1 else 0.0
-        cov = float(np.cov(c.x, c.y)[0, 1]) if var_x > 0 else 0.0
-        return cls(weeks, float(c.y.mean()), float(c.y.var(ddof=1)), float(c.within.mean()), cov, var_x)
-
-    def at(self, d: float) -> tuple[float, float, float]:
-        """(mean, variance, correlation²) of the metric over d weeks."""
-        k = d / self.weeks
-        persistent = max(self.var - self.within, 0.0)
-        var = persistent * k * k + min(self.within, self.var) * k
-        rho2 = min((self.cov * k) ** 2 / (self.var_x * var), 1.0) if self.var_x > 0 and var > 0 else 0.0
-        return self.mean * k, var, rho2
-
-    def mde(self, d: float, n: float, s: PlanSettings, cuped_on: bool = True) -> float:
-        """The relative MDE of CUPED (or the plain t-test) over d weeks with n units."""
-        mean, var, rho2 = self.at(d)
-        sd = math.sqrt(var * (1 - rho2 if cuped_on else 1.0))
-        n_c, n_t = n * s.shares[0], n * s.shares[1]
-        if n_c < 2 or n_t < 2 or not sd > 0 or not mean > 0:
-            return math.inf
-        return mde_means(sd, n_c, n_t, s.power, s.alpha) / mean
-
-    def power(self, d: float, n: float, s: PlanSettings) -> float:
-        """The power of CUPED to see the target MDE over d weeks with n units."""
-        mean, var, rho2 = self.at(d)
-        sd = math.sqrt(var * (1 - rho2))
-        n_c, n_t = n * s.shares[0], n * s.shares[1]
-        if n_c < 2 or n_t < 2 or not sd > 0:
-            return 0.0
-        return power_t(s.mde * mean / sd, n_c, n_t / n_c, s.alpha)
-
-    def baseline(self, s: PlanSettings, c: plan_history.Cohort) -> dict[str, Any]:
-        rho2 = self.at(self.weeks)[2]
-        return {"mean": self.mean, "sd": math.sqrt(self.var), "pre_post_correlation": math.copysign(math.sqrt(rho2),
-                                                                                                   self.cov),
-                "cuped_variance_reduction": rho2, "units": len(c.y),
-                "assumptions": {"window_start": c.window_start.isoformat(), "window_weeks": self.weeks,
-                                "pre_period_start": c.pre_start.isoformat(), "pre_period_days": PRE_DAYS,
-                                "metric": s.primary_metric, "per": "customer, summed over the window",
-                                "purchase_noise_share": min(self.within / self.var, 1.0) if self.var > 0 else None}}
+def _covariate(metric: str) -> str:
+    value, other = METRIC_SOURCES[metric]
+    return f"pre_{value} / pre_{other}" if CATALOGUE[metric].kind == "ratio" else other
 
 
 def _eligible(s: PlanSettings, c: plan_history.Cohort) -> dict[str, Any]:
@@ -174,53 +138,49 @@ def _eligible(s: PlanSettings, c: plan_history.Cohort) -> dict[str, Any]:
                                           f"start; new: active then but not in the {s.history_weeks} weeks before"}}
 
 
-def customer_plan(s: PlanSettings, c: plan_history.Cohort, model: CustomerModel) -> dict[str, Any]:
-    """Analytic CUPED power curve and MDE for the eligible customers, and power simulated on the window."""
+TESTS = {"cuped": "Welch t on CUPED-adjusted values", "welch": "Welch t", "two_proportion_z": "pooled z",
+         "ratio_cuped": "z on the delta-method ratio, CUPED-adjusted by the pre-period ratio",
+         "ratio_delta": "z on the delta-method ratio"}
+
+
+def _mde(model: UnitModel, d: float, n: float, s: PlanSettings, cuped_on: bool = True) -> float:
+    return model.mde(d, n, s.shares, s.power, s.alpha, cuped_on)
+
+
+def customer_plan(s: PlanSettings, c: plan_history.Cohort, model: UnitModel) -> dict[str, Any]:
+    """The analysis's power curve and MDE for the eligible customers, and power simulated on the window."""
     n = c.eligible_now
-    curve = [{"weeks": d, "power": model.power(d, n, s), "mde_rel": _finite(model.mde(d, n, s))} for d in CURVE_WEEKS]
-    mde = model.mde(s.weeks, n, s)
-    simulated = simulate_customers(s, c)
-    out = {"method": "cuped", "power_curve": curve,
-           "analytic": {"power": model.power(s.weeks, n, s), "mde_rel": _finite(mde),
-                        "mde_rel_without_cuped": _finite(model.mde(s.weeks, n, s, cuped_on=False)),
+    curve = [{"weeks": d, "power": model.power(d, n, s.shares, s.mde, s.alpha),
+              "mde_rel": _finite(_mde(model, d, n, s))} for d in CURVE_WEEKS]
+    mde = _mde(model, s.weeks, n, s)
+    name = model.baseline()["method"]
+    out = {"method": name, "power_curve": curve,
+           "analytic": {"power": model.power(s.weeks, n, s.shares, s.mde, s.alpha), "mde_rel": _finite(mde),
+                        "mde_rel_without_cuped": _finite(_mde(model, s.weeks, n, s, cuped_on=False)),
                         "assumptions": {"units": n, "shares": list(s.shares), "weeks": s.weeks,
-                                        "sd": math.sqrt(model.var), "cuped_variance_reduction": model.at(s.weeks)[2],
-                                        "test": "Welch t on CUPED-adjusted values, two-sided"}},
-           "simulated": simulated}
+                                        "mean": model.at(s.weeks)[0], "sd": math.sqrt(model.at(s.weeks)[1]),
+                                        "cuped_variance_reduction": model.at(s.weeks)[2],
+                                        "test": f"{TESTS[name]}, two-sided"}},
+           "simulated": simulate_customers(s, c)}
     out["powered"] = bool(mde <= s.mde)
     out["alternatives"], out["message"] = customer_alternatives(s, model, n, mde, curve)
     return out
 
 
 def simulate_customers(s: PlanSettings, c: plan_history.Cohort) -> dict[str, Any]:
-    """Randomise the window's cohort by the allocation, lift the treated units' metric by the target
-    MDE, run CUPED; the share of simulated pilots significant and positive."""
+    """Randomise the window's cohort by the allocation, move the treated units' metric by the target MDE,
+    run the analysis's test (pilot.plan_metrics.simulate); the share of simulated pilots that see it."""
     if s.simulations < 1:
         return {"power": None, "simulations": 0}
-    rng = np.random.default_rng(s.seed)
-    names = [k for k, w in s.allocation.items() if w > 0]
-    edges = np.cumsum([s.allocation[k] for k in names]) / sum(s.allocation[k] for k in names)
-    config = InferenceConfig(alpha=s.alpha)
-    control, arm = names.index(s.control), names.index(s.arm)
-    lift = 1 + s.mde
-    columns = (c.y, c.y * c.y, c.x, c.x * c.x, c.x * c.y)
-    hits = 0
-    for _ in range(s.simulations):
-        arms = np.searchsorted(edges, rng.random(len(c.y)), side="right")
-        n = np.bincount(arms, minlength=len(names))
-        sums = [np.bincount(arms, weights=v, minlength=len(names)) for v in columns]
-        stat_c = RegressionAdjustedStatistic(int(n[control]), *(float(v[control]) for v in sums))
-        y, yy, x, xx, xy = (float(v[arm]) for v in sums)
-        stat_t = RegressionAdjustedStatistic(int(n[arm]), y * lift, yy * lift**2, x, xx, xy * lift)
-        result = cuped(stat_c, stat_t, config).effect
-        hits += bool(result.ok and result.p_value < s.alpha and result.effect_abs > 0)
-    return {"power": hits / s.simulations, "simulations": s.simulations,
-            "assumptions": {"units": len(c.y), "window_start": c.window_start.isoformat(), "weeks": s.weeks,
-                            "injected": f"treated units' {s.primary_metric} × (1 + {s.mde:g})",
-                            "decision": f"CUPED p < {s.alpha:g} and effect > 0", "seed": s.seed}}
+    power, injected = simulate(s.primary_metric, c, s.allocation, s.control, s.arm, s.mde, s.alpha, s.simulations,
+                               s.seed)
+    return {"power": power, "simulations": s.simulations,
+            "assumptions": {"units": len(c), "window_start": c.window_start.isoformat(), "weeks": s.weeks,
+                            "injected": injected, "seed": s.seed,
+                            "decision": f"the analysis's test p < {s.alpha:g}, the effect in the good direction"}}
 
 
-def customer_alternatives(s: PlanSettings, model: CustomerModel, n: int, mde: float,
+def customer_alternatives(s: PlanSettings, model: UnitModel, n: int, mde: float,
                           curve: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
     """When underpowered: more weeks, more units (scope), a larger MDE — each with its MDE."""
     if mde <= s.mde:
@@ -229,21 +189,45 @@ def customer_alternatives(s: PlanSettings, model: CustomerModel, n: int, mde: fl
     out = []
     enough = next((p["weeks"] for p in curve if p["mde_rel"] is not None and p["mde_rel"] <= s.mde), None)
     out.append({"kind": "more_weeks", "weeks": enough or CURVE_WEEKS[-1],
-                "mde_rel": _finite(model.mde(enough or CURVE_WEEKS[-1], n, s)),
+                "mde_rel": _finite(_mde(model, enough or CURVE_WEEKS[-1], n, s)),
                 "message": f"Running {enough} weeks detects {_pct(s.mde)}." if enough else
-                f"Even {CURVE_WEEKS[-1]} weeks detect only {_pct(model.mde(CURVE_WEEKS[-1], n, s))}: the same "
+                f"Even {CURVE_WEEKS[-1]} weeks detect only {_pct(_mde(model, CURVE_WEEKS[-1], n, s))}: the same "
                 f"customers buy longer, the sample does not grow."})
-    ratio = (mde / s.mde) ** 2
-    out.append({"kind": "more_units", "units": math.ceil(n * ratio), "mde_rel": s.mde,
-                "message": f"About {math.ceil(n * ratio):,} eligible customers ({ratio:.1f}× the scope: more stores "
-                           f"or regions, or more customer groups) detect {_pct(s.mde)} in {s.weeks} weeks."})
-    out.append({"kind": "larger_mde", "mde_rel": _finite(mde),
-                "message": f"Or accept a larger MDE: {_pct(mde)} in {s.weeks} weeks."})
-    return out, (f"With {n:,} eligible customers the smallest effect you can detect in {s.weeks} weeks is "
-                 f"{_pct(mde)}, above the target {_pct(s.mde)}. " + " ".join(a["message"] for a in out))
+    if not math.isfinite(out[0]["mde_rel"] or math.inf):
+        out[0]["message"] = f"Even {CURVE_WEEKS[-1]} weeks cannot detect {_pct(s.mde)} with {n:,} customers."
+    units = _units_needed(model, n, s)
+    out.append({"kind": "more_units", "units": units, "mde_rel": s.mde if units else None,
+                "message": f"About {units:,} eligible customers ({units / n:.1f}× the scope: more stores or regions, "
+                           f"or more customer groups) detect {_pct(s.mde)} in {s.weeks} weeks." if units else
+                f"No number of customers detects {_pct(s.mde)} in {s.weeks} weeks: the baseline "
+                f"{model.at(s.weeks)[0]:.1%} leaves no room for it."})
+    if math.isfinite(mde):
+        out.append({"kind": "larger_mde", "mde_rel": _finite(mde),
+                    "message": f"Or accept a larger MDE: {_pct(mde)} in {s.weeks} weeks."})
+    share = model.at(s.weeks)[0]
+    seen = (f"the smallest effect you can detect in {s.weeks} weeks is {_pct(mde)}, above the target {_pct(s.mde)}"
+            if math.isfinite(mde) else f"no effect on {s.primary_metric} is detectable in {s.weeks} weeks" + (
+                f": its baseline is {share:.1%} already, so it can rise by at most {(1 - share) / share:.1%}"
+                if model.kind == "proportion" else ""))
+    return out, f"With {n:,} eligible customers {seen}. " + " ".join(a["message"] for a in out)
 
 
-def store_plan(session: Session, s: PlanSettings, c: plan_history.Cohort, model: CustomerModel,
+def _units_needed(model: UnitModel, n: int, s: PlanSettings, most: float = 1e9) -> int | None:
+    """The fewest eligible customers whose MDE over the planned weeks is the target (None: none up to `most`)."""
+    def short(units: float) -> bool:
+        return _mde(model, s.weeks, units, s) > s.mde
+    low, high = float(n), 2.0 * n
+    while short(high):
+        low, high = high, high * 2
+        if high > most:
+            return None
+    while high - low > max(1.0, low * 1e-4):
+        mid = (low + high) / 2
+        low, high = (mid, high) if short(mid) else (low, mid)
+    return math.ceil(high)
+
+
+def store_plan(session: Session, s: PlanSettings, c: plan_history.Cohort, model: UnitModel,
                customer: dict[str, Any]) -> dict[str, Any]:
     """The store-level spread, ICC and design effect, the analytic and simulated MDE of the store
     decision test, and the customer-level alternative in the same stores."""
@@ -266,8 +250,8 @@ def store_plan(session: Session, s: PlanSettings, c: plan_history.Cohort, model:
                       "power": _store_power(a, s) if a else None})
     sim = store_power.simulate(short, s.allocation, s.control, s.arm, s.weeks, s.mde, s.power, s.alpha,
                                s.simulations, s.seed) if s.simulations > 0 else None
-    icc = _icc(c)
-    m = len(c.y) / max(len(set(c.store.tolist())), 1)
+    icc = _icc(c, model.y)
+    m = len(c) / max(len(set(c.store.tolist())), 1)
     simulated = None if sim is None else {
         "mde_rel": _finite(sim.mde), "power": sim.power_at_target, "mde_rel_cr2_alone": _finite(sim.mde_cr2),
         "simulations": sim.simulations, "cannot_be_significant": bool(sim.min_p_value > s.alpha),
@@ -312,20 +296,20 @@ def _store_power(a: dict[str, Any], s: PlanSettings) -> float | None:
     return float(stats.nct.sf(stats.t.ppf(1 - s.alpha / 2, df), df, nc))
 
 
-def _icc(c: plan_history.Cohort) -> float:
-    """The intra-store correlation of the customers' metric (one-way ANOVA estimator)."""
+def _icc(c: plan_history.Cohort, y: np.ndarray) -> float:
+    """The intra-store correlation of the customers' metric `y` (one-way ANOVA estimator)."""
     stores, inverse, counts = np.unique(c.store, return_inverse=True, return_counts=True)
-    k, n = len(stores), len(c.y)
+    k, n = len(stores), len(y)
     if k < 2 or n <= k:
         return math.nan
-    means = np.bincount(inverse, weights=c.y) / counts
-    between = float((counts * (means - c.y.mean()) ** 2).sum()) / (k - 1)
-    within = float(((c.y - means[inverse]) ** 2).sum()) / (n - k)
+    means = np.bincount(inverse, weights=y) / counts
+    between = float((counts * (means - y.mean()) ** 2).sum()) / (k - 1)
+    within = float(((y - means[inverse]) ** 2).sum()) / (n - k)
     m0 = (n - (counts**2).sum() / n) / (k - 1)
     return max((between - within) / (between + (m0 - 1) * within), 0.0)
 
 
-def store_alternatives(s: PlanSettings, mde: float, analytic: dict[str, Any], sim, model: CustomerModel,
+def store_alternatives(s: PlanSettings, mde: float, analytic: dict[str, Any], sim, model: UnitModel,
                        c: plan_history.Cohort, customer: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     """More weeks, more stores, customer randomisation in the same stores, a larger MDE — in plain words."""
     n_stores = len(s.stores)
@@ -339,19 +323,29 @@ def store_alternatives(s: PlanSettings, mde: float, analytic: dict[str, Any], si
     needed = store_power.stores_needed(base, n_stores, s.mde, s.alpha)
     if needed:
         out.append({"kind": "more_stores", "stores": needed, "mde_rel": s.mde,
-                    "message": f"About {needed} stores in matched pairs detect {_pct(s.mde)}."})
+                    "message": f"About {needed:,} stores in matched pairs detect {_pct(s.mde)} (the scope has "
+                               f"{n_stores})."})
     customers = c.eligible_now
     per_customer = [k for k in s.allocation if k != s.control and s.mechanics.get(k) in STORE_WIDE_MECHANICS]
     if not per_customer:
         fit = next((p for p in customer["power_curve"] if p["mde_rel"] is not None and p["mde_rel"] <= s.mde), None)
         d = fit["weeks"] if fit else s.weeks
-        cm = model.mde(d, customers, s)
+        cm = _mde(model, d, customers, s)
         out.append({"kind": "customer_randomisation", "weeks": d, "mde_rel": _finite(cm), "units": customers,
                     "message": f"Randomising customers within the same stores detects {_pct(cm)} in {d} weeks."})
     out.append({"kind": "larger_mde", "mde_rel": _finite(mde),
                 "message": f"Or accept a larger MDE: {_pct(mde)} in {s.weeks} weeks." if math.isfinite(mde) else
                 "No MDE is detectable with this design: add stores."})
     return out, f"{seen}. " + " ".join(a["message"] for a in out)
+
+
+DURATIONS = {
+    "mean": "Durations other than the window: a unit's rate persists (variance ∝ weeks²), purchases are Poisson "
+            "noise around it (∝ weeks); seasonality is not modelled.",
+    "ratio": "Durations other than the window: the ratio's per-unit spread has a persistent part and a purchase-noise "
+             "part that shrinks ∝ 1/weeks; seasonality is not modelled.",
+    "proportion": "Durations other than the window: visits are Poisson around gamma-distributed rates (the negative "
+                  "binomial fitted to the window), the share scaled to the window's; seasonality is not modelled."}
 
 
 def assumptions(s: PlanSettings, c: plan_history.Cohort) -> list[str]:
@@ -362,8 +356,7 @@ def assumptions(s: PlanSettings, c: plan_history.Cohort) -> list[str]:
            f"{c.new_per_week:,.1f} new ones a week are not counted (they have a shorter exposure).",
            f"Planned for {s.arm} against {s.control} at α = {s.alpha:g} (two-sided) and power {s.power:g}, "
            "without multiplicity adjustment for other arms or guardrails.",
-           "Durations other than the window: a unit's rate persists (variance ∝ weeks²), purchases are "
-           "Poisson noise around it (∝ weeks); seasonality is not modelled."]
+           DURATIONS[CATALOGUE[s.primary_metric].kind]]
     if c.first_transaction is not None and c.first_transaction > c.pre_start:
         out.append(f"The history starts {c.first_transaction:%Y-%m-%d}, inside the pre-period: the covariate "
                    "is partial and CUPED's reduction understated.")
@@ -425,6 +418,7 @@ def plan_pilot(session: Session, pilot: Pilot, options: dict[str, Any]) -> dict[
         raise Invalid(f"Pilot {pilot.key!r} has no stage {options.get('stage')}.",
                       details={"fields": {"stage": ["No such stage."]}})
     design = {"primary_metric": pilot.primary_metric, "alpha": pilot.alpha, "power": pilot.power, "mde": pilot.mde}
-    out = plan(session, settings_for(session, pilot.programme, pilot.unit, design, stage,
-                                     stage.started_at or pilot.started_at, options))
+    # a stage still to come is planned from its planned start (else now), not from the pilot's start
+    begun = stage.started_at or (pilot.started_at if stage.position <= (pilot.current_stage or 0) else None)
+    out = plan(session, settings_for(session, pilot.programme, pilot.unit, design, stage, begun, options))
     return {"pilot": pilot.key, "stage": stage.position, **out}

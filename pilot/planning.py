@@ -14,9 +14,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from experiments.power import mde_means, mde_proportion, sample_size_means, sample_size_proportions
-from pilot.aggregation import METRIC_SOURCES, product_sum
+from pilot.aggregation import product_sum
 from pilot.analysis_config import AnalysisConfig
-from pilot.metrics import CATALOGUE
 
 Plan = tuple[float, float, float | None]  # (baseline, MDE now in absolute terms, units needed in total)
 LATER = (1.5, 2.0, 3.0)  # later dates, as multiples of the days run so far, the detectable effect is estimated at
@@ -43,7 +42,7 @@ def power_table(config: AnalysisConfig, totals: dict[str, dict[str, float]], dai
     comparison): the test that will be run, not the unadjusted one. With a `pool`, the units still
     needed never exceed the eligible customers left to assign."""
     out = {}
-    kind = CATALOGUE[config.primary_metric].kind
+    kind = config.info(config.primary_metric).test  # (a defined metric's too)
     c = totals[config.control]
     n_c = c.get("n", 0)
     target = config.mde
@@ -115,7 +114,7 @@ def _persistent_share(c: dict[str, float]) -> float:
 
 
 def _proportion_plan(config: AnalysisConfig, c: dict[str, float], n_c: float, n_t: float) -> Plan:
-    p = c.get(METRIC_SOURCES[config.primary_metric][0], 0.0) / n_c
+    p = c.get(config.info(config.primary_metric).value, 0.0) / n_c
     if not 0 < p < 1:
         return p, math.inf, None
     need = sample_size_proportions(p, min(p * (1 + config.mde), 0.999), config.power, config.alpha, n_t / n_c).n_total
@@ -125,7 +124,8 @@ def _proportion_plan(config: AnalysisConfig, c: dict[str, float], n_c: float, n_
 def _mean_plan(config: AnalysisConfig, c: dict[str, float], n_c: float, n_t: float,
                reduction: float | None) -> Plan:
     """Means, and ratios planned on spend per unit."""
-    value = METRIC_SOURCES[config.primary_metric][0] if CATALOGUE[config.primary_metric].kind == "mean" else "spend"
+    info = config.info(config.primary_metric)
+    value = info.value if info.test == "mean" or info.defined else "spend"
     mean = c.get(value, 0.0) / n_c
     sd = math.sqrt(max(product_sum(c, value, value) / n_c - mean**2, 0) * n_c / (n_c - 1))
     if reduction is not None and 0 < reduction < 1:

@@ -4,7 +4,7 @@
 rule by rule: investigate (pause) when the data cannot be trusted — a sample-ratio mismatch or
 data-quality problems; stop (roll back) when every treatment arm is dropped (a guardrail harmed, or
 clearly worse); otherwise the best arm that is not dropped is judged: adjust when one change would
-help — narrow the programme to the customer groups it works for, make a fading reward dynamic,
+help — make a fading reward dynamic, narrow the programme to the customer groups it works for,
 reprice an uplift that does not pay; stop when its effect is clearly below the MDE; advance when the
 gate is met; extend otherwise, saying for how long. Dropped arms ride along: an advance takes them
 out of the next stage (`drop_arms`), a stage that goes on drops them now (`drop_arm`).
@@ -15,8 +15,6 @@ import math
 from typing import Any
 
 from pilot.analysis_config import HETEROGENEITY_ALPHA, SRM_ALPHA, AnalysisConfig, Gate
-from pilot.effects import good
-from pilot.metrics import CATALOGUE
 from pilot.store_decision import design_limit
 from pilot.verdicts import DROPPED, arm_verdicts, best_arm, treatments
 from pilot.verdicts import primary as _primary
@@ -115,7 +113,8 @@ def _narrow_groups(config: AnalysisConfig, results: Row, best: str) -> Finding |
     metric, alpha = config.primary_metric, config.alpha
     groups = [g for g in results["groups"] if g["arm"] == best and g["n_control"] and g["n_treatment"]]
     het = results["heterogeneity"].get(best, {})
-    works = [g for g in groups if g.get("p_bh") is not None and g["p_bh"] < alpha and good(metric, g["effect_abs"]) > 0]
+    works = [g for g in groups
+             if g.get("p_bh") is not None and g["p_bh"] < alpha and config.good(metric, g["effect_abs"]) > 0]
     fails = [g for g in groups if g not in works]
     if not (het.get("p_value") is not None and het["p_value"] < HETEROGENEITY_ALPHA and works and fails):
         return None
@@ -130,10 +129,16 @@ def _narrow_groups(config: AnalysisConfig, results: Row, best: str) -> Finding |
 
 
 def _make_dynamic(config: AnalysisConfig, results: Row, best: str) -> Finding | None:
-    """The best arm helps, but its effect shrinks week by week (a novelty effect)."""
+    """The best arm helped at first, but its effect shrinks week by week (a novelty effect): fading, and
+    its first week's effect the good way (the stage's primary effect when there is no weekly table) —
+    not the stage's average, which a novelty that wore off can leave below zero by chance."""
     trend = results["trend"].get(best, {})
+    first = next((r for r in results.get("weeks", []) if r["arm"] == best and r.get("week") == 1
+                  and r.get("effect_abs") is not None), None)
     primary = _primary(results, best)
-    if not (trend.get("fading") and primary is not None and good(config.primary_metric, primary["effect_abs"]) > 0):
+    helped = (trend.get("direction", 1.0) * first["effect_abs"] > 0 if first is not None else
+              primary is not None and config.good(config.primary_metric, primary["effect_abs"]) > 0)
+    if not (trend.get("fading") and helped):
         return None
     return ({"code": "effect_fading", "arm": best, "slope_per_week": trend["slope"], "p_value": trend["p_value"],
              "message": f"The effect of {best} shrinks by {abs(trend['slope']):.2f} per customer each week "
@@ -147,7 +152,8 @@ def _reprice(config: AnalysisConfig, results: Row, best: str) -> Finding | None:
     metric = config.primary_metric
     primary = _primary(results, best)
     econ = results["economics"].get(best, {})
-    if not (primary is not None and _significant(primary, config.alpha) and good(metric, primary["effect_abs"]) > 0
+    if not (primary is not None and _significant(primary, config.alpha)
+            and config.good(metric, primary["effect_abs"]) > 0
             and econ.get("roi") is not None and econ["roi"] < config.gate.min_roi):
         return None
     rate = econ["break_even_discount_rate"]
@@ -159,8 +165,10 @@ def _reprice(config: AnalysisConfig, results: Row, best: str) -> Finding | None:
             {"type": "reprice", "arm": best, "break_even_discount_rate": rate})
 
 
-ADJUSTMENTS = (_narrow_groups, _make_dynamic, _reprice)  # the first that applies is the advice (dropping an arm
-# is a verdict: pilot.verdicts)
+# the first that applies is the advice (dropping an arm is a verdict: pilot.verdicts). A fading effect comes
+# before narrowing: the groups' effects are stage averages of an effect that wears off in every group, so
+# the reward's dynamics are the first fix (docs/store_pilots.md, "Novelty that is caught")
+ADJUSTMENTS = (_make_dynamic, _narrow_groups, _reprice)
 
 
 def _pct(value: float | None) -> str:
@@ -176,11 +184,12 @@ def _verdict(config: AnalysisConfig, results: Row, best: str | None) -> Row:
     primary = _primary(results, best) if best else None
     enough_time, enough_units = days >= gate.min_days, n_min >= gate.min_units_per_arm
     if primary is not None and primary["ci_rel_high"] is not None and enough_time and enough_units \
-            and good(metric, primary["ci_rel_high"] if CATALOGUE[metric].good_direction == "up"
+            and config.good(metric, primary["ci_rel_high"] if config.info(metric).good_direction == "up"
                      else primary["ci_rel_low"]) < config.mde \
             and not _significant(primary, alpha):
         return _plain("stop", best, [_below_mde_reason(config, best, primary)], {"type": "rollback"})
-    significant = primary is not None and _significant(primary, alpha) and good(metric, primary["effect_abs"]) > 0
+    significant = (primary is not None and _significant(primary, alpha)
+                   and config.good(metric, primary["effect_abs"]) > 0)
     econ = results["economics"].get(best, {}) if best else {}
     roi = econ.get("roi")
     gate_checks = {"min_days": enough_time, "min_units_per_arm": enough_units,

@@ -1,17 +1,31 @@
 """What a report shows beside its run's own results: the stage's looks so far, how fresh the data
-was, and every stage of the pilot side by side with what changed between them."""
+was, every stage of the pilot side by side with what changed between them, and the primary effect
+pooled across the stages.
+
+Pooling: each stage's latest analysis compares its own customers (a customer belongs to the stage it
+was assigned in, so the stages' samples are disjoint and independent); the stages' effects are
+combined stratified by stage, weighted by their customers (experiments.stratified.post_stratified),
+never by pooling raw arms whose weights, scope and groups differ between stages. Cochran's Q says
+whether the stages' effects differ. Store pilots are not pooled: a store can serve in several stages.
+"""
 from __future__ import annotations
 
+import math
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from experiments.heterogeneity import cochran_q
+from experiments.results import EffectResult, InferenceConfig
+from experiments.stratified import post_stratified
 from pilot.models import AnalysisRun, Assignment, Enrolment, Pilot, Stage, Transaction
+from pilot.result_rows import clean
 
-PRIMARY_KEYS = ("arm", "metric", "method", "n_control", "n_treatment", "effect_rel", "ci_rel_low", "ci_rel_high",
-                "p_value", "seq_ci_rel_low", "seq_ci_rel_high")
+EFFECT_FIELDS = tuple(f.name for f in fields(EffectResult))
+PRIMARY_KEYS = ("arm", "metric", *EFFECT_FIELDS, "seq_ci_rel_low", "seq_ci_rel_high")
 
 
 def stage_runs(session: Session, run: AnalysisRun) -> list[AnalysisRun]:
@@ -97,3 +111,29 @@ def stages(session: Session, pilot: Pilot) -> list[dict[str, Any]]:
                                                      "days": run.results.get("days"), "primary": primary_rows(run)}})
         before = scope
     return out
+
+
+def _stored_effect(row: dict[str, Any]) -> EffectResult:
+    """A stored effect row as the result it was (JSON's nulls back to NaN)."""
+    keep = ("method", "n_control", "n_treatment", "df", "message")
+    return EffectResult(**{k: row.get(k) if k in keep or row.get(k) is not None else math.nan for k in EFFECT_FIELDS})
+
+
+def across_stages(stages: list[dict[str, Any]], unit: str, alpha: float) -> dict[str, Any]:
+    """Each treatment arm's primary effect pooled over the stages whose latest analysis has it (two or
+    more), stratified by stage and weighted by the stages' customers, with Cochran's Q across them."""
+    if unit == "store":
+        return {"arms": [], "reason": "store pilots are not pooled across stages: a store can serve in several "
+                                      "stages, so the stages' samples are not independent"}
+    out = []
+    rows = [(s["position"], r) for s in stages if s["run"] for r in s["run"]["primary"]]
+    for arm in dict.fromkeys(r["arm"] for _, r in rows):
+        mine = [(p, r) for p, r in rows if r["arm"] == arm and r.get("se") and r.get("effect_abs") is not None]
+        if len(mine) < 2 or len({r["metric"] for _, r in mine}) != 1:
+            continue
+        effect = post_stratified([_stored_effect(r) for _, r in mine], InferenceConfig(alpha))
+        q = cochran_q([r["effect_abs"] for _, r in mine], [r["se"] for _, r in mine])
+        out.append(clean({"arm": arm, "metric": mine[0][1]["metric"], "stages": [p for p, _ in mine],
+                          **{k: getattr(effect, k) for k in EFFECT_FIELDS}, "q": q.q, "q_df": q.df,
+                          "q_p_value": q.p_value, "i_squared": q.i_squared}))
+    return {"arms": out, "reason": None if out else "fewer than two stages have an analysis of the primary metric"}

@@ -12,7 +12,7 @@ from pilot import governance
 from pilot.audit import record
 from pilot.db import found, utcnow
 from pilot.errors import Conflict, Invalid, NotFound, PilotError
-from pilot.metrics import CATALOGUE
+from pilot.metric_definitions import is_metric_key
 from pilot.models import CustomerGroup, Enrolment, Pilot, Programme, Region, Stage, Store
 from pilot.models.pilots import LIVE_STATES
 from pilot.store_randomisation import matched_arms, pre_period_values
@@ -62,11 +62,11 @@ def _unprocessable(message: str, field: str) -> PilotError:
     return Invalid(message, details={"fields": {field: [message]}})
 
 
-def _check_metrics(data: dict[str, Any]) -> None:
-    if "primary_metric" in data and data["primary_metric"] not in CATALOGUE:
+def _check_metrics(data: dict[str, Any], session: Session) -> None:
+    if "primary_metric" in data and not is_metric_key(session, data["primary_metric"]):
         raise _unprocessable(f"Unknown metric {data['primary_metric']!r}; see /api/v1/metrics.", "primary_metric")
     for g in data.get("guardrails", []):
-        if g["metric"] not in CATALOGUE:
+        if not is_metric_key(session, g["metric"]):
             raise _unprocessable(f"Unknown guardrail metric {g['metric']!r}; see /api/v1/metrics.", "guardrails")
 
 
@@ -152,7 +152,7 @@ def create_pilot(session: Session, actor: str, programme: Programme, data: dict[
     synthetic retailers that move the start back themselves)."""
     if session.scalar(select(Pilot.id).where(Pilot.key == data["key"])):
         raise Conflict(f"Pilot {data['key']!r} exists already.")
-    _check_metrics(data)
+    _check_metrics(data, session)
     governance.check_settings(session, None, data)
     unit = data.get("unit") or "customer"
     stages = [checked_stage(session, programme, s, i, unit) for i, s in enumerate(data.pop("stages"), start=1)]
@@ -175,7 +175,7 @@ def update_pilot(session: Session, actor: str, pilot: Pilot, data: dict[str, Any
                                 "(it would move assigned units).", code="locked_when_live")
     governance.refuse_plan_change(pilot, data)
     governance.check_settings(session, pilot, data)
-    _check_metrics(data)
+    _check_metrics(data, session)
     before = pilot_dict(pilot)
     if data.get("unit") and data["unit"] != pilot.unit:  # (a draft) its gates count the new unit
         for stage in pilot.stages:

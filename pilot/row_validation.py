@@ -32,12 +32,13 @@ def finite_json(value: Any) -> None:
 
 
 def csv_rows(stream: IO[bytes], required: Iterable[str], known: Iterable[str],
-             extra_into: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Stream a CSV (UTF-8, BOM allowed) as (row number, record); empty cells are missing. Lines and the
-    header are bounded by the app's settings (module docstring)."""
+             extra_into: str | None = None, extra_prefix: str = "") -> Iterator[tuple[int, dict[str, Any]]]:
+    """Stream a CSV (UTF-8, BOM allowed) as (row number, record); empty cells are missing. With
+    `extra_into`, the other columns (those named `extra_prefix<name>`, any other column refused) go into
+    that field as {name: text}. Lines and the header are bounded by the app's settings (module docstring)."""
     config = current_app.config
     reader = csv.reader(_lines(stream, config["MAX_LINE_BYTES"]))
-    return _records(reader, required, known, extra_into, config["MAX_CSV_COLUMNS"])
+    return _records(reader, required, known, extra_into, config["MAX_CSV_COLUMNS"], extra_prefix)
 
 
 def _lines(stream: IO[bytes], limit: int) -> Iterator[str]:
@@ -67,12 +68,13 @@ def _too_long(before: int, lines: list[bytes], limit: int) -> PilotError:
 
 
 def _records(reader: Iterator[list[str]], required: Iterable[str], known: Iterable[str],
-             extra_into: str | None, max_columns: int) -> Iterator[tuple[int, dict[str, Any]]]:
+             extra_into: str | None, max_columns: int, extra_prefix: str = ""
+             ) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
         header = [h.strip() for h in next(_decoded(reader))]
     except StopIteration:
         raise Invalid("The CSV file is empty.", details={"columns": {}}) from None
-    _check_header(header, set(required), set(known), extra_into, max_columns)
+    _check_header(header, set(required), set(known), extra_into, max_columns, extra_prefix)
     known = set(known)
     width = len(header)
     if extra_into is None:  # every column is known: the fast path (parsers strip their values)
@@ -92,7 +94,10 @@ def _records(reader: Iterator[list[str]], required: Iterable[str], known: Iterab
         for name, cell in zip(header, cells):
             if cell.strip() == "":
                 continue
-            (record if name in known else extra)[name] = cell.strip()
+            if name in known:
+                record[name] = cell.strip()
+            else:
+                extra[name[len(extra_prefix):]] = cell.strip()
         if len(cells) != len(header):
             record["__width__"] = len(cells)
         if extra_into and extra:
@@ -114,13 +119,14 @@ def _decoded(reader: Iterator[list[str]]) -> Iterator[list[str]]:
 
 
 def _check_header(header: list[str], required: set[str], known: set[str], extra_into: str | None,
-                  max_columns: int) -> None:
+                  max_columns: int, extra_prefix: str = "") -> None:
     if len(header) > max_columns:
         raise Invalid(f"The CSV header has {len(header)} columns; PILOT_MAX_CSV_COLUMNS allows {max_columns}.",
                        details={"limit_columns": max_columns, "header_columns": len(header)})
     counts = Counter(header)  # one pass: header.count() per column was quadratic
     missing = sorted(required - counts.keys())
-    unknown = [] if extra_into else sorted(counts.keys() - known)
+    unknown = sorted(h for h in counts.keys() - known if not extra_into or not h.startswith(extra_prefix)
+                     or bool(extra_prefix) and h == extra_prefix)
     dupes = sorted(h for h, n in counts.items() if n > 1)
     if missing or unknown or dupes:
         parts = [f"missing column(s) {', '.join(missing)}" if missing else "",

@@ -140,7 +140,7 @@ def analyse_running(session: Session) -> dict[str, Any]:
         done[pilot.key] = {"run": run.id, "decision": run.decision}
         harmed = [r for r in run.results.get("metrics", []) if r.get("harmed_sequential")]
         if harmed:
-            reason = "; ".join(f"guardrail {r['metric']} harmed in {r['arm']} (sequential CI "
+            reason = "; ".join(f"guardrail {r.get('label') or r['metric']} harmed in {r['arm']} (sequential CI "
                                f"{r['seq_ci_rel_low']:+.1%} to {r['seq_ci_rel_high']:+.1%}, tolerated "
                                f"{r['max_harm']:.1%})" for r in harmed)
             arms = sorted({r["arm"] for r in harmed})

@@ -23,11 +23,11 @@ def design_limit(config: AnalysisConfig, results: Row, best: str | None) -> tupl
     if row is None or not row.get("cannot_be_significant"):
         return None
     stores = (row.get("n_control") or 0) + (row.get("n_treatment") or 0)
-    family = 1 + len(config.guardrails)
+    family = len(config.treatments)  # Holm over the arms' primaries (guardrails are not in it: store_results)
     needed = stores_for_min_p(config.alpha, family)
     more = max(needed - stores, 1)
     floor = row.get("min_p_holm") or row["min_p_value"]
-    holm = (f" (Holm over the primary and {family - 1} guardrail(s): at least {floor:.3g})"
+    holm = (f" (Holm over the {family} arms' primaries: at least {floor:.3g})"
             if floor != row["min_p_value"] else "")
     return ({"code": "cannot_be_significant", "arm": best, "metric": row["metric"],
              "min_p_value": row["min_p_value"], "min_p_holm": floor, "alpha": config.alpha, "stores": stores,

@@ -66,9 +66,13 @@ def store_results(config: AnalysisConfig, cube: Cube, days: float) -> dict[str, 
             for method in (difference_in_differences, ancova):
                 effect = method(_stat(y[t == 0], x[t == 0]), _stat(y[t == 1], x[t == 1]), config.inference)
                 rows.append(effect_row(effect, **labels, **sequential_columns(effect, config.alpha, tuning)))
-    family = [r for r in decisions if r["role"] in ("primary", "guardrail")]
+    # Holm over the arms' primaries only: a guardrail is a one-sided harm check that can only block an
+    # advance, not a second way to advance, so it does not split α with the primary (docs/store_pilots.md)
+    family = [r for r in decisions if r["role"] == "primary"]
     adjust_p_values(family, "p_holm", missing=1.0)
     _design_floor(family, config.alpha)
+    for guard in (r for r in decisions if r["role"] == "guardrail"):
+        _design_floor([guard], config.alpha)  # judged on its own p (pilot.effects._harm)
     for arm, row in power.items():
         primary = next((r for r in family if r["arm"] == arm and r["role"] == "primary"), None)
         if primary is not None and row.get("units_needed") is not None:

@@ -26,7 +26,9 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from pilot import plan_history, rollout, store_power
-from pilot.errors import Invalid
+from pilot.errors import Conflict, Invalid, NotFound
+from pilot.models import Pilot, Stage
+from pilot.models.pilots import LIVE_STATES
 from pilot.planner import PlanSettings, settings_for
 from pilot.programmes import get_programme
 from pilot.result_rows import clean
@@ -239,12 +241,39 @@ def _random_designs(history: StoreHistory, s: PlanSettings, n: int, must: list[i
             "balance_best": float(np.min(balances)), "mde_rel_analytic_median": float(np.median(mdes))}
 
 
+def design_stage(pilot: Pilot, position: int | None = None) -> Stage:
+    """The stage a proposed design is for: a draft's first (or `position`), a live pilot's next one, not yet
+    started — never the running stage, whose scope holds the assigned units (else a 409 with the reason)."""
+    if pilot.state in LIVE_STATES:
+        current = pilot.current_stage or 0
+        if position is not None and position <= current:
+            raise Conflict(f"Stage {position} of pilot {pilot.key!r} has started: its scope never changes. A design "
+                           "applies to a stage that has not started.", code="running_stage_scope")
+        nxt = next((st for st in sorted(pilot.stages, key=lambda st: st.position)
+                    if st.position > current and st.started_at is None and position in (None, st.position)), None)
+        if nxt is None:
+            raise Conflict(f"Pilot {pilot.key!r} is {pilot.state} in stage {current} and has no later stage: a design "
+                           "applies to the next stage's scope, never the running one's. Add a stage first.",
+                           code="no_next_stage")
+        return nxt
+    stage = pilot.stage(position or 1)
+    if stage is None:
+        raise NotFound(f"Pilot {pilot.key!r} has no stage {position}.")
+    return stage
+
+
+def apply_design(session: Session, actor: str, pilot: Pilot, codes: list[str], position: int | None = None) -> Stage:
+    """Set the scope of the design's stage (design_stage) to the stores `codes` (audited by pilot.rollout)."""
+    stage = design_stage(pilot, position)
+    return rollout.update_stage(session, actor, pilot, stage.position, {"store_codes": codes, "region_codes": []})
+
+
 def propose_pilot(session: Session, pilot, size: int | None, max_share: float | None,
                   options: dict[str, Any]) -> dict[str, Any]:
-    """The ranked designs for a saved store pilot's stage (its current one, a draft's first)."""
-    stage = pilot.stage(options.get("stage") or pilot.current_stage or 1)
+    """The ranked designs for a saved store pilot's design stage (a draft's first, a live pilot's next)."""
+    stage = design_stage(pilot, options.get("stage"))
     design = {"primary_metric": pilot.primary_metric, "alpha": pilot.alpha, "power": pilot.power, "mde": pilot.mde}
-    settings = settings_for(session, pilot.programme, "store", design, stage, stage.started_at or pilot.started_at,
+    settings = settings_for(session, pilot.programme, "store", design, stage, stage.started_at,  # (a stage to come)
                             {**options, "simulations": SELECTION_SIMULATIONS})
     return propose(session, settings, options.get("include") or [], options.get("exclude") or [], size, max_share,
                    options.get("designs") or 5)

@@ -28,12 +28,16 @@ class Drawn:
     occurred_at: np.ndarray  # seconds before `end`
     amount: np.ndarray
     end: datetime
+    items: np.ndarray | None = None  # None: one item a basket
+    discount_cost: np.ndarray | None = None  # None: not sent
 
 
 def draw(customers: np.ndarray, homes: np.ndarray, stores: np.ndarray, weeks: int, end: datetime,
          rng: np.random.Generator, visits: float = 1.0, basket: float = 30.0, store_walk: float = 0.03,
-         store_noise: float = 0.04) -> Drawn:
-    """`weeks` of purchases before `end` by `customers` (ids) at their home stores `homes` (ids among `stores`)."""
+         store_noise: float = 0.04, items: bool = False, discount: float = 0.0) -> Drawn:
+    """`weeks` of purchases before `end` by `customers` (ids) at their home stores `homes` (ids among `stores`);
+    `items`: baskets of 1 + Poisson(amount / 10) items (else one); `discount`: half the baskets carry a
+    discount cost of that rate of their amount (drawn after the rest, so the other draws stay as they were)."""
     n, k = len(customers), len(stores)
     at = {int(s): i for i, s in enumerate(stores)}
     home = np.array([at[int(h)] for h in homes])
@@ -47,7 +51,9 @@ def draw(customers: np.ndarray, homes: np.ndarray, stores: np.ndarray, weeks: in
     who, week = np.repeat(who, reps), np.repeat(week, reps)
     seconds_before = (weeks - week) * 7 * 86400 - rng.uniform(0, 7 * 86400 - 1, len(who))
     amount = np.round(mean_basket[who] * np.exp(rng.normal(-0.125, 0.5, len(who))), 2)
-    return Drawn(customers[who], stores[home[who]], seconds_before, amount, end)
+    count = 1 + rng.poisson(amount / 10.0) if items else None
+    cost = np.round(amount * discount * (rng.random(len(amount)) < 0.5), 2) if discount else None
+    return Drawn(customers[who], stores[home[who]], seconds_before, amount, end, count, cost)
 
 
 def insert_history(session: Session, drawn: Drawn, source: str = "synthetic-history", chunk: int = 20_000) -> int:
@@ -61,7 +67,9 @@ def insert_history(session: Session, drawn: Drawn, source: str = "synthetic-hist
         rows = [{"source": source, "event_id": f"h{i}", "customer_id": int(drawn.customer_id[i]),
                  "store_id": int(drawn.store_id[i]),
                  "occurred_at": drawn.end - timedelta(seconds=float(drawn.occurred_at[i])), "type": "sale",
-                 "amount": float(drawn.amount[i]), "items": 1, "channel": "store", "batch_id": batch.id,
+                 "amount": float(drawn.amount[i]), "items": 1 if drawn.items is None else int(drawn.items[i]),
+                 "discount_cost": None if drawn.discount_cost is None else float(drawn.discount_cost[i]),
+                 "channel": "store", "batch_id": batch.id,
                  "batch_row": i + 1, "received_at": now}
                 for i in range(lo, min(lo + chunk, len(drawn.amount)))]
         session.execute(insert(Transaction.__table__), rows)  # Core: no ORM bookkeeping per row

@@ -16,7 +16,7 @@ from typing import Any
 
 from pilot.aggregation import Cube
 from pilot.analysis_config import AnalysisConfig
-from pilot.effects import Comparison, good
+from pilot.effects import Comparison
 from pilot.result_rows import adjust_p_values, clean, effect_row
 
 Row = dict[str, Any]
@@ -51,7 +51,9 @@ def best_arm(config: AnalysisConfig, results: Row, among: list[str] | None = Non
     """The treatment arm (of `among`) that moves the primary metric furthest the good way."""
     def score(arm: str) -> float:
         r = primary(results, arm)
-        return -math.inf if r is None or r["effect_rel"] is None else good(config.primary_metric, r["effect_rel"])
+        if r is None or r["effect_rel"] is None:
+            return -math.inf
+        return config.good(config.primary_metric, r["effect_rel"])
     arms = treatments(results) if among is None else among
     return max(arms, key=score) if arms else None
 
@@ -83,13 +85,13 @@ def _verdict(config: AnalysisConfig, results: Row, arm: str, vs_best: Row | None
         return {"arm": arm, "verdict": "drop_harm", "reasons": [harm_reason(r) for r in harmed]}
     metric, alpha, p = config.primary_metric, config.alpha, primary(results, arm)
     worse = []
-    if p is not None and significant(p, alpha) and good(metric, p["effect_abs"]) < 0:
+    if p is not None and significant(p, alpha) and config.good(metric, p["effect_abs"]) < 0:
         worse.append({"code": "worse_than_control", "arm": arm, "metric": metric, "effect_rel": p["effect_rel"],
                       "ci_rel": [p["ci_rel_low"], p["ci_rel_high"]], "p_holm": p.get("p_holm"),
                       "message": f"{arm} moves {metric} by {_pct(p['effect_rel'])} against control (CI "
                                  f"{_pct(p['ci_rel_low'])} to {_pct(p['ci_rel_high'])}, Holm p = "
                                  f"{_p(p.get('p_holm'))}): drop it."})
-    if vs_best is not None and significant(vs_best, alpha) and good(metric, vs_best["effect_abs"]) < 0:
+    if vs_best is not None and significant(vs_best, alpha) and config.good(metric, vs_best["effect_abs"]) < 0:
         worse.append({"code": "worse_than_best", "arm": arm, "best": vs_best["best"], "metric": metric,
                       "effect_rel": vs_best["effect_rel"], "ci_rel": [vs_best["ci_rel_low"], vs_best["ci_rel_high"]],
                       "p_holm": vs_best["p_holm"],
@@ -98,7 +100,7 @@ def _verdict(config: AnalysisConfig, results: Row, arm: str, vs_best: Row | None
                                  f"{_p(vs_best['p_holm'])}): drop it."})
     if worse:
         return {"arm": arm, "verdict": "drop_worse", "reasons": worse}
-    if p is not None and significant(p, alpha) and good(metric, p["effect_abs"]) > 0:
+    if p is not None and significant(p, alpha) and config.good(metric, p["effect_abs"]) > 0:
         return {"arm": arm, "verdict": "keep", "reasons": [{
             "code": "better_than_control", "arm": arm, "metric": metric, "effect_rel": p["effect_rel"],
             "ci_rel": [p["ci_rel_low"], p["ci_rel_high"]], "p_holm": p.get("p_holm"),

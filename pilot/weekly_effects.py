@@ -30,6 +30,14 @@ def weekly_value(primary: str) -> str:
     return "visits" if METRIC_SOURCES.get(primary, ("spend",))[0] == "visits" else "spend"
 
 
+def week_sums(cube: Cube, arm: str, w: int, period: int | None = None) -> dict[str, float]:
+    """The sums of week w since exposure (0-based) over the arm's units exposed for the whole week,
+    with their count `n` (of one allocation period, or all)."""
+    n = sum(c for (v, f, p), c in cube.full_week_cells.items() if v == arm and f >= w + 1 and period in (None, p))
+    sums = cube.by_week.get((arm, w), {}) if period is None else cube.week_cells.get((arm, w, period), {})
+    return {**sums, "n": float(n)}
+
+
 def weekly_effects(cube: Cube, config: AnalysisConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Each treatment arm's effect per week since exposure (Welch), and the trend of those effects."""
     value = weekly_value(config.primary_metric)
@@ -39,10 +47,8 @@ def weekly_effects(cube: Cube, config: AnalysisConfig) -> tuple[list[dict[str, A
 
     def stat(arm: str, w: int, period: int | None = None) -> SampleMeanStatistic:
         """The arm's units exposed the whole week w (of one allocation period, or all)."""
-        n = sum(c for (v, f, p), c in cube.full_week_cells.items()
-                if v == arm and f >= w + 1 and period in (None, p))
-        s = cube.by_week.get((arm, w), {}) if period is None else cube.week_cells.get((arm, w, period), {})
-        return SampleMeanStatistic(n, s.get(value, 0.0), product_sum(s, value, value))
+        s = week_sums(cube, arm, w, period)
+        return SampleMeanStatistic(int(s["n"]), s.get(value, 0.0), product_sum(s, value, value))
 
     def effect(arm: str, w: int) -> EffectResult:
         """Welch per week; after a weight change, per allocation period and post-stratified."""

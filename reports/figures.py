@@ -38,10 +38,17 @@ def arm_styles(results: dict[str, Any]) -> dict[str, Style]:
 def _figure(key: str, title: str, height: int, data: list[dict[str, Any]], alt: str, caption: str,
             left: int = 150, **layout: Any) -> dict[str, Any]:
     base = {"title": {"text": title, "x": 0, "xref": "container", "font": {"size": 15}}, "font": FONT,
-            "height": height, "margin": {"l": left, "r": 20, "t": 50, "b": 84}, "plot_bgcolor": "#fff",
+            "height": height, "margin": {"l": left, "r": 20, "t": 50 + 20 * title.count("<br>"), "b": 84},
+            "plot_bgcolor": "#fff",
             "paper_bgcolor": "#fff", "scattermode": "group", "scattergap": 0.5,
             "legend": {"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0}}
     return {"key": key, "alt": alt, "caption": caption, "data": data, "layout": {**base, **layout}}
+
+
+def _titled(metric: str, what: str) -> str:
+    """A drill-down figure's title: on two lines when a long metric name would not fit a phone (plotly
+    does not wrap titles)."""
+    return f"{metric} {what}" if len(metric) + len(what) < 32 else f"{metric}<br>{what}"
 
 
 def _axis(title: str | None = None, **more: Any) -> dict[str, Any]:
@@ -193,15 +200,32 @@ def groups(results: dict[str, Any], metric: str | None = None) -> dict[str, Any]
                   if h.get("p_value") is not None)
     alt = "; ".join(f"{r['arm']} {r['group']}: {r['effect_rel']:+.1%} ({_pct(r['ci_rel_low'])} to "
                     f"{_pct(r['ci_rel_high'])})" for r in rows)
-    return _figure("groups", f"{name} by customer group", 190 + 26 * len(rows), data, alt,
+    return _figure("groups", _titled(name, "by customer group"), 190 + 26 * len(rows), data, alt,
                    f"Effect on {name} by customer group ({q or 'no heterogeneity test'}).",
                    xaxis=_axis("relative effect vs control (95% CI)", tickformat="+.0%"),
                    yaxis=_axis(autorange="reversed"), shapes=[_vline()])
 
 
-def weeks(results: dict[str, Any]) -> dict[str, Any]:
-    """Effect by week since exposure (a falling line is a novelty effect)."""
-    rows = [r for r in results.get("weeks", []) if r.get("ci_low") is not None]
+def week_rows(results: dict[str, Any], metric: str | None = None) -> list[dict[str, Any]]:
+    """One metric's effect per week since exposure (`metric_weeks`, default the primary); a run from
+    before every metric had its weeks: the fading test's weekly table (`weeks`), for the primary."""
+    primary = next((r["metric"] for r in results.get("metrics", []) if r.get("role") == "primary"), None)
+    metric = metric or primary
+    rows = [r for r in results.get("metric_weeks", []) if r.get("metric") == metric]
+    return rows or (results.get("weeks", []) if metric == primary and "metric_weeks" not in results else [])
+
+
+def _week_axis(metric: str, kind: str | None) -> str:
+    if kind == "proportion":
+        return f"Δ {metric} (share of customers, in the week)"
+    if kind == "ratio":
+        return f"Δ {metric} (in the week)"
+    return f"Δ {metric.removesuffix('_week').removesuffix('_per_customer')} per customer-week"
+
+
+def weeks(results: dict[str, Any], metric: str | None = None) -> dict[str, Any]:
+    """A metric's effect by week since exposure (default the primary's; a falling line is a novelty effect)."""
+    rows = [r for r in week_rows(results, metric) if r.get("ci_low") is not None]
     styles = arm_styles(results)
     data = []
     for arm in styles:
@@ -211,17 +235,20 @@ def weeks(results: dict[str, Any]) -> dict[str, Any]:
                          "mode": "lines+markers", "name": arm, "line": {"color": styles[arm]["color"]},
                          "marker": _marker(styles[arm]),
                          "error_y": _bars(mine, "effect_abs", "ci_low", "ci_high", styles[arm]["color"])})
-    metric = rows[0]["metric"] if rows else "value_per_customer_week"
+    metric = rows[0]["metric"] if rows else (metric or "value_per_customer_week")
     trend = results.get("trend", {})
+    followed = next((w["metric"] for w in results.get("weeks", [])), None)
     t = ", ".join(f"{a}: slope {v['slope']:+.2f}/week (p = {v['p_value']:.2g})" for a, v in trend.items()
                   if v.get("slope") is not None)
-    alt = "; ".join(f"{r['arm']} week {r['week']}: {r['effect_abs']:+.2f} ({r['ci_low']:+.2f} to {r['ci_high']:+.2f})"
+    t = f"{t} in {followed}" if t and followed and followed != metric else t
+    alt = "; ".join(f"{r['arm']} week {r['week']}: {r['effect_abs']:+.3g} ({r['ci_low']:+.3g} to {r['ci_high']:+.3g})"
                     for r in rows)
-    return _figure("weeks", "Effect by week since exposure", 340, data, alt,
+    kind = rows[0].get("kind") if rows else None
+    return _figure("weeks", _titled(metric, "by week since exposure"), 340, data, alt,
                    f"Absolute effect on {metric} in each week since exposure, 95% CI; trend: "
                    f"{t or 'no trend test'} (a falling line is a novelty effect).", left=80,
-                   xaxis=_axis("week since exposure", dtick=1),
-                   yaxis=_axis(f"Δ {metric.removesuffix('_per_customer_week')} per customer-week"), shapes=[_hline()])
+                   xaxis=_axis("week since exposure", dtick=1), yaxis=_axis(_week_axis(metric, kind)),
+                   shapes=[_hline()])
 
 
 def economics(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -269,8 +296,8 @@ def figures(results: dict[str, Any], history: list[dict[str, Any]] | None = None
         out.append(cumulative(history, arm_styles(results)))
     if metric_rows(results, "groups", metric):
         out.append(groups(results, metric))
-    if results.get("weeks"):
-        out.append(weeks(results))
+    if week_rows(results, metric):
+        out.append(weeks(results, metric))
     out += economics(results)
     balance = store_balance(results)
     if balance:

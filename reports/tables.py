@@ -23,9 +23,9 @@ STORE_COLUMNS = ("arm", "store_id", "spend", "visits", "items", "pre_spend", "pr
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "metrics": ("arm", "metric", "role", "kind", "method", *EFFECT_COLUMNS, "p_holm", "seq_ci_low", "seq_ci_high",
-                "seq_p_value", "variance_reduction", "harmed"),
+                "seq_p_value", "variance_reduction", "harmed", "label"),  # label: a defined metric's 'nps (v2)'
     "groups": ("arm", "group", "metric", "method", *EFFECT_COLUMNS, "p_bh"),
-    "weeks": ("arm", "week", "metric", *EFFECT_COLUMNS),
+    "weeks": ("arm", "week", "metric", *EFFECT_COLUMNS, "method"),
     "economics": ("arm", *ECONOMICS_COLUMNS),
     "power": ("arm", *POWER_COLUMNS),
     "srm": ("variant", "observed", "expected", "p_value", "mismatch"),
@@ -33,6 +33,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "trend": ("arm", "metric", *TREND_COLUMNS),
     "stores": STORE_COLUMNS,
     "verdicts": ("arm", "verdict", "codes", "reasons"),
+    "group_economics": ("arm", "group", "n_control", "n_treatment", "participant_value", "ordinary_value",
+                        "incremental_margin_per_participant", "cost_per_participant", "net_per_participant",
+                        "net_low", "net_high", "out_earns"),
 }
 
 
@@ -51,12 +54,19 @@ def groups(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def weeks(results: dict[str, Any]) -> list[dict[str, Any]]:
-    return [_pick("weeks", r) for r in results.get("weeks", [])]
+    """The fading test's weekly value (`…_per_customer_week`), then every metric's effect per week."""
+    return [_pick("weeks", r) for r in results.get("weeks", []) + results.get("metric_weeks", [])]
 
 
 def economics(results: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"arm": arm, **{k: e.get(k) for k in ECONOMICS_COLUMNS}, **e}
+    return [{"arm": arm, **{k: e.get(k) for k in ECONOMICS_COLUMNS}, **{k: v for k, v in e.items() if k != "groups"}}
             for arm, e in results.get("economics", {}).items()]
+
+
+def group_economics(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per arm and customer group: a participant's value against the same group's ordinary customer."""
+    return [_pick("group_economics", g, arm=arm) for arm, e in results.get("economics", {}).items()
+            for g in e.get("groups", [])]
 
 
 def power(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -97,7 +107,8 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 TABLES: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
     "metrics": metrics, "groups": groups, "weeks": weeks, "economics": economics, "power": power, "srm": srm,
-    "heterogeneity": heterogeneity, "trend": trend, "stores": stores, "verdicts": verdicts}
+    "heterogeneity": heterogeneity, "trend": trend, "stores": stores, "verdicts": verdicts,
+    "group_economics": group_economics}
 
 
 def table(results: dict[str, Any], name: str) -> list[dict[str, Any]]:

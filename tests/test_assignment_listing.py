@@ -25,7 +25,7 @@ def assigned(client, running, auth):
     body = pilot_body("p2", layer="other")
     body["stages"] = [{"name": "r1", "region_codes": ["r1"], "allocation": ALLOCATION}]
     assert client.post("/api/v1/pilots", json=body, headers=running).status_code == 201
-    act(client, running, "p2", "start")
+    act(client, running, "p2", "start", assign=False)  # assigned in the request, below
     assert client.post("/api/v1/pilots/p2/assignments/bulk", headers=running).status_code == 200
     return running
 

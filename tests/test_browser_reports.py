@@ -38,6 +38,7 @@ def report_site(app, backend, tokens):
 def open_report(browser, site, width: int, height: int = 900, query: str = ""):
     """A logged-in analyst's page at `width` px showing the report; every console message is kept."""
     context = browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
+    context.set_default_timeout(120_000)  # plotly.js draws every figure before `load`: slow on a busy machine
     page = context.new_page()
     page.messages = []
     page.on("console", lambda m: page.messages.append(f"{m.type}: {m.text}"))
@@ -54,6 +55,13 @@ def open_report(browser, site, width: int, height: int = 900, query: str = ""):
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def title(page, fig: str) -> str:
+    """A figure's title as read, its lines joined (a long one is drawn on two)."""
+    return page.evaluate("id => { const t = document.querySelector('#' + id + ' .gtitle'); const lines = "
+                         "t.querySelectorAll('tspan.line'); return lines.length ? Array.from(lines).map("
+                         "l => l.textContent).join(' ') : t.textContent; }", fig)
 
 
 def rgb(hex_colour: str) -> str:
@@ -107,6 +115,12 @@ def test_report_figures_and_tables_fit_and_read_right(browser, report_site):
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390
     for fig in phone.locator(".plot").all():
         assert phone.evaluate(TITLE_FITS, fig.get_attribute("id")), fig.get_attribute("id")
+    # the longest metric name's drill-down titles fit a phone too
+    phone = open_report(browser, report_site, 390, 844, "?metric=discount_cost_per_customer")
+    shot(phone, "report-390-drill")
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    for fig in ("fig-groups", "fig-weeks"):
+        assert phone.evaluate(TITLE_FITS, fig), fig
     assert not [m for m in phone.messages if "Invalid color" in m or m.startswith(("error", "pageerror"))]
 
 
@@ -116,8 +130,13 @@ def test_drill_down_picks_a_metric_and_the_report_prints_to_pdf(browser, report_
     page.click("form.pick button")
     page.wait_for_selector("#fig-groups .main-svg")
     assert "metric=visits_per_customer" in page.url
-    assert page.locator("#fig-groups .gtitle").text_content() == "visits_per_customer by customer group"
+    assert title(page, "fig-groups") == "visits_per_customer by customer group"
     assert page.locator("#groups-table tbody tr").count() >= 2 * 4  # two arms × the groups
+    # the weeks follow the chosen metric too: its figure and its table (two arms × the weeks)
+    assert title(page, "fig-weeks") == "visits_per_customer by week since exposure"
+    assert page.locator("#fig-weeks .g-ytitle").text_content() == "Δ visits per customer-week"
+    weeks = page.evaluate("document.getElementById('fig-weeks').data.map(t => t.x.length)")
+    assert len(weeks) == 2 and page.locator("#weeks-table tbody tr").count() == sum(weeks) >= 2 * 3
     shot(page, "report-drill")
     page.emulate_media(media="print")
     shot(page, "report-print")

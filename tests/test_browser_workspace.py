@@ -48,9 +48,9 @@ def site(app, backend, client, auth, tokens):
 class Session:
     """A logged-in page that records console errors and takes screenshots."""
 
-    def __init__(self, browser, site, role: str, width: int = 1366) -> None:
+    def __init__(self, browser, site, role: str, width: int = 1366, **options) -> None:
         self.context = browser.new_context(viewport={"width": width, "height": 900 if width > 500 else 844},
-                                           accept_downloads=True)
+                                           accept_downloads=True, **options)
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("console", lambda msg: self.errors.append(msg.text) if msg.type == "error" else None)
@@ -195,8 +195,16 @@ def test_the_seed_scenario_in_the_browser_only(browser, site):
     s.shot("groups")
 
     start = (date.today() + timedelta(days=1)).isoformat()
+    s.open("/pilots/new")
+    s.shot("pilot-start")
     _pilot_form(s, start)
     s.shot("pilot-draft")
+    s.open("/pilots/seed-pilot/edit")
+    assert s.page.locator("#s-1-name").input_value() == "All regions"
+    s.shot("pilot-edit")
+    s.open("/programmes")
+    s.shot("programmes")
+    s.open("/pilots/seed-pilot")
     s.page.click("button[value=start]")
     _wait_assigned(s, 1)
     with site["app"].app_context():
@@ -248,10 +256,139 @@ def test_the_seed_scenario_in_the_browser_only(browser, site):
     for path, name in (("/programmes/new", "programme-form"), ("/programmes/seed", "programme"),
                        ("/groups", "groups"), ("/groups/young_parents", "group-form"),
                        ("/pilots/new?programme=seed", "pilot-form"), ("/pilots/seed-pilot", "pilot-advanced"),
+                       ("/programmes", "programmes"), ("/pilots/new", "pilot-start"), ("/pilots", "pilots"),
                        ("/pilots/nope", "error-404")):
         phone.open(path)
         phone.page.wait_for_timeout(300)
         phone.shot(f"{name}-phone")
         width = phone.page.evaluate("document.documentElement.scrollWidth")
         assert width <= 400, (path, width)
+    admin_phone = Session(browser, site, "admin", width=390)
+    for path, name in (("/admin/tokens", "tokens"), ("/admin/audit?entity_type=pilot", "audit")):
+        admin_phone.open(path)
+        admin_phone.shot(f"{name}-phone")
+        assert admin_phone.page.evaluate("document.documentElement.scrollWidth") <= 400, path
     print(f"seed scenario in the browser: {elapsed:.1f} s")
+
+
+# the focused element, whether its focus ring shows (an outline, or a box-shadow that is not all zero), and
+# whether the page was scrolled so that it is in view
+FOCUS = """() => { const el = document.activeElement, st = getComputedStyle(el), r = el.getBoundingClientRect();
+  const shadow = st.boxShadow !== 'none' && /[1-9]/.test(st.boxShadow.replace(/rgba?\\([^)]*\\)/g, ''));
+  const outline = st.outlineStyle !== 'none' && parseFloat(st.outlineWidth) > 0;
+  return {id: el.id, tag: el.tagName, ring: shadow || outline, inView: r.bottom > 0 && r.top < innerHeight}; }"""
+
+
+class Keys:
+    """The keyboard only: Tab (or Shift+Tab) to a field, checking its focus shows; type; Space; Enter."""
+
+    def __init__(self, page) -> None:
+        self.page, self.visited = page, 0
+
+    def to(self, selector: str, back: bool = False, limit: int = 400) -> None:
+        for _ in range(limit):
+            self.page.keyboard.press("Shift+Tab" if back else "Tab")
+            self.visited += 1
+            if self.page.evaluate(f"document.activeElement.matches({selector!r})"):
+                focus = self.page.evaluate(FOCUS)
+                assert focus["ring"] and focus["inView"], (selector, focus)
+                return
+        raise AssertionError(f"{selector} cannot be reached with Tab")
+
+    def type(self, selector: str, text: str, back: bool = False) -> None:
+        self.to(selector, back)
+        self.page.keyboard.press("Control+A")
+        self.page.keyboard.type(text)
+
+    def press(self, selector: str, key: str, back: bool = False) -> None:
+        self.to(selector, back)
+        self.page.keyboard.press(key)
+
+
+def _linked(page, field: str) -> str:
+    """The error text of an invalid field, through its aria-describedby (which also keeps its help)."""
+    info = page.evaluate("""id => { const el = document.getElementById(id);
+        const ids = (el.getAttribute('aria-describedby') || '').split(' ').filter(Boolean);
+        return {invalid: el.getAttribute('aria-invalid'), ids: ids,
+                texts: ids.map(i => (document.getElementById(i) || {}).textContent)}; }""", field)
+    assert info["invalid"] == "true" and f"{field}-error" in info["ids"], (field, info)
+    assert all(info["texts"]), info  # every id it names exists
+    return info["texts"][info["ids"].index(f"{field}-error")]
+
+
+def test_the_programme_and_pilot_forms_with_the_keyboard_only(browser, site):
+    s = Session(browser, site, "manager", reduced_motion="reduce")
+    page, keys = s.page, Keys(s.page)
+    s.open("/programmes/new")
+    keys.type("#key", "kbd card")  # a space: refused, next to the field
+    keys.type("#name", "Keyboard card")
+    keys.type("#v-1-key", "card5")
+    keys.type("#v-1-name", "5% card")
+    keys.to("#v-1-mechanic")
+    page.keyboard.type("Fixed")  # a closed select takes the option's first letters
+    assert page.locator("#v-1-fixed_discount-rate").is_visible()
+    keys.type("#v-1-fixed_discount-rate", "5")
+    keys.press("[data-add-variant]", "Enter")
+    assert page.evaluate("document.activeElement.id") == "v-2-key"  # the new variant takes the focus
+    page.keyboard.type("tiers")
+    keys.type("#v-2-name", "Tiers")
+    keys.to("#v-2-mechanic")
+    page.keyboard.type("Tiers")
+    for r, (name, threshold, rate) in enumerate((("silver", "0", "2"), ("gold", "500", "5"))):
+        if r:
+            keys.press(".variant[data-index='2'] [data-mechanic='tiered'] [data-add-row]", "Space")
+            assert page.evaluate("document.activeElement.id") == f"v-2-tiered-tiers-{r}-name"  # the new row's
+            page.keyboard.type(name)
+        else:
+            keys.type(f"#v-2-tiered-tiers-{r}-name", name)
+        keys.type(f"#v-2-tiered-tiers-{r}-threshold", threshold)
+        keys.type(f"#v-2-tiered-tiers-{r}-discount_rate", rate)
+    page.wait_for_function("document.querySelector(\"[data-preview-for='2']\").textContent.includes('gold')")
+    page.keyboard.press("Enter")  # submits the form
+    page.wait_for_selector("#error-summary")
+    assert page.evaluate("document.activeElement.id") == "error-summary"  # read first
+    assert "letters, digits" in _linked(page, "key")
+    assert page.locator("#v-2-tiered-tiers-1-name").input_value() == "gold"  # what was typed stays
+    s.shot("programme-form-keyboard-errors")
+    keys.type("#key", "kbd")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("p.notice")
+    assert "created with 3 variants" in page.locator("p.notice").inner_text()
+
+    s.open("/pilots/new")
+    keys.to("#programme")
+    page.keyboard.type("Keyboard")
+    keys.press("button[type=submit]", "Enter")
+    page.wait_for_selector("#pilot-form")
+    keys.type("#key", "kbd-pilot")
+    keys.type("#name", "Keyboard pilot")
+    keys.type("#alpha", "2")  # refused: α is at most 0.5
+    keys.press("#s-0-region-north", "Space")
+    for variant, weight in (("control", "50"), ("card5", "50")):
+        keys.type(f"#s-0-w-{variant}", weight)
+    keys.press("#s-0-out-tiers", "Space")  # tiers left out of this pilot
+    assert page.locator("#s-0-w-tiers").is_disabled()
+    page.wait_for_function("document.getElementById('s-0-total').textContent.startsWith('100%')")
+    keys.type("#s-0-gate-min_units_per_arm", "50")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#error-summary")
+    assert "0.5" in _linked(page, "alpha")
+    assert page.evaluate("document.getElementById('alpha').getAttribute('aria-describedby')") == \
+        "alpha-help alpha-error"  # the help text stays linked too
+    keys.type("#alpha", "0.05")
+    keys.press("[data-add-stage]", "Enter")
+    assert page.evaluate("document.activeElement.id") == "s-1-name"
+    page.keyboard.type("All regions")
+    for region in REGIONS:
+        keys.press(f"#s-1-region-{region}", "Space")
+    assert page.locator("#s-1-out-tiers").is_checked()  # copied from the stage before
+    keys.to("#pilot-form button[type=submit]")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("p.notice")
+    assert "Draft pilot Keyboard pilot saved" in page.locator("p.notice").inner_text()
+    with site["app"].app_context():
+        pilot = db.session.scalar(select(Pilot).where(Pilot.key == "kbd-pilot"))
+        assert [s.allocation for s in pilot.stages] == [{"control": 0.5, "card5": 0.5}] * 2
+        assert pilot.alpha == 0.05 and pilot.stages[1].region_codes == list(REGIONS)
+    assert [e for e in s.errors if "status of 422" not in e] == []
+    print(f"keyboard: {keys.visited} key presses to move between fields")

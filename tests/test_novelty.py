@@ -83,3 +83,24 @@ def test_a_constant_effect_is_flagged_as_fading_at_most_alpha_of_the_time():
         contrast = welch(mean_stat(d[arm == 0]), mean_stat(d[arm == 1]))
         flagged += fading_contrast(contrast.effect_abs, contrast.se, contrast.df, 1.0).fading
     assert flagged / reps <= 0.05 + 2.5 * np.sqrt(0.05 * 0.95 / reps)
+
+
+def test_a_fading_effect_is_advised_before_narrowing_and_reads_the_first_week_not_the_average():
+    """The decision's branches for a novelty (pilot.recommendation): fading comes before narrowing to
+    groups, and needs the first week's effect the good way, whatever the stage's average says."""
+    from pilot.recommendation import recommend
+    from tests.test_recommendation import CONFIG, FADING, OK, metrics, results, row, tiered
+
+    def week(effect_abs: float) -> dict:
+        return {"arm": "bonus", "week": 1, "metric": "spend_per_customer_week", "effect_abs": effect_abs}
+
+    both = {**tiered(), "trend": FADING, "weeks": [week(3.0)]}  # works in some groups, and fades
+    assert recommend(CONFIG, both, OK)["action"] == {"type": "make_dynamic", "arm": "bonus"}
+    assert recommend(CONFIG, tiered(), OK)["action"]["type"] == "narrow_groups"  # no fading: narrowed
+    # a novelty that wore off: the stage's average is below zero, the first week was up
+    worn = results(trend=FADING, metrics=metrics(row("bonus", -0.01, 0.6), row("gold", -0.02, 0.7)),
+                   weeks=[week(2.5), {**week(-1.0), "week": 2}])
+    assert recommend(CONFIG, worn, OK)["action"] == {"type": "make_dynamic", "arm": "bonus"}
+    # fading towards harm (the first week already down) is not a novelty to keep
+    harm = {**worn, "weeks": [week(-0.5), {**week(-3.0), "week": 2}]}
+    assert recommend(CONFIG, harm, OK)["action"]["type"] != "make_dynamic"

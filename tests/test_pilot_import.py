@@ -102,8 +102,8 @@ def test_a_bad_import_names_every_bad_row_and_stores_nothing(app, client, auth, 
     future = {**doc, "stages": [{**doc["stages"][0], "ended_at": (NOW + timedelta(days=400)).isoformat()}]}
     r = client.post("/api/v1/pilots/import", json=future, headers=m)
     assert r.status_code == 422 and list(r.json["error"]["details"]["fields"]) == ["stages.1"]
-    assert client.post("/api/v1/pilots/import", json={**doc, "unit": "store"}, headers=m).json["error"][
-        "details"]["fields"] == {"unit": ["Must be one of: customer."]}
+    assert client.post("/api/v1/pilots/import", json={**doc, "unit": "shelf"}, headers=m).json["error"][
+        "details"]["fields"] == {"unit": ["Must be one of: customer, store."]}
     assert client.post("/api/v1/pilots/import", json=doc, headers=auth("analyst")).status_code == 403
     # the same document, put right, through the command line
     doc["enrolments"] = doc["enrolments"][:1]

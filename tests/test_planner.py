@@ -29,14 +29,14 @@ END = datetime(2026, 6, 1, tzinfo=UTC)
 WEEKS = 4
 
 
-def _retailer(app, stores: int, customers: int, weeks: int, seed: int, **kw):
-    """A synthetic retailer with `weeks` of numpy-drawn history before END; returns what was drawn."""
+def _retailer(app, stores: int, customers: int, weeks: int, seed: int, end: datetime = END, **kw):
+    """A synthetic retailer with `weeks` of numpy-drawn history before `end`; returns what was drawn."""
     with app.app_context():
         create_retailer(db.session, random.Random(seed), stores, customers)
         create_programme(db.session, CLI.actor, {"key": "loyalty", "name": "Loyalty", "variants": [CONTROL, BONUS]})
         ids = [s.id for s in db.session.query(Store).order_by(Store.id)]
         who, homes = customers_of(db.session, ids)
-        drawn = draw(who, homes, np.array(ids), weeks, END, np.random.default_rng(seed), **kw)
+        drawn = draw(who, homes, np.array(ids), weeks, end, np.random.default_rng(seed), **kw)
         insert_history(db.session, drawn)
         db.session.commit()
     return drawn
@@ -234,7 +234,7 @@ def test_plan_endpoints_customer_and_store_pilots_and_their_errors(app, client, 
     assert {"more_stores", "customer_randomisation"} <= kinds
     assert "Randomising customers within the same stores detects" in store["message"]
     assert client.post("/api/v1/pilots/plan", json=body, headers=auth("store")).status_code == 403
-    for bad, field in (({"mde": -1}, "mde"), ({"primary_metric": "conversion"}, "primary_metric"),
+    for bad, field in (({"mde": -1}, "mde"), ({"primary_metric": "conversion", "unit": "store"}, "primary_metric"),
                        ({"weeks": 0}, "weeks"), ({"stage": 3}, "stage")):
         r = client.post("/api/v1/pilots/plan", json={**body, **bad}, headers=auth("manager"))
         fields = r.get_json()["error"]["details"]["fields"]

@@ -164,10 +164,15 @@ def test_drill_down_shows_any_metric_by_group_and_week(app, client, tokens):
         assert f"{r['p_value']:.2g} {r['p_bh']:.2g}" in groups
     drill = page_text(html[html.index('id="drill"'):])
     assert "Benjamini–Hochberg across the 5 customer groups" in drill
-    assert "Week by week the analysis follows spend_per_customer_week" in drill
-    for w in results["weeks"]:
+    weeks = [w for w in results["metric_weeks"] if w["metric"] == "conversion"]  # (checked in test_report_weeks)
+    assert weeks and "(it follows spend_per_customer_week)" in drill
+    for w in weeks:
         assert f"bonus {w['week']} {w['n_control']} / {w['n_treatment']}" in drill
         assert f"{w['ci_low']:+.3g} to {w['ci_high']:+.3g}" in drill
+    # a run stored before every metric had its weeks: the primary's weekly table, the others none
+    older = {k: v for k, v in results.items() if k != "metric_weeks"}
+    assert reports.drill_down(older, "spend_per_customer")["weeks"][0]["week"] == results["weeks"][0]["week"]
+    assert reports.drill_down(older, "conversion")["weeks"] == []
     figure = html[html.index('id="figures-data"'):]
     assert '"key":"groups"' in figure and "conversion by customer group" in figure
     unknown = client.get(f"/analyses/{run_id}?metric=nonsense").get_data(as_text=True)

@@ -249,3 +249,101 @@ def test_admins_create_and_revoke_tokens_and_read_the_audit_log(client, running,
     assert "No event matches" in client.get("/admin/audit?since=2999-01-01").get_data(as_text=True)
     login(client, tokens["manager"])
     assert client.get("/admin/tokens").status_code == 403 and client.get("/admin/audit").status_code == 403
+
+
+def test_a_draft_loses_a_stage_and_a_variant_in_the_form(client, manager, auth, app):
+    form = _pilot_form(manager)
+    form.update({"s-3-name": "Three", "s-3-region": ["rc"], **{f"s-3-w-{v}": "25" for v in
+                                                              ("control", "discount", "tiers", "bonus")}})
+    assert client.post("/pilots/new", data=form).status_code == 302
+    assert len(client.get("/api/v1/pilots/seed", headers=auth("manager")).json["stages"]) == 3
+    edit = client.get("/pilots/seed/edit").get_data(as_text=True)
+    assert edit.count("data-remove-stage>Remove this stage") == 4  # each stored stage (and the template)
+    form = {k: v for k, v in form.items() if not k.startswith("s-2-")}  # stage 2 removed
+    form.update({"s-0-out-tiers": "on", "s-0-w-tiers": "25", "s-0-w-control": "50"})  # tiers left out of stage 1
+    assert client.post("/pilots/seed/edit", data=form).status_code == 302
+    pilot = client.get("/api/v1/pilots/seed", headers=auth("manager")).json
+    assert [s["name"] for s in pilot["stages"]] == ["Two regions", "Three"]
+    assert pilot["stages"][0]["allocation"] == {"control": 0.5, "discount": 0.25, "bonus": 0.25}
+    assert pilot["stages"][1]["region_codes"] == ["rc"] and len(pilot["stages"][1]["allocation"]) == 4
+    with app.app_context():
+        gone = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "delete",
+                                                           AuditEvent.entity_type == "stage")).all()
+        assert [(e.entity_id, e.before["name"]) for e in gone] == [("seed/3", "Three")]
+    edit = client.get("/pilots/seed/edit").get_data(as_text=True)
+    assert re.search(r'name="s-0-w-tiers" value="0" data-weight disabled>', edit)
+    assert 'name="s-0-out-tiers" data-leave-out checked>' in edit and 'name="s-1-out-tiers" data-leave-out>' in edit
+    # every stage gone: the form says so, nothing changes
+    bare = {k: v for k, v in form.items() if not k.startswith("s-")}
+    r = client.post("/pilots/seed/edit", data=bare)
+    assert r.status_code == 422 and "A pilot needs at least one stage." in r.get_data(as_text=True)
+    assert len(client.get("/api/v1/pilots/seed", headers=auth("manager")).json["stages"]) == 2
+
+
+def test_patch_replaces_a_drafts_stages_and_refuses_a_started_pilots(client, world, auth, app):
+    from tests.factories import ALLOCATION, act, pilot_body
+    assert client.post("/api/v1/pilots", json=pilot_body(), headers=world).status_code == 201
+    first = pilot_body()["stages"][0]
+    three = {"name": "Three", "region_codes": ["rc"], "allocation": {"control": 0.5, "bonus": 0.5}}
+    r = client.patch("/api/v1/pilots/p1", json={"name": "Renamed", "stages": [first, three]}, headers=world)
+    assert r.status_code == 200, r.json
+    assert r.json["name"] == "Renamed" and [s["name"] for s in r.json["stages"]] == ["Two regions", "Three"]
+    assert r.json["stages"][1]["allocation"] == {"control": 0.5, "bonus": 0.5}  # tiers, discount dropped
+    r = client.patch("/api/v1/pilots/p1", json={"stages": [first]}, headers=world)
+    assert [s["position"] for s in r.json["stages"]] == [1]
+    bad = {**three, "region_codes": ["zz"], "allocation": {"control": 0.5, "nope": 0.4}}
+    r = client.patch("/api/v1/pilots/p1", json={"name": "Not saved", "stages": [first, bad]}, headers=world)
+    assert r.status_code == 422
+    assert [e["path"] for e in r.json["error"]["details"]["errors"]] == [
+        "stages[1].allocation", "stages[1].allocation", "stages[1].region_codes"]  # every problem, by path
+    pilot = client.get("/api/v1/pilots/p1", headers=world).json
+    assert pilot["name"] == "Renamed" and len(pilot["stages"]) == 1
+    assert client.patch("/api/v1/pilots/p1", json={"stages": []}, headers=world).status_code == 422
+    r = client.patch("/api/v1/pilots/p1", json={"stages": [first, {**three, "allocation": ALLOCATION}]}, headers=world)
+    assert r.status_code == 200 and len(r.json["stages"]) == 2
+    assert act(client, world, "p1", "start", assign=False).status_code == 200
+    r = client.patch("/api/v1/pilots/p1", json={"stages": [first]}, headers=world)
+    assert r.status_code == 409 and r.json["error"]["code"] == "locked_when_live"
+    assert "the running stage keeps its stores and variants" in r.json["error"]["message"]
+    # the running stage: weights change (logged), variants and scope do not, with the reason
+    r = client.patch("/api/v1/pilots/p1/stages/1", json={"allocation": {"control": 0.4, "discount": 0.2, "tiers": 0.2,
+                                                                        "bonus": 0.2}}, headers=world)
+    assert r.status_code == 200 and r.json["allocation_log"][0]["allocation"] == ALLOCATION
+    r = client.patch("/api/v1/pilots/p1/stages/1", json={"allocation": {"control": 0.5, "bonus": 0.5}}, headers=world)
+    assert r.status_code == 409 and r.json["error"]["code"] == "running_stage_variants"
+    r = client.patch("/api/v1/pilots/p1/stages/1", json={"region_codes": ["ra"]}, headers=world)
+    assert r.status_code == 409 and r.json["error"]["code"] == "running_stage_scope"
+
+
+def _limits(schema) -> dict:
+    """Each field's type, whether required, and its validators' limits (regex, lengths, ranges, choices)."""
+    def of(field):
+        checks = []
+        for v in field.validators:
+            checks.append(tuple(sorted((k, str(getattr(v, k))) for k in ("regex", "min", "max", "choices", "iterable")
+                                       if hasattr(v, k) and not callable(getattr(v, k)))))
+        inner = getattr(field, "inner", None) or getattr(field, "value_field", None)
+        nested = getattr(field, "nested", None) or getattr(inner, "nested", None)
+        return (type(field).__name__, field.required, tuple(checks), of(inner) if inner else None,
+                _limits(nested) if nested else None)
+    return {name: of(field) for name, field in schema().fields.items()}
+
+
+def test_the_forms_validate_with_the_apis_own_fields_and_limits(client, manager):
+    from pilot.api import customer_groups, pilots, programmes, regions
+    from pilot.input_schema import CODE, GROUP_KEY
+    from pilot.setup_schemas import GroupIn, ProgrammeIn
+    assert _limits(ProgrammeIn) == _limits(programmes.ProgrammeIn)
+    assert _limits(GroupIn) == _limits(customer_groups.GroupIn)
+    assert pilots.PilotIn is __import__("pilot.pilot_schemas").pilot_schemas.PilotIn
+    assert regions.CODE.regex.pattern == CODE.regex.pattern and pilots.CODE is CODE
+    assert customer_groups.KEY.regex.pattern == GROUP_KEY.regex.pattern
+    # a limit the pages did not check before: a name longer than the API takes
+    r = client.post("/programmes/new", data={"csrf_token": manager, **SEED, "name": "x" * 201})
+    assert r.status_code == 422 and _summary(r.get_data(as_text=True)) == ["name"]
+    group = {"csrf_token": manager, "key": "Kids", "name": "", "position": "1", "r-0-attribute": "a" * 65,
+             "r-0-op": "ge", "r-0-value": "1", "r-1-attribute": "children", "r-1-op": "between", "r-1-value": "3"}
+    page = client.post("/groups/new", data=group).get_data(as_text=True)
+    assert _summary(page) == ["key", "name", "rules[0].attribute", "rules[1].value"]
+    assert 'id="r-0-attribute-error"' in page and 'aria-describedby="rules-help r-1-value-error"' in page
+    assert 'aria-describedby="key-help key-error"' in page

@@ -15,6 +15,7 @@ from pilot.api import (
     customer_groups,
     customers,
     data_quality,
+    events,
     governance,
     ingestion_batches,
     jobs,
@@ -36,7 +37,7 @@ from pilot.errors import BadRequest
 
 BLUEPRINTS = [me.blp, tokens.blp, audit.blp, regions.blp, stores.blp, customers.blp, customer_groups.blp,
               programmes.blp, metrics.blp, pilots.blp, plans.blp, assignments.blp,
-              transactions.blp, ingestion_batches.blp, data_quality.blp,
+              transactions.blp, events.blp, ingestion_batches.blp, data_quality.blp,
               analyses.blp, analysis_runs.blp, jobs.blp, governance.blp, approvals.blp,
               users.blp, webhooks.blp]
 

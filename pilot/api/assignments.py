@@ -5,6 +5,7 @@ from flask.views import MethodView
 from pilot import bulk_jobs, rollout
 from pilot.api.base import Blueprint, PageArgs, Schema, after_cursor, keyset_page, page_schema
 from pilot.api.customers import CustomerIn
+from pilot.api.programmes import VariantSchema
 from pilot.assignment import (
     AssignmentDb,
     TokenNotLive,
@@ -36,11 +37,8 @@ class AssignIn(Schema):
                                     metadata={"description": "Attributes to create an unknown customer with"})
 
 
-class VariantOut(Schema):
-    key = ma.fields.String()
-    name = ma.fields.String()
-    mechanic = ma.fields.String()
-    parameters = ma.fields.Dict()
+class VariantOut(VariantSchema):
+    """A programme's variant as the till gets it: its description already written out."""
     description = ma.fields.String()
 
 

@@ -1,10 +1,9 @@
 """The audit log, filterable by entity, action, actor and time."""
 import marshmallow as ma
 from flask.views import MethodView
-from sqlalchemy import select
+from sqlalchemy import Select
 
-from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
-from pilot.db import db
+from pilot.api.base import Blueprint, PageArgs, Schema, list_view
 from pilot.models import AuditEvent
 
 blp = Blueprint("audit", __name__, url_prefix="/audit", description="Audit log (admin only)")
@@ -30,18 +29,16 @@ class AuditEventSchema(Schema):
     after = ma.fields.Dict(allow_none=True)
 
 
+def _in_window(stmt: Select, args: dict) -> Select:
+    """The events at `since` or later and before `until`, where given."""
+    if "since" in args:
+        stmt = stmt.where(AuditEvent.at >= args["since"])
+    if "until" in args:
+        stmt = stmt.where(AuditEvent.at < args["until"])
+    return stmt
+
+
 @blp.route("")
 class AuditEvents(MethodView):
-    @blp.arguments(AuditArgs, location="query")
-    @blp.response(200, page_schema(AuditEventSchema))
-    def get(self, args):
-        """List audit events"""
-        stmt = select(AuditEvent)
-        for name in ("entity_type", "entity_id", "action", "actor"):
-            if name in args:
-                stmt = stmt.where(getattr(AuditEvent, name) == args[name])
-        if "since" in args:
-            stmt = stmt.where(AuditEvent.at >= args["since"])
-        if "until" in args:
-            stmt = stmt.where(AuditEvent.at < args["until"])
-        return paginate(db.session, stmt, AuditEvent.id, args["limit"], args["cursor"])
+    get = list_view(blp, AuditEvent, AuditEventSchema, "List audit events", AuditArgs,
+                    ("entity_type", "entity_id", "action", "actor"), refine=_in_window)

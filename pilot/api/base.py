@@ -1,4 +1,5 @@
-"""Project-wide defaults for flask-smorest: the Api, Blueprint and Schema we build on."""
+"""Project-wide defaults for flask-smorest: the Api, Blueprint and Schema we build on, paging, and the
+list, create, show, update and delete views the resources share (`get = list_view(…)` in a MethodView)."""
 from __future__ import annotations
 
 import base64
@@ -10,6 +11,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 from webargs.flaskparser import FlaskParser, is_json_request
 
+from pilot.auth import current
 from pilot.db import db
 from pilot.errors import Invalid
 from pilot.http_errors import respond
@@ -85,18 +87,91 @@ def paginate(session: Session, stmt: Select, id_column, limit: int, cursor: str 
 
 
 def list_view(blp: Blueprint, model: type, schema: type[Schema], summary: str,
-              args_schema: type[Schema] = PageArgs, filters: tuple[str, ...] = ()):
-    """The GET of a plain list endpoint: `model`'s rows by id, paginated, with optional equality
-    filters (query arguments of the same name as the model's columns). A MethodView's `get = list_view(…)`."""
+              args_schema: type[Schema] = PageArgs, filters: tuple[str, ...] = (), *, parent=None, refine=None,
+              by: str = "id", each=None):
+    """The GET of a plain list endpoint: `model`'s rows in the order of its unique column `by`, paginated,
+    with optional equality filters (query arguments of the same name as the model's columns). A MethodView's
+    `get = list_view(…)`. With `parent` (find, column): only the rows whose column is the id of the row
+    `find(session, key)` gives for the URL's one argument (a 404 from find). With `refine(stmt, args)`: the
+    statement narrowed by the arguments that are no column's. With `each(rows)`: the page's rows prepared
+    for the schema."""
 
     @blp.arguments(args_schema, location="query")
     @blp.response(200, page_schema(schema))
-    def get(self, args):
+    def get(self, args, **key):
         stmt = select(model).where(*(getattr(model, name) == args[name] for name in filters if name in args))
-        return paginate(db.session, stmt, model.id, args["limit"], args["cursor"])
+        if refine is not None:
+            stmt = refine(stmt, args)
+        if parent is not None:
+            find, column = parent
+            stmt = stmt.where(column == find(db.session, *key.values()).id)
+        page = paginate(db.session, stmt, getattr(model, by), args["limit"], args["cursor"],
+                        key=lambda row: getattr(row, by))
+        if each is not None:
+            each(page["items"])
+        return page
 
     get.__doc__ = summary
     return get
+
+
+def create_view(blp: Blueprint, in_schema, schema, summary: str, create, secret: str | None = None):
+    """The POST of a collection: the row `create(session, actor, data)` makes, committed, answered 201.
+    With `secret`, create returns (row, secret), and the answer carries it (shown_once) as that field."""
+
+    @blp.arguments(in_schema)
+    @blp.response(201, schema)
+    def post(self, data):
+        row = create(db.session, current().actor, data)
+        db.session.commit()
+        return row if secret is None else shown_once(row[0], **{secret: row[1]})
+
+    post.__doc__ = summary
+    return post
+
+
+def show_view(blp: Blueprint, schema, summary: str, find):
+    """The GET of one row: `find(session, key)`, the key being the URL's one argument (a 404 from find)."""
+
+    @blp.response(200, schema)
+    def get(self, **key):
+        return find(db.session, *key.values())
+
+    get.__doc__ = summary
+    return get
+
+
+def update_view(blp: Blueprint, patch_schema, schema, summary: str, find, update):
+    """The PATCH of one row: `update(session, actor, row, data)` on the row `find(session, key)` gives, committed."""
+
+    @blp.arguments(patch_schema)
+    @blp.response(200, schema)
+    def patch(self, data, **key):
+        row = update(db.session, current().actor, find(db.session, *key.values()), data)
+        db.session.commit()
+        return row
+
+    patch.__doc__ = summary
+    return patch
+
+
+def delete_view(blp: Blueprint, summary: str, find, remove):
+    """The DELETE of one row: `remove(session, actor, row)` on the row `find(session, key)` gives, committed, 204."""
+
+    @blp.response(204)
+    def delete(self, **key):
+        remove(db.session, current().actor, find(db.session, *key.values()))
+        db.session.commit()
+
+    delete.__doc__ = summary
+    return delete
+
+
+def shown_once(row, **secrets):
+    """The answer that carries a secret, shown only now: the row with it as a field, never cached."""
+    for name, value in secrets.items():
+        setattr(row, name, value)
+    return row, {"Cache-Control": "no-store"}
 
 
 def after_cursor(cursor: str | None) -> int:

@@ -1,10 +1,9 @@
 """Customer groups: ordered rules, first match wins, everyone else is 'other'."""
 import marshmallow as ma
 from flask.views import MethodView
-from sqlalchemy import select
 
 from pilot import customers as domain
-from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
+from pilot.api.base import Blueprint, Schema, create_view, delete_view, list_view, show_view
 from pilot.auth import current
 from pilot.customer_groups import OPERATORS, OTHER, preview, rule_problem, saved_groups
 from pilot.db import db
@@ -72,21 +71,10 @@ class PreviewSchema(Schema):
 
 @blp.route("")
 class CustomerGroups(MethodView):
-    @blp.arguments(PageArgs, location="query")
-    @blp.response(200, page_schema(GroupSchema))
-    def get(self, args):
-        """List customer groups in their order (first match wins)"""
-        page = paginate(db.session, select(CustomerGroup), CustomerGroup.position, args["limit"], args["cursor"],
-                        key=lambda g: g.position)
-        return page
+    get = list_view(blp, CustomerGroup, GroupSchema, "List customer groups in their order (first match wins)",
+                    by="position")
 
-    @blp.arguments(GroupIn)
-    @blp.response(201, GroupSchema)
-    def post(self, data):
-        """Create a customer group"""
-        group = domain.create_group(db.session, current().actor, data)
-        db.session.commit()
-        return group
+    post = create_view(blp, GroupIn, GroupSchema, "Create a customer group", domain.create_group)
 
 
 @blp.route("/preview")
@@ -101,10 +89,7 @@ class CustomerGroupPreview(MethodView):
 
 @blp.route("/<key>")
 class CustomerGroupByKey(MethodView):
-    @blp.response(200, GroupSchema)
-    def get(self, key):
-        """Show a customer group"""
-        return domain.get_group(db.session, key)
+    get = show_view(blp, GroupSchema, "Show a customer group", domain.get_group)
 
     @blp.arguments(GroupIn(partial=GROUP_FIELDS))
     @blp.response(200, GroupSchema)
@@ -117,8 +102,4 @@ class CustomerGroupByKey(MethodView):
         db.session.commit()
         return group
 
-    @blp.response(204)
-    def delete(self, key):
-        """Delete a customer group"""
-        domain.delete_group(db.session, current().actor, domain.get_group(db.session, key))
-        db.session.commit()
+    delete = delete_view(blp, "Delete a customer group", domain.get_group, domain.delete_group)

@@ -4,7 +4,7 @@ from flask import current_app, request
 from flask.views import MethodView
 from sqlalchemy import select
 
-from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
+from pilot.api.base import Blueprint, Schema, list_view
 from pilot.api.bodies import json_rows, request_body
 from pilot.auth import current
 from pilot.customers import get_customer, upsert_customers
@@ -59,13 +59,7 @@ def _with_store_code(customers):
 
 @blp.route("")
 class Customers(MethodView):
-    @blp.arguments(PageArgs, location="query")
-    @blp.response(200, page_schema(CustomerSchema))
-    def get(self, args):
-        """List customers"""
-        page = paginate(db.session, select(Customer), Customer.id, args["limit"], args["cursor"])
-        _with_store_code(page["items"])
-        return page
+    get = list_view(blp, Customer, CustomerSchema, "List customers", each=_with_store_code)
 
     @blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": CustomerBatchSchema}}})
     @blp.response(200, UpsertResultSchema)

@@ -6,25 +6,22 @@ from flask import current_app, make_response, request
 from flask.views import MethodView
 from sqlalchemy import or_, select
 
-from pilot import bulk_jobs, governance, pilot_import, rollout
+from pilot import bulk_jobs, governance, pilot_drafts, pilot_import, rollout
 from pilot.api.approvals import ApprovalSchema
 from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
 from pilot.api.bodies import json_body, request_data
-from pilot.api.regions import CODE
 from pilot.auth import MANAGERS, current
 from pilot.db import db
 from pilot.errors import BadRequest, Conflict, Invalid
-from pilot.metrics import CATALOGUE
 from pilot.models import AuditEvent, Enrolment, Pilot
 from pilot.models.pilots import STATES
-from pilot.pilot_schemas import GateSchema, GuardrailSchema, PilotIn, StageIn  # noqa: F401  (the domain's, for pages too)
+from pilot.pilot_schemas import CODE, METRIC, GateSchema, GuardrailSchema, PilotIn, StageIn  # noqa: F401  (the domain's, for pages too)
 from pilot.programmes import get_programme
 from pilot.row_validation import csv_rows
 from pilot.store_randomisation import balance, pre_period_values
 
 blp = Blueprint("pilots", __name__, url_prefix="/pilots", description="Pilots, stages and their lifecycle")
 
-METRIC = ma.validate.OneOf(list(CATALOGUE))
 
 
 class PilotPatch(Schema):
@@ -40,6 +37,10 @@ class PilotPatch(Schema):
     salt = ma.fields.String(validate=ma.validate.Length(1, 64))
     approval = ma.fields.String(validate=ma.validate.OneOf(["none", "second_person"]))
     independent_of = ma.fields.List(ma.fields.String(validate=CODE), validate=ma.validate.Length(0, 50))
+    stages = ma.fields.List(ma.fields.Nested(StageIn), validate=ma.validate.Length(1, 20), metadata={
+        "description": "A draft's stages, replacing its list (a stage left out is removed, a variant left out of "
+                       "an allocation is no longer in that stage); a started pilot's stages change one at a "
+                       "time (PATCH /pilots/{key}/stages/{position})"})
 
 
 class StageSchema(Schema):
@@ -99,10 +100,11 @@ class ActionIn(Schema):
     reason = ma.fields.String(load_default=None, validate=ma.validate.Length(1, 500))
     override = ma.fields.Boolean(load_default=False, metadata={
         "description": "Advance or complete although the gate is not met (needs a reason; audited)"})
-    assign = ma.fields.Boolean(load_default=False, metadata={
+    assign = ma.fields.Boolean(load_default=True, metadata={
         "description": "On start or advance of a customer pilot: assign the eligible customers of the (newly "
-                       "enrolled) scope in the background, as the pages do; progress at "
-                       "GET /api/v1/pilots/{key}/assignments/progress"})
+                       "enrolled) scope in the background, as the pages do (the default; false opts out); "
+                       "progress at GET /api/v1/pilots/{key}/assignments/progress. A store pilot has nothing "
+                       "to assign in bulk"})
 
 
 class EnrolmentSchema(Schema):
@@ -163,11 +165,14 @@ class Pilots(MethodView):
 
 IMPORT_BODY = {"required": True, "content": {
     "application/json": {"schema": {"type": "object", "description": "The pilot: its settings as for POST /pilots, "
-                                    "stages with started_at and ended_at, optional enrolments, assignments"}},
+                                    "stages with started_at and ended_at, enrolments (a store pilot's with "
+                                    "each store's arm), assignments (a customer pilot's)"}},
     "multipart/form-data": {"schema": {"type": "object", "properties": {
-        "pilot": {"type": "string", "description": "The same JSON document without its assignments"},
+        "pilot": {"type": "string", "description": "The same JSON document without the lists sent as CSVs"},
         "assignments": {"type": "string", "format": "binary",
-                        "description": "CSV: customer, variant, stage, exposed_at (ISO 8601 with offset), store"}}}}}}
+                        "description": "CSV: customer, variant, stage, exposed_at (ISO 8601 with offset), store"},
+        "enrolments": {"type": "string", "format": "binary",
+                       "description": "CSV: store, stage, arm (a store pilot's), enrolled_at, withdrawn_at"}}}}}}
 
 
 @blp.route("/import")
@@ -178,16 +183,21 @@ class PilotImport(MethodView):
         """Import a pilot that already ran (stages with their actual times, enrolments, assignments), all or nothing"""
         if request.mimetype == "multipart/form-data":
             request_data()
-            if "pilot" not in request.form or "assignments" not in request.files:
-                raise Invalid("Send the parts 'pilot' (JSON) and 'assignments' (CSV).",
-                              details={"fields": {"pilot": ["Required part."], "assignments": ["Required part."]}})
+            files = request.files
+            if "pilot" not in request.form or not ("assignments" in files or "enrolments" in files):
+                raise Invalid("Send the parts 'pilot' (JSON) and 'assignments' or 'enrolments' (CSV), or both.",
+                              details={"fields": {"pilot": ["Required part."], "assignments": [
+                                  "Required part for a customer pilot."], "enrolments": [
+                                  "Required part for a store pilot (unless in the JSON)."]}})
             try:
                 document = json.loads(request.form["pilot"])
             except ValueError:
                 raise BadRequest("The 'pilot' part is not valid JSON.", code="malformed_json") from None
-            rows = csv_rows(request.files["assignments"].stream, pilot_import.ASSIGNMENT_FIELDS[:4],
-                            pilot_import.ASSIGNMENT_FIELDS)
-            summary = pilot_import.import_pilot(db.session, current().actor, document, rows)
+            rows = csv_rows(files["assignments"].stream, pilot_import.ASSIGNMENT_FIELDS[:4],
+                            pilot_import.ASSIGNMENT_FIELDS) if "assignments" in files else None
+            enrolled = csv_rows(files["enrolments"].stream, pilot_import.ENROLMENT_FIELDS[:2],
+                                pilot_import.ENROLMENT_FIELDS) if "enrolments" in files else None
+            summary = pilot_import.import_pilot(db.session, current().actor, document, rows, enrolled)
         else:
             summary = pilot_import.import_pilot(db.session, current().actor, json_body())
         db.session.commit()
@@ -204,8 +214,8 @@ class PilotByKey(MethodView):
     @blp.arguments(PilotPatch)
     @blp.response(200, PilotSchema)
     def patch(self, data, key):
-        """Change a pilot's settings"""
-        pilot = rollout.update_pilot(db.session, current().actor, rollout.get_pilot(db.session, key), data)
+        """Change a pilot's settings (a draft's: also its whole list of stages)"""
+        pilot = pilot_drafts.save_draft(db.session, current().actor, rollout.get_pilot(db.session, key), data)
         db.session.commit()
         return pilot
 

@@ -3,10 +3,8 @@ import marshmallow as ma
 from flask.views import MethodView
 
 from pilot import programmes as domain
-from pilot.api.base import Blueprint, Schema, list_view
+from pilot.api.base import Blueprint, Schema, create_view, delete_view, list_view, show_view, update_view
 from pilot.api.regions import CODE
-from pilot.auth import current
-from pilot.db import db
 from pilot.mechanics import MECHANICS, describe
 from pilot.models import Programme
 
@@ -54,33 +52,14 @@ class ProgrammeSchema(Schema):
 @blp.route("")
 class Programmes(MethodView):
     get = list_view(blp, Programme, ProgrammeSchema, "List programmes")
-
-    @blp.arguments(ProgrammeIn)
-    @blp.response(201, ProgrammeSchema)
-    def post(self, data):
-        """Create a programme with its variants"""
-        programme = domain.create_programme(db.session, current().actor, data)
-        db.session.commit()
-        return programme
+    post = create_view(blp, ProgrammeIn, ProgrammeSchema, "Create a programme with its variants",
+                       domain.create_programme)
 
 
 @blp.route("/<key>")
 class ProgrammeByKey(MethodView):
-    @blp.response(200, ProgrammeSchema)
-    def get(self, key):
-        """Show a programme"""
-        return domain.get_programme(db.session, key)
-
-    @blp.arguments(ProgrammePatch)
-    @blp.response(200, ProgrammeSchema)
-    def patch(self, data, key):
-        """Change a programme (variants only while none of its pilots is live)"""
-        programme = domain.update_programme(db.session, current().actor, domain.get_programme(db.session, key), data)
-        db.session.commit()
-        return programme
-
-    @blp.response(204)
-    def delete(self, key):
-        """Delete a programme without pilots"""
-        domain.delete_programme(db.session, current().actor, domain.get_programme(db.session, key))
-        db.session.commit()
+    get = show_view(blp, ProgrammeSchema, "Show a programme", domain.get_programme)
+    patch = update_view(blp, ProgrammePatch, ProgrammeSchema,
+                        "Change a programme (variants only while none of its pilots is live)",
+                        domain.get_programme, domain.update_programme)
+    delete = delete_view(blp, "Delete a programme without pilots", domain.get_programme, domain.delete_programme)

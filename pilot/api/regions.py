@@ -3,9 +3,7 @@ import marshmallow as ma
 from flask.views import MethodView
 
 from pilot import stores
-from pilot.api.base import Blueprint, Schema, list_view
-from pilot.auth import current
-from pilot.db import db
+from pilot.api.base import Blueprint, Schema, create_view, delete_view, list_view, show_view, update_view
 from pilot.models import Region
 
 blp = Blueprint("regions", __name__, url_prefix="/regions", description="Regions")
@@ -31,33 +29,11 @@ class RegionSchema(Schema):
 @blp.route("")
 class Regions(MethodView):
     get = list_view(blp, Region, RegionSchema, "List regions")
-
-    @blp.arguments(RegionIn)
-    @blp.response(201, RegionSchema)
-    def post(self, data):
-        """Create a region"""
-        region = stores.create_region(db.session, current().actor, data)
-        db.session.commit()
-        return region
+    post = create_view(blp, RegionIn, RegionSchema, "Create a region", stores.create_region)
 
 
 @blp.route("/<code>")
 class RegionByCode(MethodView):
-    @blp.response(200, RegionSchema)
-    def get(self, code):
-        """Show a region"""
-        return stores.get_region(db.session, code)
-
-    @blp.arguments(RegionPatch)
-    @blp.response(200, RegionSchema)
-    def patch(self, data, code):
-        """Rename a region"""
-        region = stores.update_region(db.session, current().actor, stores.get_region(db.session, code), data)
-        db.session.commit()
-        return region
-
-    @blp.response(204)
-    def delete(self, code):
-        """Delete a region without stores"""
-        stores.delete_region(db.session, current().actor, stores.get_region(db.session, code))
-        db.session.commit()
+    get = show_view(blp, RegionSchema, "Show a region", stores.get_region)
+    patch = update_view(blp, RegionPatch, RegionSchema, "Rename a region", stores.get_region, stores.update_region)
+    delete = delete_view(blp, "Delete a region without stores", stores.get_region, stores.delete_region)

@@ -2,10 +2,10 @@
 import marshmallow as ma
 from flask import current_app, request
 from flask.views import MethodView
-from sqlalchemy import select
+from sqlalchemy import Select
 
 from pilot import stores
-from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
+from pilot.api.base import Blueprint, PageArgs, Schema, create_view, delete_view, list_view
 from pilot.api.bodies import json_rows, request_body
 from pilot.api.regions import CODE
 from pilot.auth import current, require_store_scope
@@ -56,24 +56,16 @@ CSV_BODY = {"required": True, "content": {
 }}
 
 
+def _in_region(stmt: Select, args: dict) -> Select:
+    """The stores of the region whose code is `region`, where given."""
+    return stmt.join(Region).where(Region.code == args["region"]) if "region" in args else stmt
+
+
 @blp.route("")
 class Stores(MethodView):
-    @blp.arguments(StoreListArgs, location="query")
-    @blp.response(200, page_schema(StoreSchema))
-    def get(self, args):
-        """List stores"""
-        stmt = select(Store)
-        if "region" in args:
-            stmt = stmt.join(Region).where(Region.code == args["region"])
-        return paginate(db.session, stmt, Store.id, args["limit"], args["cursor"])
+    get = list_view(blp, Store, StoreSchema, "List stores", StoreListArgs, refine=_in_region)
 
-    @blp.arguments(StoreIn)
-    @blp.response(201, StoreSchema)
-    def post(self, data):
-        """Create a store"""
-        store = stores.create_store(db.session, current().actor, data)
-        db.session.commit()
-        return store
+    post = create_view(blp, StoreIn, StoreSchema, "Create a store", stores.create_store)
 
 
 @blp.route("/import")
@@ -117,11 +109,7 @@ class StoreByCode(MethodView):
         db.session.commit()
         return store
 
-    @blp.response(204)
-    def delete(self, code):
-        """Delete a store"""
-        stores.delete_store(db.session, current().actor, stores.get_store(db.session, code))
-        db.session.commit()
+    delete = delete_view(blp, "Delete a store", stores.get_store, stores.delete_store)
 
 
 class TillSchema(Schema):

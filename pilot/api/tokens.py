@@ -1,8 +1,9 @@
 """API tokens: admins create, list and revoke them; the secret is shown once."""
 import marshmallow as ma
 from flask.views import MethodView
+from sqlalchemy.orm import Session
 
-from pilot.api.base import Blueprint, Schema, list_view
+from pilot.api.base import Blueprint, Schema, create_view, list_view
 from pilot.audit import record
 from pilot.auth import current, issue_token, revoke_token, token_dict
 from pilot.db import db, found
@@ -37,20 +38,18 @@ class NewTokenSchema(TokenSchema):
     token = ma.fields.String(metadata={"description": "The secret; shown only now."})
 
 
+def _create(session: Session, actor: str, data: dict) -> tuple[ApiToken, str]:
+    """A token of nobody (a user's tokens are made under /users), audited: the row and its secret."""
+    store = get_store(session, data["store"]) if data["store"] else None
+    token, secret = issue_token(session, data["name"], data["role"], store)
+    record(session, actor, "create", "api_token", token.id, after=token_dict(token))
+    return token, secret
+
+
 @blp.route("")
 class Tokens(MethodView):
     get = list_view(blp, ApiToken, TokenSchema, "List tokens")
-
-    @blp.arguments(TokenIn)
-    @blp.response(201, NewTokenSchema)
-    def post(self, data):
-        """Create a token"""
-        store = get_store(db.session, data["store"]) if data["store"] else None
-        token, secret = issue_token(db.session, data["name"], data["role"], store)
-        record(db.session, current().actor, "create", "api_token", token.id, after=token_dict(token))
-        db.session.commit()
-        token.token = secret
-        return token, {"Cache-Control": "no-store"}  # the one answer that carries the secret
+    post = create_view(blp, TokenIn, NewTokenSchema, "Create a token", _create, secret="token")
 
 
 @blp.route("/<int(max=2147483647):token_id>")

@@ -104,9 +104,10 @@ class TransactionArgs(PageArgs):
 CSV_BODY = {"required": True, "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}}}
 
 
-def _json_rows(limit: int) -> list:
+def _json_rows(limit: int, key: str = "transactions") -> list:
+    """The rows under `key` of the JSON batch body (gzip allowed), checked for depth, shape and size."""
     if request.mimetype != "application/json":
-        raise Unsupported("Send transactions as application/json (or text/csv to /transactions/upload).")
+        raise Unsupported(f"Send {key} as application/json (or text/csv to /{key}/upload).")
     cap = current_app.config["MAX_CONTENT_LENGTH"]
     data = request_data()  # read already (and size-checked) by the empty-body check
     if content_encoding() == "gzip":
@@ -118,8 +119,7 @@ def _json_rows(limit: int) -> list:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("Request body is not valid JSON.", code="malformed_json") from None
-    return batch_rows(body, "transactions", limit,
-                      hint=" Split it, or upload a CSV to /api/v1/transactions/upload.")
+    return batch_rows(body, key, limit, hint=f" Split it, or upload a CSV to /api/v1/{key}/upload.")
 
 
 def _gunzipped(data: bytes, cap: int) -> bytes:
@@ -187,9 +187,10 @@ class TransactionUpload(MethodView):
         return _ingested("csv", rows, args)
 
 
-def _ingested(method: str, rows, args: dict) -> dict:
-    """Ingest the rows as one batch, committed here (the view owns the transaction)."""
-    with ingestion.batch(db.session, current().actor, method, **args) as ingest:
+def _ingested(method: str, rows, args: dict, kind: ingestion.RowKind | None = None) -> dict:
+    """Ingest the rows (transactions unless `kind` says otherwise) as one batch, committed here (the view
+    owns the transaction)."""
+    with ingestion.batch(db.session, current().actor, method, kind=kind, **args) as ingest:
         ingest.add_all(rows)
         out = ingest.finish()
         db.session.commit()

@@ -4,7 +4,7 @@ from flask import url_for
 from flask.views import MethodView
 
 from pilot import users
-from pilot.api.base import Blueprint, Schema
+from pilot.api.base import Blueprint, Schema, create_view, show_view, shown_once
 from pilot.api.tokens import NewTokenSchema
 from pilot.auth import current
 from pilot.db import db
@@ -54,21 +54,12 @@ class Users(MethodView):
         """List users"""
         return users.list_users(db.session)
 
-    @blp.arguments(UserIn)
-    @blp.response(201, UserSchema)
-    def post(self, data):
-        """Create a user"""
-        user = users.create_user(db.session, current().actor, data)
-        db.session.commit()
-        return user
+    post = create_view(blp, UserIn, UserSchema, "Create a user", users.create_user)
 
 
 @blp.route("/<int(max=2147483647):user_id>")
 class UserById(MethodView):
-    @blp.response(200, UserSchema)
-    def get(self, user_id):
-        """Show a user"""
-        return users.get_user(db.session, user_id)
+    get = show_view(blp, UserSchema, "Show a user", users.get_user)
 
 
 @blp.route("/<int(max=2147483647):user_id>/disable")
@@ -103,5 +94,4 @@ class UserTokens(MethodView):
         token, secret = users.issue_user_token(db.session, current().actor, users.get_user(db.session, user_id),
                                                data["name"])
         db.session.commit()
-        token.token = secret
-        return token, {"Cache-Control": "no-store"}
+        return shown_once(token, token=secret)

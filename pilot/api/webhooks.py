@@ -1,12 +1,9 @@
 """Webhooks (admin): URL, events, a signing secret shown once; each delivery and its attempts."""
 import marshmallow as ma
 from flask.views import MethodView
-from sqlalchemy import select
 
 from pilot import webhooks
-from pilot.api.base import Blueprint, PageArgs, Schema, list_view, page_schema, paginate
-from pilot.auth import current
-from pilot.db import db
+from pilot.api.base import Blueprint, Schema, create_view, delete_view, list_view, show_view, update_view
 from pilot.models import Webhook, WebhookDelivery
 
 blp = Blueprint("webhooks", __name__, url_prefix="/webhooks", description="Webhooks and their deliveries (admin only)")
@@ -59,46 +56,19 @@ class DeliverySchema(Schema):
 @blp.route("")
 class Webhooks(MethodView):
     get = list_view(blp, Webhook, WebhookSchema, "List webhooks")
-
-    @blp.arguments(WebhookIn)
-    @blp.response(201, NewWebhookSchema)
-    def post(self, data):
-        """Create a webhook"""
-        webhook, secret = webhooks.create_webhook(db.session, current().actor, data)
-        db.session.commit()
-        webhook.secret = secret
-        return webhook, {"Cache-Control": "no-store"}
+    post = create_view(blp, WebhookIn, NewWebhookSchema, "Create a webhook", webhooks.create_webhook, secret="secret")
 
 
 @blp.route("/<int(max=2147483647):webhook_id>")
 class WebhookById(MethodView):
-    @blp.response(200, WebhookSchema)
-    def get(self, webhook_id):
-        """Show a webhook"""
-        return webhooks.get_webhook(db.session, webhook_id)
-
-    @blp.arguments(WebhookPatch)
-    @blp.response(200, WebhookSchema)
-    def patch(self, data, webhook_id):
-        """Change a webhook (URL, events, description, disabled)"""
-        webhook = webhooks.update_webhook(db.session, current().actor, webhooks.get_webhook(db.session, webhook_id),
-                                          data)
-        db.session.commit()
-        return webhook
-
-    @blp.response(204)
-    def delete(self, webhook_id):
-        """Delete a webhook and its delivery log"""
-        webhooks.delete_webhook(db.session, current().actor, webhooks.get_webhook(db.session, webhook_id))
-        db.session.commit()
+    get = show_view(blp, WebhookSchema, "Show a webhook", webhooks.get_webhook)
+    patch = update_view(blp, WebhookPatch, WebhookSchema, "Change a webhook (URL, events, description, disabled)",
+                        webhooks.get_webhook, webhooks.update_webhook)
+    delete = delete_view(blp, "Delete a webhook and its delivery log", webhooks.get_webhook, webhooks.delete_webhook)
 
 
 @blp.route("/<int(max=2147483647):webhook_id>/deliveries")
 class WebhookDeliveries(MethodView):
-    @blp.arguments(PageArgs, location="query")
-    @blp.response(200, page_schema(DeliverySchema))
-    def get(self, args, webhook_id):
-        """The webhook's deliveries, oldest first, each with its attempts"""
-        webhook = webhooks.get_webhook(db.session, webhook_id)
-        stmt = select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook.id)
-        return paginate(db.session, stmt, WebhookDelivery.id, args["limit"], args["cursor"])
+    get = list_view(blp, WebhookDelivery, DeliverySchema,
+                    "The webhook's deliveries, oldest first, each with its attempts",
+                    parent=(webhooks.get_webhook, WebhookDelivery.webhook_id))

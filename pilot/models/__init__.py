@@ -4,6 +4,7 @@ from pilot.models.analyses import AnalysisRun, JobRun
 from pilot.models.assignments import Assignment, LayerMembership
 from pilot.models.audit import AuditEvent
 from pilot.models.customers import Customer, CustomerGroup
+from pilot.models.events import CustomerEvent, MetricDefinitionVersion
 from pilot.models.governance import AnalysisPlan, Approval, Webhook, WebhookDelivery
 from pilot.models.pilots import Enrolment, Pilot, Stage
 from pilot.models.programmes import Programme, Variant
@@ -17,5 +18,5 @@ __all__ = [
     "AnalysisRun", "JobRun", "ApiToken", "Assignment", "LayerMembership", "AuditEvent", "Base", "Customer",
     "CustomerGroup", "Enrolment", "Pilot", "Programme", "IngestionBatch", "Region", "Stage", "Store", "Transaction",
     "Variant", "WebSession", "AnalysisPlan", "Approval", "Webhook", "WebhookDelivery", "PasswordReset",
-    "SignInAttempt", "User"
+    "SignInAttempt", "User", "CustomerEvent", "MetricDefinitionVersion"
 ]

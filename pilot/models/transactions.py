@@ -22,6 +22,7 @@ class IngestionBatch(Base):
     source: Mapped[str] = mapped_column(String(64))
     actor: Mapped[str] = mapped_column(String(200))
     method: Mapped[str] = mapped_column(String(16))  # json | csv | cli
+    kind: Mapped[str] = mapped_column(String(16), default="transactions")  # transactions | events (#25)
     on_error: Mapped[str] = mapped_column(String(16))  # reject_batch | skip_rows
     status: Mapped[str] = mapped_column(String(16))  # running | accepted | rejected | failed
     rows: Mapped[int] = mapped_column(default=0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Flask, Response
 
-from pilot.pages import admin, approvals, auth, groups, pilot_forms, pilots, plans, programmes, reports, stores  # noqa: F401  (their views join the blueprint)
+from pilot.pages import admin, approvals, auth, groups, metrics, pilot_forms, pilots, plans, programmes, reports, stores  # noqa: F401  (their views join the blueprint)
 from pilot.pages.base import bp, csrf_token, error_page, readable_path
 
 # On every answer, API included: no page is framed by another site (clickjacking; both the old

@@ -5,25 +5,24 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import marshmallow as ma
 from flask import flash, g, jsonify, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from pilot import customers as domain
 from pilot.customer_groups import (
-    OPERATORS,
     OTHER,
     attribute_warnings,
     known_attributes,
     preview,
     preview_alone,
-    rule_problem,
     saved_groups,
 )
 from pilot.db import db
-from pilot.errors import PilotError
+from pilot.errors import PilotError, field_paths
 from pilot.pages.base import ANALYSTS, bp, commit_or_flash, login_required
+from pilot.setup_schemas import GroupIn
 
-KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # as the API's group keys
 OPERATOR_WORDS = {"eq": "is", "ne": "is not", "in": "is one of", "lt": "is less than", "le": "is at most",
                   "gt": "is more than", "ge": "is at least", "between": "is between", "exists": "is present"}
 OPERATOR_HELP = ("Values: one value; for “is one of” several, separated by commas; for “is between” the low and "
@@ -173,7 +172,8 @@ def _value(op: str, text: str) -> Any:
 
 
 def read_form(form: MultiDict, group) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, str]]]:
-    """The editor as typed, as the domain's data, and every problem at once (paths as the API's: rules[1].value)."""
+    """The editor as typed, as the domain's data, and every problem at once (paths as the API's: rules[1].value),
+    loaded by the schema the API loads a group with."""
     errors: list[dict[str, str]] = []
     key = group.key if group is not None else form.get("key", "").strip()
     name = form.get("name", "").strip()
@@ -181,28 +181,20 @@ def read_form(form: MultiDict, group) -> tuple[dict[str, Any], dict[str, Any], l
         position = int(form.get("position", "1"))
     except ValueError:
         position = 1
-    if not KEY.fullmatch(key) or key == OTHER:
-        errors.append({"path": "key", "message": "1 to 64 lowercase letters, digits and _, starting with a letter "
-                                                 "(not “other”)."})
-    if not name:
-        errors.append({"path": "name", "message": "Give the group a name."})
     indices = sorted({int(m.group(1)) for n in form if (m := re.fullmatch(r"r-(\d+)-attribute", n))})
     typed, rules = [], []
     for i in indices:
-        pos = len(rules)
         attribute, op = form.get(f"r-{i}-attribute", "").strip(), form.get(f"r-{i}-op", "")
         text = form.get(f"r-{i}-value", "")
         if not attribute and not text.strip():
             continue  # an empty row is no rule
         typed.append({"attribute": attribute, "op": op, "value": text})
-        rule = {"attribute": attribute, "op": op, "value": _value(op, text)}
-        if not attribute or len(attribute) > 64:
-            errors.append({"path": f"rules[{pos}].attribute", "message": "Choose an attribute."})
-        elif op not in OPERATORS:
-            errors.append({"path": f"rules[{pos}].op", "message": "Choose how to compare."})
-        elif problem := rule_problem(rule):
-            errors.append({"path": f"rules[{pos}].value", "message": problem})
-        rules.append(rule)
+        rules.append({"attribute": attribute, "op": op, "value": _value(op, text)})
     state = {"key": key, "name": name, "position": position, "rules": typed or [{"attribute": "", "op": "eq",
                                                                                   "value": ""}]}
-    return state, {"key": key, "name": name, "position": position, "rules": rules}, errors
+    data = {"key": key, "name": name, "position": position, "rules": rules}
+    try:
+        GroupIn().load(data)  # the API's fields, limits and rule checks
+    except ma.ValidationError as exc:
+        errors = field_paths(exc.messages)
+    return state, data, errors

@@ -65,7 +65,7 @@ def pilot_edit(key: str):
     problems += checked
     if not problems:
         try:
-            _save_draft(pilot, data)
+            pilot_drafts.save_draft(db.session, g.principal.actor, pilot, data)
             db.session.commit()
         except PilotError as exc:
             db.session.rollback()
@@ -141,10 +141,15 @@ def _number(form: MultiDict, name: str, path: str, problems: list, percent: bool
     return value / 100 if percent else value
 
 
-def _weights(form: MultiDict, prefix: str, variants: list[str], path: str) -> tuple[dict[str, float], list]:
+def _weights(form: MultiDict, prefix: str, variants: list[str], path: str, out: str | None = None
+             ) -> tuple[dict[str, float], list]:
+    """The weights typed (as shares), and the problems; `out`: the prefix of a draft stage's "leave out"
+    boxes (a variant left out is not in the allocation)."""
     problems: list[dict[str, str]] = []
     weights = {}
     for v in variants:
+        if out and form.get(f"{out}{v}"):
+            continue  # left out of this stage (a draft's): not in its allocation
         value = _number(form, f"{prefix}{v}", f"{path}.{v}", problems, percent=True)
         weights[v] = 0.0 if value is None else value
     if not problems and abs(sum(weights.values()) - 1) > 1e-9:
@@ -173,7 +178,7 @@ def read_form(form: MultiDict, programme: Programme, key: str | None = None) -> 
     body["stages"] = []
     for pos, i in enumerate(_indices(form)):
         p, path = f"s-{i}-", f"stages[{pos}]"
-        weights, weight_problems = _weights(form, f"{p}w-", variants, f"{path}.allocation")
+        weights, weight_problems = _weights(form, f"{p}w-", variants, f"{path}.allocation", f"{p}out-")
         problems += [w for w in weight_problems if w["path"] != f"{path}.allocation"]  # the total: the domain's
         gate: dict[str, Any] = {flag: bool(form.get(f"{p}gate-{flag}")) for flag in GATE_FLAGS}
         for name, whole in (("min_days", True), ("min_units_per_arm", True), ("min_roi", False)):
@@ -222,19 +227,9 @@ def _stored(pilot) -> MultiDict:
         values += [(f"s-{i}-region", c) for c in s.region_codes] + [(f"s-{i}-store", c) for c in s.store_codes]
         values += [(f"s-{i}-group", c) for c in s.eligible_groups or []]
         values += [(f"s-{i}-w-{k}", f"{w * 100:.6g}") for k, w in s.allocation.items()]
+        values += [(f"s-{i}-out-{v.key}", "on") for v in pilot.programme.variants if v.key not in s.allocation]
         values += _gate_values(i, s.gate or {})
     return MultiDict(values)
-
-
-def _save_draft(pilot, data: dict[str, Any]) -> None:
-    """A draft's settings and stages as the form has them (stages past the form's are kept)."""
-    settings = {k: v for k, v in data.items() if k not in ("key", "programme", "stages", "salt")}
-    rollout.update_pilot(db.session, g.principal.actor, pilot, settings)
-    for position, stage in enumerate(data["stages"], start=1):
-        if pilot.stage(position) is None:
-            rollout.add_stage(db.session, g.principal.actor, pilot, stage)
-        else:
-            rollout.update_stage(db.session, g.principal.actor, pilot, position, stage)
 
 
 def _render(programme: Programme, values: MultiDict, problems: list[dict[str, str]], pilot):

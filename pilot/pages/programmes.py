@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import marshmallow as ma
 from flask import flash, g, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
@@ -16,9 +17,8 @@ from pilot.mechanic_fields import all_specs, field_specs, read_parameters
 from pilot.mechanics import MECHANICS, describe
 from pilot.models import Programme
 from pilot.pages.base import ANALYSTS, bp, login_required
+from pilot.setup_schemas import ProgrammeIn
 
-KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as the API's keys (api.regions.CODE)
-KEY_MESSAGE = "1 to 64 letters, digits, _ . or - (no spaces)."
 MECHANIC_NAMES = {"control": "Control: business as usual", "fixed_discount": "Fixed discount card",
                   "personal_card": "Personal card with personal offers", "tiered": "Tiers (silver / gold / …)",
                   "progressive_discount": "Discount growing with the basket", "cumulative_bonus": "Bonus points",
@@ -92,7 +92,8 @@ def programme_preview():
     _state, data, errors = read_form(request.form)
     out = []
     for pos, (index, variant) in enumerate(zip(_indices(request.form), data["variants"])):
-        mine = [e for e in errors if e["path"].startswith(f"variants[{pos}].")]
+        at = f"variants[{pos}]"  # what the till would do: its mechanic and parameters (not its key or name)
+        mine = [e for e in errors if e["path"].startswith((f"{at}.parameters", f"{at}.mechanic"))]
         text = None if mine or variant["mechanic"] not in MECHANICS else describe(variant["mechanic"],
                                                                                  variant["parameters"])
         out.append({"index": index, "description": text, "errors": mine})
@@ -146,14 +147,11 @@ def _indices(form: MultiDict) -> list[int]:
 def read_form(form: MultiDict, existing: Programme | None = None
               ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, str]]]:
     """The form as typed (to show again), as the domain's data, and every problem at once as
-    {"path", "message"} with the API's paths (variants[1].parameters.rate)."""
+    {"path", "message"} with the API's paths (variants[1].parameters.rate): the programme loaded by the
+    schema the API loads it with, each variant's parameters by its mechanic's."""
     errors: list[dict[str, str]] = []
     key = existing.key if existing is not None else form.get("key", "").strip()
     name, description = form.get("name", "").strip(), form.get("description", "").strip()
-    if not KEY.fullmatch(key):
-        errors.append({"path": "key", "message": KEY_MESSAGE})
-    if not name:
-        errors.append({"path": "name", "message": "Give the programme a name."})
     stored = {v.key for v in existing.variants} if existing is not None else set()
     state: dict[str, Any] = {"key": key, "name": name, "description": description, "variants": []}
     data: dict[str, Any] = {"key": key, "name": name, "description": description, "variants": []}
@@ -165,21 +163,21 @@ def read_form(form: MultiDict, existing: Programme | None = None
         values = {n.removeprefix(prefix): v for n, v in form.items() if n.startswith(prefix)}
         state["variants"].append({"key": vkey, "name": vname, "mechanic": mechanic, "values": values,
                                   "stored": vkey in stored})
-        if not KEY.fullmatch(vkey):
-            errors.append({"path": f"{path}.key", "message": KEY_MESSAGE})
-        elif vkey in seen:
+        if vkey and vkey in seen:
             errors.append({"path": f"{path}.key", "message": f"Another variant has the key {vkey!r}."})
         seen.add(vkey)
         if mechanic not in MECHANICS:
-            errors.append({"path": f"{path}.mechanic", "message": "Choose a mechanic."})
             data["variants"].append({"key": vkey, "name": vname or None, "mechanic": mechanic, "parameters": {}})
             continue
         params, problems = read_parameters(mechanic, lambda n, p=prefix, m=mechanic: form.get(f"{p}{m}-{n}"),
                                            f"{path}.parameters")
         errors += problems
         data["variants"].append({"key": vkey, "name": vname or None, "mechanic": mechanic, "parameters": params})
-    if not data["variants"] and not errors:
-        errors.append({"path": "variants", "message": "Add at least one variant."})
+    try:
+        ProgrammeIn().load({**data, "variants": [{k: v for k, v in variant.items() if v is not None}
+                                                 for variant in data["variants"]]})
+    except ma.ValidationError as exc:
+        errors = field_paths(exc.messages) + errors
     return state, data, errors
 
 

@@ -49,12 +49,15 @@ def _report_context(run: AnalysisRun, pilot: Pilot) -> dict:
     drill = reports.drill_down(run.results, metric)
     trust = reports.trust_panel(run.results, run.config, len(looks), report_evidence.freshness(db.session, run),
                                 SRM_ALPHA)
+    stages = report_evidence.stages(db.session, pilot)
     return {"run": run, "pilot": pilot, "results": run.results, "rec": run.recommendation, "figures": figs,
             "figures_json": _safe_json(figs), "tables": list(reports.TABLES), "trust": trust, "drill": drill,
             "metric_names": list(dict.fromkeys(m["metric"] for m in run.results.get("metrics", []))),
-            "stages": report_evidence.stages(db.session, pilot), "styles": reports.arm_styles(run.results),
+            "stages": stages, "styles": reports.arm_styles(run.results),
+            "across": report_evidence.across_stages(stages, run.results.get("unit"), run.config.get("alpha", 0.05)),
             "metrics": reports.table(run.results, "metrics"), "power": reports.table(run.results, "power"),
-            "economics": reports.table(run.results, "economics")}
+            "economics": reports.table(run.results, "economics"),
+            "group_economics": reports.table(run.results, "group_economics")}
 
 
 def _standalone(run: AnalysisRun, pilot: Pilot, printing: bool = False) -> str:

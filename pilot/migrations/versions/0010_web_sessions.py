@@ -13,6 +13,8 @@ from typing import Sequence, Union
 import sqlalchemy as sa
 from alembic import op
 
+from pilot.migrations.tables import at, create_table
+
 revision: str = '0010'
 down_revision: Union[str, Sequence[str], None] = '0009'
 branch_labels: Union[str, Sequence[str], None] = None
@@ -20,18 +22,12 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
-    op.create_table(
+    create_table(
         "web_sessions",
-        sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("session_hash", sa.String(length=64), nullable=False),
         sa.Column("token_id", sa.Integer(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(["token_id"], ["api_tokens.id"], name=op.f("fk_web_sessions_token_id_api_tokens")),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_web_sessions")),
-        sa.UniqueConstraint("session_hash", name=op.f("uq_web_sessions_session_hash")),
+        at("created_at", False), at("last_seen_at", False), at("expires_at", False), at("ended_at"),
+        references=[("token_id", "api_tokens")], unique=[("session_hash",)],
     )
     op.create_index(op.f("ix_web_sessions_token_id"), "web_sessions", ["token_id"])
 

@@ -17,49 +17,39 @@ from typing import Union
 import sqlalchemy as sa
 from alembic import op
 
+from pilot.migrations.tables import at, create_table
+
 revision: str = '0016'
 down_revision: Union[str, Sequence[str], None] = '0015'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
 
-def _at(name: str, nullable: bool = True) -> sa.Column:
-    return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
-
-
 def upgrade() -> None:
-    op.create_table(
+    create_table(
         "users",
-        sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("email", sa.String(length=254), nullable=False),
         sa.Column("role", sa.String(length=16), nullable=False),
         sa.Column("store_id", sa.Integer(), nullable=True),
         sa.Column("password_hash", sa.String(length=300), nullable=True),
-        _at("created_at", False), _at("disabled_at"),
-        sa.ForeignKeyConstraint(["store_id"], ["stores.id"], name=op.f("fk_users_store_id_stores")),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
-        sa.UniqueConstraint("email", name=op.f("uq_users_email")),
+        at("created_at", False), at("disabled_at"),
+        references=[("store_id", "stores")], unique=[("email",)],
     )
-    op.create_table(
+    create_table(
         "sign_in_attempts",
-        sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("email", sa.String(length=254), nullable=False),
-        _at("at", False),
+        at("at", False),
         sa.Column("succeeded", sa.Boolean(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_sign_in_attempts")),
     )
     op.create_index("ix_sign_in_attempts_email_at", "sign_in_attempts", ["email", "at"])
-    op.create_table(
+    create_table(
         "password_resets",
-        sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("created_by", sa.String(length=200), nullable=False),
-        _at("created_at", False), _at("expires_at", False), _at("used_at"),
-        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_password_resets_user_id_users")),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_password_resets")),
-        sa.UniqueConstraint("token_hash", name=op.f("uq_password_resets_token_hash")),
+        at("created_at", False), at("expires_at", False), at("used_at"),
+        references=[("user_id", "users")], unique=[("token_hash",)],
     )
     with op.batch_alter_table("api_tokens") as batch_op:
         batch_op.add_column(sa.Column("user_id", sa.Integer(), nullable=True))
@@ -69,61 +59,52 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("approval", sa.String(length=16), nullable=False, server_default="none"))
         batch_op.add_column(sa.Column("independent_of", sa.JSON(), nullable=False, server_default="[]"))
         batch_op.add_column(sa.Column("plan_version", sa.Integer(), nullable=True))
-    op.create_table(
+    create_table(
         "analysis_plans",
-        sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("pilot_id", sa.Integer(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("plan", sa.JSON(), nullable=False),
         sa.Column("reason", sa.String(length=1000), nullable=True),
         sa.Column("actor", sa.String(length=200), nullable=False),
-        _at("created_at", False),
-        sa.ForeignKeyConstraint(["pilot_id"], ["pilots.id"], name=op.f("fk_analysis_plans_pilot_id_pilots")),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_analysis_plans")),
-        sa.UniqueConstraint("pilot_id", "version", name=op.f("uq_analysis_plans_pilot_id")),
+        at("created_at", False),
+        references=[("pilot_id", "pilots")], unique=[("pilot_id", "version")],
     )
-    op.create_table(
+    create_table(
         "approvals",
-        sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("pilot_id", sa.Integer(), nullable=False),
         sa.Column("action", sa.String(length=16), nullable=False),
         sa.Column("needs", sa.JSON(), nullable=False),
         sa.Column("request", sa.JSON(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("requested_by", sa.String(length=200), nullable=False),
-        _at("requested_at", False),
+        at("requested_at", False),
         sa.Column("decided_by", sa.String(length=200), nullable=True),
-        _at("decided_at"),
+        at("decided_at"),
         sa.Column("decision_reason", sa.String(length=1000), nullable=True),
-        sa.ForeignKeyConstraint(["pilot_id"], ["pilots.id"], name=op.f("fk_approvals_pilot_id_pilots")),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_approvals")),
+        references=[("pilot_id", "pilots")],
     )
     op.create_index("ix_approvals_pilot_id_status", "approvals", ["pilot_id", "status"])
-    op.create_table(
+    create_table(
         "webhooks",
-        sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("url", sa.String(length=2000), nullable=False),
         sa.Column("events", sa.JSON(), nullable=False),
         sa.Column("secret_salt", sa.String(length=64), nullable=False),
         sa.Column("description", sa.String(length=200), nullable=True),
         sa.Column("created_by", sa.String(length=200), nullable=False),
-        _at("created_at", False), _at("disabled_at"),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhooks")),
+        at("created_at", False), at("disabled_at"),
     )
-    op.create_table(
+    create_table(
         "webhook_deliveries",
-        sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("webhook_id", sa.Integer(), nullable=False),
         sa.Column("event", sa.String(length=64), nullable=False),
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("attempt_log", sa.JSON(), nullable=False),
-        _at("created_at", False), _at("next_attempt_at", False), _at("lease_until"),
+        at("created_at", False), at("next_attempt_at", False), at("lease_until"),
         sa.Column("worker", sa.String(length=200), nullable=True),
-        _at("delivered_at"),
-        sa.ForeignKeyConstraint(["webhook_id"], ["webhooks.id"], name=op.f("fk_webhook_deliveries_webhook_id_webhooks")),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_deliveries")),
+        at("delivered_at"),
+        references=[("webhook_id", "webhooks")],
     )
     op.create_index("ix_webhook_deliveries_status_next", "webhook_deliveries", ["status", "next_attempt_at"])
     op.create_index("ix_webhook_deliveries_webhook_id", "webhook_deliveries", ["webhook_id"])

@@ -43,6 +43,7 @@
       if (!src) return;
       if (dst.type === "checkbox") dst.checked = src.checked; else dst.value = src.value;
     });
+    to.querySelectorAll("[data-leave-out]").forEach(leaveOut);
     sumWeights(to);
   }
 
@@ -55,11 +56,18 @@
   function sumWeights(box) {
     box.querySelectorAll("[data-weights]").forEach(function (set) {
       var total = 0;
-      set.querySelectorAll("[data-weight]").forEach(function (w) { total += parseFloat(w.value.replace(",", ".")) || 0; });
+      set.querySelectorAll("[data-weight]:not(:disabled)").forEach(function (w) { total += parseFloat(w.value.replace(",", ".")) || 0; });
       var out = set.querySelector("[data-total]"), ok = Math.abs(total - 100) < 1e-6;
       out.textContent = (Math.round(total * 1000) / 1000) + "%" + (ok ? " ✓" : " — must be 100%");
       out.className = ok ? "sum-ok" : "sum-bad";
     });
+  }
+
+  // a variant left out of a draft's stage: its weight is not typed and not counted
+  function leaveOut(box) {
+    var weight = box.closest("div.col-sm-3").querySelector("[data-weight]");
+    weight.disabled = box.checked;
+    sumWeights(box.closest(".stage"));
   }
 
   function unitChanged(radio) {
@@ -96,6 +104,7 @@
   document.addEventListener("change", function (e) {
     if (e.target.matches("[data-mechanic-select]")) showMechanic(e.target);
     if (e.target.matches("[data-unit]")) unitChanged(e.target);
+    if (e.target.matches("[data-leave-out]")) leaveOut(e.target);
   });
 
   document.addEventListener("click", function (e) {
