@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.ingest import PG_ADMIN  # noqa: E402
+from bench.ingest import upload as ingest_upload  # noqa: E402
 from bench.server import Server  # noqa: E402
 from pilot import create_app  # noqa: E402
 from pilot.auth import issue_token  # noqa: E402
@@ -87,16 +88,7 @@ def prepared(url: str, customers: int) -> str:
 
 
 def upload(path: Path, secret: str, port: int) -> tuple[float, dict]:
-    started = time.perf_counter()
-    out = subprocess.run(["curl", "-sS", "-X", "POST", "-T", str(path), "-H", "Content-Type: text/csv",
-                          "-H", f"Authorization: Bearer {secret}",
-                          f"http://127.0.0.1:{port}/api/v1/events/upload?source=bench"],
-                         capture_output=True, text=True, check=True).stdout
-    seconds = time.perf_counter() - started
-    result = json.loads(out)
-    if "error" in result:
-        raise SystemExit(f"upload failed: {out[:2000]}")
-    return seconds, result
+    return ingest_upload(path, secret, source="bench", port=port, feed="events")
 
 
 def psql_copy(path: Path) -> float:

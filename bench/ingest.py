@@ -76,11 +76,13 @@ def prepared(url: str) -> str:
     return feed
 
 
-def upload(path: Path, secret: str, source: str = "default") -> tuple[float, dict]:
+def upload(path: Path, secret: str, source: str = "default", port: int = PORT,
+           feed: str = "transactions") -> tuple[float, dict]:
+    """POST a CSV file to /api/v1/{feed}/upload with curl; its seconds and the outcome."""
     started = time.perf_counter()
     out = subprocess.run(["curl", "-sS", "-X", "POST", "-T", str(path), "-H", "Content-Type: text/csv",
                           "-H", f"Authorization: Bearer {secret}",
-                          f"http://127.0.0.1:{PORT}/api/v1/transactions/upload?source={source}"],
+                          f"http://127.0.0.1:{port}/api/v1/{feed}/upload?source={source}"],
                          capture_output=True, text=True, check=True).stdout
     seconds = time.perf_counter() - started
     result = json.loads(out)

@@ -31,7 +31,7 @@ from pilot.assignment import allocation_period
 from pilot.customer_groups import group_case, saved_groups
 from pilot.mechanics import member_period_cost
 from pilot.metric_columns import METRIC_SOURCES as METRIC_SOURCES  # (re-exported: the catalogue's unit values)
-from pilot.metric_columns import columns, per_customer, products, unit_value, week_name, week_values
+from pilot.metric_columns import columns, per_customer, products, unit_value, week_statements
 from pilot.models import Assignment, Customer, Enrolment, Pilot, Stage, Transaction
 from pilot.query_plans import set_based_plan
 from pilot.sqltime import at_least_after, epoch_seconds, time_literal
@@ -168,6 +168,8 @@ class DatabaseRunner:
         try:
             if self.dialect == "postgresql":
                 conn.execute(text("ANALYZE pilot_units"))
+            else:  # SQLite joins per-customer sums (the defined metrics' weeks) by a lookup: give it one
+                conn.execute(text("CREATE INDEX ix_pilot_units_customer ON pilot_units (customer_id)"))
             yield create.table
         finally:
             create.table.drop(conn)
@@ -330,8 +332,7 @@ def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pr
     visits = value("visits")
     period = allocation_period(a.assigned_at, period_ends or [])
     cols = columns(defined or [])
-    extra = [(per_customer(source, mine, a, stage_units, first, cutoff, pre_start, pilot.started_at, weeks, dialect),
-              mine)
+    extra = [(per_customer(source, mine, a, stage_units, first, cutoff, pre_start, pilot.started_at, dialect), mine)
              for source in ("events", "transactions") if (mine := [c for c in cols if c.measure["source"] == source])]
     stmt = (select(a.customer_id, a.variant, group.label("grp"), period.label("period"),
                    func.coalesce(a.store_id, Customer.home_store_id).label("store_id"),
@@ -342,9 +343,7 @@ def unit_rows(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, pr
                    cast(case((and_(value("early") > 0, value("late") > 0), 1), else_=0), Float).label("retained"),
                    *[value(v).label(v) for v in ("pre_spend", "pre_visits", "pre_items")],
                    *[weekly_value(v, w) for w in range(weeks) for v in WEEK_VALUES],
-                   *[unit_value(sub, c) for sub, mine in extra for c in mine],
-                   *[unit_value(sub, c, week_name(c.name, w)) for sub, mine in extra for c in mine if not c.pre
-                     for w in range(weeks)])
+                   *[unit_value(sub, c) for sub, mine in extra for c in mine])
             .join(Customer, Customer.id == a.customer_id)
             .outerjoin(per, per.c.customer_id == a.customer_id)
             .where(stage_units))
@@ -396,31 +395,27 @@ def customer_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime
         for m in runner.rows(select(unit.c.variant, unit.c.full_weeks, unit.c.period, func.count().label("n"))
                              .group_by(unit.c.variant, unit.c.full_weeks, unit.c.period)):
             cube.full_week_cells[(m["variant"], int(m["full_weeks"]), int(m["period"]))] = int(m["n"])
-        cube.week_cells = _weekly(runner, unit, weeks, weekly, defined)
+        cube.week_cells = _weekly(runner, unit, weeks, weekly)
+        if defined and weeks:
+            _defined_weeks(cube, runner, unit, pilot, stage, cutoff, pre_days, defined)
         for (variant, w, _), sums in cube.week_cells.items():
             add_sums(cube.by_week.setdefault((variant, w), {}), sums)
     return cube
 
 
-def _weekly(runner: Runner, unit: Table, weeks: int, value: str,
-            defined: list[dict[str, Any]] | None = None) -> dict[tuple[str, int, int], dict[str, float]]:
+def _weekly(runner: Runner, unit: Table, weeks: int, value: str) -> dict[tuple[str, int, int], dict[str, float]]:
     """Per arm × week since exposure × allocation period: Σ of each weekly value per unit-week, the
     products its tests need, and the units converted that week (a purchase in it), over the units
     exposed for the whole week (those without purchases that week add zeros). `value`: the weekly
-    value whose first week against its later weeks is the fading test's contrast; `defined`: the run's
-    defined metrics, whose weekly values and products come along."""
+    value whose first week against its later weeks is the fading test's contrast."""
     if not weeks:
         return {}
-    own, own_products = week_values(defined or [])
     cols = []
     for w in range(weeks):
         whole, x = unit.c.full_weeks > w, {v: unit.c[week_column(v, w)] for v in WEEK_VALUES}
         cols += [func.sum(case((whole, x[v]))).label(f"s{w}_{v}") for v in WEEK_VALUES]
         cols += [func.sum(case((whole, x[a] * x[b]))).label(f"s{w}_{a}_{b}") for a, b in WEEK_PRODUCTS]
         cols.append(func.sum(case((and_(whole, x["visits"] > 0), 1.0), else_=0.0)).label(f"s{w}_converted"))
-        y = {n: unit.c[week_name(n, w)] for n in own}  # the defined metrics' values of the week
-        cols += [func.sum(case((whole, y[n]))).label(f"s{w}_{n}") for n in own]
-        cols += [func.sum(case((whole, y[a] * y[b]))).label(f"s{w}_{a}_{b}") for a, b in own_products]
     full = unit.c.full_weeks
     if weeks >= 2:  # the fading test's per-unit contrast (pilot.weekly_effects): first week − mean of the later
         # half of its full weeks (weeks w with f/2 ≤ w < f, of f full weeks)
@@ -433,14 +428,33 @@ def _weekly(runner: Runner, unit: Table, weeks: int, value: str,
     out: dict[tuple[str, int, int], dict[str, float]] = {}
     for m in runner.rows(select(unit.c.variant, unit.c.period, *cols).group_by(unit.c.variant, unit.c.period)):
         for w in range(weeks):
-            sums = {v: float(m[f"s{w}_{v}"] or 0) for v in (*WEEK_VALUES, "converted", *own)}
-            sums.update({product_key(a, b): float(m[f"s{w}_{a}_{b}"] or 0) for a, b in (*WEEK_PRODUCTS, *own_products)})
+            sums = {v: float(m[f"s{w}_{v}"] or 0) for v in (*WEEK_VALUES, "converted")}
+            sums.update({product_key(a, b): float(m[f"s{w}_{a}_{b}"] or 0) for a, b in WEEK_PRODUCTS})
             if any(sums.values()):
                 out[(m["variant"], w, int(m["period"]))] = sums
         if m.get("fade_n") and (m["variant"], 0, int(m["period"])) in out:
             out[(m["variant"], 0, int(m["period"]))].update(
                 fade_n=float(m["fade_n"]), fade=float(m["fade"] or 0), **{"fade*fade": float(m["fade^2"] or 0)})
     return out
+
+
+def _defined_weeks(cube: Cube, runner: Runner, unit: Table, pilot: Pilot, stage: Stage, cutoff: datetime,
+                   pre_days: int, defined: list[dict[str, Any]]) -> None:
+    """The defined metrics' sums per arm × week since exposure × allocation period (into the cube's
+    week cells, before by_week adds them up): per customer and week from each source, joined to the
+    unit rows (pilot.metric_columns)."""
+    a = Assignment
+    pre_start = pilot.started_at - timedelta(days=pre_days)
+    first = min(pre_start, stage.started_at or pre_start)
+    units = and_(a.pilot_id == pilot.id, a.stage == stage.position, a.assigned_at < cutoff)
+    cols = columns(defined)
+    subs = [(per_customer(source, mine, a, units, first, cutoff, pre_start, pilot.started_at, runner.dialect,
+                          by_week=True), mine)
+            for source in ("events", "transactions") if (mine := [c for c in cols if c.measure["source"] == source])]
+    for stmt in week_statements(unit, subs, defined):
+        for m in runner.rows(stmt):
+            key = (m.pop("variant"), int(m.pop("wk")), int(m.pop("period")))
+            cube.week_cells.setdefault(key, {}).update({k: float(v or 0) for k, v in m.items()})
 
 
 def store_cube(session: Session, pilot: Pilot, stage: Stage, cutoff: datetime, runner: Runner | None = None) -> Cube:

@@ -14,7 +14,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from pilot.ingestion import RowError, RowKind, _number, _text, _time
+from pilot.ingestion import RowError, RowKind, _number, _text, _time, check_record
 from pilot.metric_spec import attribute_text
 from pilot.sqltime import sqlite_text
 
@@ -56,13 +56,7 @@ def _attributes(raw: dict) -> str:
 
 def parse_event(raw: Any, stores: dict[str, int], latest: datetime) -> tuple:
     """One raw event (JSON object or CSV record) as a staging tuple without its row number."""
-    if not isinstance(raw, dict):
-        raise RowError("_row", "Not an object.")
-    if "__width__" in raw:
-        raise RowError("_row", f"Has {raw['__width__']} cells; the header has a different number.")
-    unknown = raw.keys() - FIELD_SET
-    if unknown:
-        raise RowError(sorted(unknown)[0], "Unknown field.")
+    check_record(raw, FIELD_SET)
     event_id = _text(raw, "event_id", 128)
     customer = _text(raw, "customer", 128)
     moment = _time(raw, latest)

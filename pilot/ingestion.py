@@ -153,15 +153,20 @@ def _time(raw: dict, latest: datetime) -> datetime:
     return moment
 
 
-def parse_row(raw: Any, stores: dict[str, int], latest: datetime) -> tuple:
-    """One raw row (JSON object or CSV record) as a staging tuple without its row number."""
+def check_record(raw: Any, fields: set[str] | frozenset[str]) -> None:
+    """A raw row of any kind: an object of known fields, as wide as its CSV header."""
     if not isinstance(raw, dict):
         raise RowError("_row", "Not an object.")
     if "__width__" in raw:
         raise RowError("_row", f"Has {raw['__width__']} cells; the header has a different number.")
-    unknown = raw.keys() - FIELD_SET
+    unknown = raw.keys() - fields
     if unknown:
         raise RowError(sorted(unknown)[0], "Unknown field.")
+
+
+def parse_row(raw: Any, stores: dict[str, int], latest: datetime) -> tuple:
+    """One raw row (JSON object or CSV record) as a staging tuple without its row number."""
+    check_record(raw, FIELD_SET)
     event_id = _text(raw, "event_id", 128)
     customer = _text(raw, "customer", 128)
     code = _text(raw, "store", 64)

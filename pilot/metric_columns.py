@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, and_, case, cast, func, literal, or_, select
+from sqlalchemy import Float, and_, case, cast, func, literal, or_, select, type_coerce
+from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.sql.elements import ColumnElement
 
 from pilot.metric_spec import attribute_text
@@ -152,37 +153,36 @@ def _matches(source: str, measure: dict[str, Any]) -> ColumnElement:
     return and_(*conds) if conds else literal(True)
 
 
-def week_name(name: str, week: int) -> str:
-    """A per-unit column's value in week `week` (0-based) since exposure (as pilot.aggregation.week_column)."""
-    return f"{name}_w{week}"
-
-
 def per_customer(source: str, cols: list[Column], assignment: Any, units: ColumnElement, first: datetime,
-                 cutoff: datetime, pre_start: datetime, started: datetime, weeks: int = 0, dialect: str = "sqlite"):
+                 cutoff: datetime, pre_start: datetime, started: datetime, dialect: str = "sqlite",
+                 by_week: bool = False):
     """One row per assigned customer with a matching row: each column's value over its window (the
-    window since the unit's exposure, or the pre-period), and each window column's value in each of
-    the first `weeks` weeks since exposure; one pass over the source's rows."""
+    window since the unit's exposure, or the pre-period), one pass over the source's rows. `by_week`:
+    one row per customer and week since exposure (`wk`, 0-based) instead, of the window's columns."""
     table, fields = _source(source)
     a = assignment
 
     # the week since exposure, in one expression per row (the window's rows only count in their week)
     elapsed = epoch_seconds(table.occurred_at, dialect) - epoch_seconds(a.assigned_at, dialect)
-    week = func.floor(elapsed / WEEK) if weeks else literal(0)
+    week = func.floor(elapsed / WEEK) if by_week else literal(0)
     measures = list({repr(sorted(c.measure.items())): c.measure for c in cols}.values())
     index = {repr(sorted(m.items())): i for i, m in enumerate(measures)}
     window = case((table.occurred_at >= a.assigned_at, 1),
                   (and_(table.occurred_at >= pre_start, table.occurred_at < started), 2), else_=0)
-    values = [window.label("win"), week.label("wk")]
+    pg = dialect == "postgresql"
+    values = [window.label("win"), week.label("wk"), table.id.label("rid")]
     for i, m in enumerate(measures):
         match = _matches(source, m)
         values.append(case((match, 1), else_=0).label(f"m{i}"))
         if m.get("field") or m["aggregation"] == "nps":
             values.append(fields[m.get("field") or "value"].label(f"v{i}"))
-        if m["aggregation"] in ("last", "nps"):  # the latest matching row of each window first
+        if m["aggregation"] in ("last", "nps") and pg:  # the latest row: max of [time, id, value] (parallel)
+            values.append(epoch_seconds(table.occurred_at, dialect).label(f"t{i}"))
+        elif m["aggregation"] in ("last", "nps"):  # SQLite: the latest matching row of each window first
             latest = (table.occurred_at.desc(), table.id.desc())
             values.append(func.row_number().over(partition_by=(a.customer_id, match, window),
                                                  order_by=latest).label(f"r{i}"))
-            if weeks:
+            if by_week:
                 values.append(func.row_number().over(partition_by=(a.customer_id, match, window, week),
                                                      order_by=latest).label(f"r{i}w"))
     rows = (select(a.customer_id.label("customer_id"), *values)
@@ -190,21 +190,31 @@ def per_customer(source: str, cols: list[Column], assignment: Any, units: Column
                               table.occurred_at < cutoff))
             .where(units, or_(table.occurred_at >= a.assigned_at, table.occurred_at < started))
             .subquery(f"{source}_rows"))
+    def score(v: ColumnElement) -> ColumnElement:
+        return case((v >= 9, 100.0), (v >= 7, 0.0), (v.is_not(None), -100.0))  # (none without an answer)
+
     def fold(c: Column, cond: ColumnElement, rank: str) -> ColumnElement:
         i = index[repr(sorted(c.measure.items()))]
         agg = c.measure["aggregation"]
         cond = and_(rows.c[f"m{i}"] == 1, cond)
+        if agg in ("last", "nps") and pg:
+            if c.answered:
+                return case((func.count().filter(cond) > 0, 1), else_=0)
+            latest = func.max(array([rows.c[f"t{i}"], cast(rows.c.rid, Float), cast(rows.c[f"v{i}"], Float)]))
+            value = type_coerce(latest.filter(cond), ARRAY(Float))[3]
+            return score(value) if agg == "nps" else value
         if agg in ("last", "nps"):
             cond = and_(cond, rows.c[f"r{i}{rank}"] == 1)
         if c.answered or agg in ("count", "any"):
             return func.count().filter(cond)
         if agg == "nps":
-            v = rows.c[f"v{i}"]
-            return func.sum(case((v >= 9, 100.0), (v >= 7, 0.0), else_=-100.0)).filter(cond)
+            return func.sum(score(rows.c[f"v{i}"])).filter(cond)
         return (func.max if agg in ("max", "last") else func.sum)(cast(rows.c[f"v{i}"], Float)).filter(cond)
+    if by_week:
+        sums = [fold(c, rows.c.win == 1, "w").label(c.name) for c in cols if not c.pre]
+        return (select(rows.c.customer_id, rows.c.wk, *sums).where(rows.c.win == 1)
+                .group_by(rows.c.customer_id, rows.c.wk).subquery(f"{source}_weeks"))
     sums = [fold(c, rows.c.win == (2 if c.pre else 1), "").label(c.name) for c in cols]
-    sums += [fold(c, and_(rows.c.win == 1, rows.c.wk == w), "w").label(week_name(c.name, w))
-             for c in cols if not c.pre for w in range(weeks)]
     return select(rows.c.customer_id, *sums).group_by(rows.c.customer_id).subquery(f"{source}_per")
 
 
@@ -218,10 +228,21 @@ def unit_value(per: Any, c: Column, name: str | None = None) -> ColumnElement:
     return cast(raw, Float).label(name)
 
 
-def week_values(definitions: list[dict[str, Any]]) -> tuple[list[str], list[tuple[str, str]]]:
-    """The window columns whose weekly values the unit rows carry, and the products their week tests need."""
-    names = [c.name for c in columns(definitions) if not c.pre]
-    return names, [(a, b) for a, b in products(definitions) if a in names and b in names]
+def week_statements(unit: Any, subs: list[tuple[Any, list[Column]]], definitions: list[dict[str, Any]]) -> list[Any]:
+    """Per arm × allocation period × week since exposure, over the units exposed for the whole week:
+    Σ of each window column and the products its week tests need (`subs`: per source, its
+    per-customer-week rows and their columns). A unit-week without rows adds zeros."""
+    out = []
+    for sub, cols in subs:
+        names = [c.name for c in cols if not c.pre]
+        value = {c.name: unit_value(sub, c) for c in cols if not c.pre}
+        pairs = [(a, b) for a, b in products(definitions) if a in names and b in names]
+        out.append(select(unit.c.variant, unit.c.period, sub.c.wk,
+                          *[func.sum(value[n]).label(n) for n in names],
+                          *[func.sum(value[a] * value[b]).label(f"{a}*{b}") for a, b in pairs])
+                   .join(unit, unit.c.customer_id == sub.c.customer_id).where(unit.c.full_weeks > sub.c.wk)
+                   .group_by(unit.c.variant, unit.c.period, sub.c.wk))
+    return out
 
 
 def run_definitions(session: Any, pilot: Any, engine: str) -> dict[str, Any]:

@@ -81,6 +81,8 @@ class UnitModel:
                        (mv / weeks, shape))
         if kind == "ratio":
             num, den = v[value], v[other]
+            if not den.sum() > 0:  # no purchase in the window: no baseline (the planner's 409)
+                return cls(metric, kind, weeks, 0.0, 0.0, 0.0, 0.0, 0.0, np.zeros(len(num)))
             ratio, mu = num.sum() / den.sum(), den.mean()
             y = (num - ratio * den) / mu
             within = (v[NOISE[value]] - 2 * ratio * num + ratio * ratio * den) / (mu * mu)

@@ -137,7 +137,8 @@ def _make_dynamic(config: AnalysisConfig, results: Row, best: str) -> Finding | 
                   and r.get("effect_abs") is not None), None)
     primary = _primary(results, best)
     helped = (trend.get("direction", 1.0) * first["effect_abs"] > 0 if first is not None else
-              primary is not None and config.good(config.primary_metric, primary["effect_abs"]) > 0)
+              primary is not None and primary["effect_abs"] is not None
+              and config.good(config.primary_metric, primary["effect_abs"]) > 0)
     if not (trend.get("fading") and helped):
         return None
     return ({"code": "effect_fading", "arm": best, "slope_per_week": trend["slope"], "p_value": trend["p_value"],

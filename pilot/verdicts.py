@@ -120,7 +120,7 @@ def harm_reason(r: Row) -> Row:
     """A harmed guardrail row as a reason in numbers."""
     return {"code": "guardrail_harmed", "arm": r["arm"], "metric": r["metric"], "effect_rel": r["effect_rel"],
             "ci_rel": [r["ci_rel_low"], r["ci_rel_high"]], "max_harm": r["max_harm"], "p_value": r["p_value"],
-            "message": f"{r['metric']} moved {r['effect_rel']:+.1%} in {r['arm']} "
+            "message": f"{r.get('label') or r['metric']} moved {r['effect_rel']:+.1%} in {r['arm']} "
                        f"(CI {r['ci_rel_low']:+.1%} to {r['ci_rel_high']:+.1%}); at most "
                        f"{r['max_harm']:.1%} harm is tolerated."}
 

@@ -8,6 +8,9 @@ from typing import Any
 
 from reports.figures import heterogeneity_rows, metric_rows, week_rows
 
+# the tests of a week's values (pilot.metric_weeks), as the page names them
+WEEK_TESTS = {"welch": "Welch's t-test", "two_proportion_z": "two-proportion z-test",
+              "ratio_delta": "delta method for the ratio"}
 KEYS = ("arm", "n_control", "n_treatment", "mean_control", "mean_treatment", "effect_abs", "ci_low", "ci_high",
         "effect_rel", "ci_rel_low", "ci_rel_high", "p_value")
 
@@ -21,6 +24,8 @@ def drill_down(results: dict[str, Any], metric: str) -> dict[str, Any]:
     n_groups = len({r["group"] for r in group_rows})
     return {"metric": metric, "groups": group_rows, "weeks": weeks,
             "weeks_metric": next((r["metric"] for r in week_rows(results, metric)), None),
+            "weeks_test": next((WEEK_TESTS.get(m, m.replace("_", " ")) for r in weeks
+                                if (m := (r.get("method") or "").split("+")[0])), None),
             "fading_metric": next((r["metric"] for r in results.get("weeks", [])), None),
             "heterogeneity": [h for h in heterogeneity_rows(results, metric) if h.get("q") is not None],
             "trend": [{"arm": a, **t} for a, t in results.get("trend", {}).items()],

@@ -48,7 +48,7 @@ def _figure(key: str, title: str, height: int, data: list[dict[str, Any]], alt: 
 def _titled(metric: str, what: str) -> str:
     """A drill-down figure's title: on two lines when a long metric name would not fit a phone (plotly
     does not wrap titles)."""
-    return f"{metric} {what}" if len(metric) + len(what) < 32 else f"{metric}<br>{what}"
+    return f"{metric} {what}" if len(metric) + len(what) < 37 else f"{metric}<br>{what}"
 
 
 def _axis(title: str | None = None, **more: Any) -> dict[str, Any]:

@@ -76,6 +76,20 @@ def plant(app, name: str, **over) -> str:
         return out["pilot"]
 
 
+def run_analysis(app, key: str, cutoff: datetime | None = NOW):
+    """One analysis of the pilot's current stage at `cutoff`, executed and committed; the run (detached)."""
+    from pilot import analysis_runs
+    from pilot.auth import CLI
+    from pilot.rollout import get_pilot
+    with app.app_context():
+        run = analysis_runs.create_run(db.session, CLI.actor, get_pilot(db.session, key), cutoff=cutoff)
+        analysis_runs.execute(db.session, run)
+        db.session.commit()
+        db.session.refresh(run)
+        db.session.expunge(run)
+        return run
+
+
 def csrf(client, path="/login"):
     page = client.get(path).get_data(as_text=True)
     return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,13 @@ def require_spark() -> None:
         pytest.skip(f"the spark extra is not installed ({exc.name}): pip install -e \".[spark]\"")
     if not (shutil.which("java") or os.environ.get("JAVA_HOME")):
         pytest.skip("Spark needs Java 17 (no java on the PATH and no JAVA_HOME)")
+
+
+def free_port() -> int:
+    """A port nobody listens on now (for a server the test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def quiet(spark) -> None:

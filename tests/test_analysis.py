@@ -13,22 +13,16 @@ from statsmodels.stats.power import TTestIndPower
 from statsmodels.stats.proportion import proportions_ztest
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
-from pilot import analysis_runs
 from pilot.aggregation import customer_cube
-from pilot.auth import CLI
 from pilot.db import db
 from pilot.models import AnalysisRun, Assignment, AuditEvent, Transaction
 from pilot.rollout import get_pilot
-from tests.factories import NOW, csrf, plant
+from tests.factories import NOW, csrf, plant, run_analysis
 from tests.stats_helpers import cr2_reference, gb_half_width, gb_p_value
 
 
 def analyse(app, key: str) -> AnalysisRun:
-    with app.app_context():
-        run = analysis_runs.create_run(db.session, CLI.actor, get_pilot(db.session, key), cutoff=NOW)
-        analysis_runs.execute(db.session, run)
-        db.session.commit()
-        return run
+    return run_analysis(app, key)
 
 
 def add_refunds(app, key: str) -> int:

@@ -9,11 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pilot import analysis_runs
-from pilot.auth import CLI
-from pilot.db import db
-from pilot.rollout import get_pilot
-from tests.factories import CHROMIUM, NOW, plant, serving
+from tests.factories import CHROMIUM, plant, run_analysis, serving
 
 ARTIFACTS = Path("test-artifacts")
 pytestmark = pytest.mark.skipif(not CHROMIUM, reason="no Chromium found: install Debian's chromium package "
@@ -27,11 +23,7 @@ def site(app, backend, tokens):
         pytest.skip("pages are checked once, on SQLite; the database layer is covered on both elsewhere")
     key = plant(app, "clear_win", customers=1500, stores=10)
     app.config["GATE_FRESHNESS_HOURS"] = 24 * 365  # the simulated retailer's data ends at NOW (the gate's freshness)
-    with app.app_context():
-        run = analysis_runs.create_run(db.session, CLI.actor, get_pilot(db.session, key), cutoff=NOW)
-        analysis_runs.execute(db.session, run)
-        db.session.commit()
-        run_id = run.id
+    run_id = run_analysis(app, key).id
     with serving(app) as url:
         yield {"url": url, "pilot": key, "run": run_id, "tokens": tokens}
 

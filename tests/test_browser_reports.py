@@ -7,13 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pilot import analysis_runs
-from pilot.auth import CLI
-from pilot.db import db
-from pilot.rollout import get_pilot
 from pilot.simulate import BONUS, CONTROL, DISCOUNT10
 from reports.figures import PALETTE
-from tests.factories import NOW, plant, serving
+from tests.factories import plant, run_analysis, serving
 
 ARTIFACTS = Path("test-artifacts")
 
@@ -26,11 +22,7 @@ def report_site(app, backend, tokens):
     key = plant(app, "clear_win", customers=1000, stores=10, variants=[CONTROL, BONUS, DISCOUNT10],
                 allocation={"control": 0.34, "bonus": 0.33, "discount10": 0.33},
                 effects={"bonus": {"*": {"visits": 0.10}}, "discount10": {"*": {"visits": 0.05}}})
-    with app.app_context():
-        run = analysis_runs.create_run(db.session, CLI.actor, get_pilot(db.session, key), cutoff=NOW)
-        analysis_runs.execute(db.session, run)
-        db.session.commit()
-        run_id = run.id
+    run_id = run_analysis(app, key).id
     with serving(app) as url:
         yield {"url": url, "run": run_id, "tokens": tokens}
 

@@ -21,7 +21,7 @@ from pilot.metric_columns import info, run_definitions
 from pilot.metric_definitions import define
 from pilot.models import Assignment, CustomerEvent
 from pilot.rollout import get_pilot
-from tests.factories import NOW, plant
+from tests.factories import NOW, plant, run_analysis
 
 PRE_DAYS = analysis_runs.PRE_DAYS
 
@@ -214,11 +214,8 @@ def test_each_aggregation_kind_equals_pandas_on_the_raw_event_rows(app):
 
 
 def analyse(app, key: str):
-    with app.app_context():
-        run = analysis_runs.create_run(db.session, CLI.actor, get_pilot(db.session, key), cutoff=NOW)
-        analysis_runs.execute(db.session, run)
-        db.session.commit()
-        return run.id, run.config, run.results, run.recommendation
+    run = run_analysis(app, key)
+    return run.id, run.config, run.results, run.recommendation
 
 
 def test_defined_primary_with_cuped_against_ols_end_to_end(app, client, auth):

@@ -141,6 +141,12 @@ def test_a_metric_the_planner_does_not_know_is_a_422_naming_the_field(app, clien
                     headers=auth("manager"))
     fields = r.get_json()["error"]["details"]["fields"]
     assert r.status_code == 422 and "primary_metric" in {**fields, **fields.get("json", {})}
+    # a metric the history has no baseline of (this feed sends no discount cost): a 409 that says so
+    r = client.post("/api/v1/pilots/plan", json={**_body(), "start": END.isoformat(),
+                                                 "primary_metric": "discount_cost_per_customer"},
+                    headers=auth("manager"))
+    assert r.status_code == 409 and r.get_json()["error"]["code"] == "no_baseline", r.get_json()
+    assert "discount_cost_per_customer" in r.get_json()["error"]["message"]
     with app.app_context():  # a manager-defined metric (issue #25) reaching the planner: its own clear refusal
         settings = planner.settings_for(db.session, *_config("spend_per_customer"))
         with pytest.raises(Invalid) as refused:

@@ -38,16 +38,12 @@ from pilot.models import (
     Transaction,
 )
 from pilot.rollout import get_pilot
-from tests.factories import NOW, login, plant, store_pilot
+from tests.factories import NOW, login, plant, run_analysis, store_pilot
 
 
 def analysed(app, customers: int = 900) -> tuple[str, int]:
     key = plant(app, "clear_win", customers=customers, stores=8)
-    with app.app_context():
-        run = analysis_runs.create_run(db.session, CLI.actor, get_pilot(db.session, key), cutoff=NOW)
-        analysis_runs.execute(db.session, run)
-        db.session.commit()
-        return key, run.id
+    return key, run_analysis(app, key).id
 
 
 def page_text(html: str) -> str:

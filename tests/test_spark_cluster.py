@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -13,25 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.spark_helpers import (
-    analyse,
-    assert_close,
-    assert_cubes_equal,
-    builder,
-    cubes,
-    customer_pilot,
-    quiet,
-    require_spark,
-    skip_sqlite_when_postgres,
-    store_pilot,
-    write_lake,
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests import spark_helpers as sh
 
 
 def _status(ui: int) -> dict:
@@ -56,13 +37,13 @@ def _wait(what: str, check, processes, seconds: float = 120) -> None:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A standalone master and a worker (2 cores, 1 GB) on localhost; their URL and web UI port."""
-    require_spark()
+    sh.require_spark()
     import pyspark
     home = Path(pyspark.__file__).parent
     folder = tmp_path_factory.mktemp("spark-cluster")
     env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(folder),
            "SPARK_WORKER_DIR": str(folder / "work")}
-    port, ui, worker_ui = _free_port(), _free_port(), _free_port()
+    port, ui, worker_ui = sh.free_port(), sh.free_port(), sh.free_port()
     url = f"spark://127.0.0.1:{port}"
     spark_class = str(home / "bin" / "spark-class")
     processes = []
@@ -95,16 +76,16 @@ def cluster(tmp_path_factory):
 def spark(cluster):
     """The driver's session on the cluster: one executor in the worker's JVM."""
     url, _ = cluster
-    session = (builder(url).config("spark.executor.memory", "512m").config("spark.cores.max", "2")
+    session = (sh.builder(url).config("spark.executor.memory", "512m").config("spark.cores.max", "2")
                .getOrCreate())
-    quiet(session)
+    sh.quiet(session)
     yield session
     session.stop()
 
 
 @pytest.fixture
 def lake_app(app, backend, cluster, spark, tmp_path):
-    skip_sqlite_when_postgres(backend)
+    sh.skip_sqlite_when_postgres(backend)
     app.config.update(SPARK_MASTER=cluster[0], SPARK_TRANSACTIONS=str(tmp_path / "lake.parquet"))
     return app
 
@@ -112,17 +93,17 @@ def lake_app(app, backend, cluster, spark, tmp_path):
 def test_on_a_standalone_cluster_the_cubes_and_runs_equal_the_database(lake_app, cluster, spark, tmp_path):
     url, ui = cluster
     assert spark.sparkContext.master == url
-    customers = customer_pilot(lake_app)
-    stores = store_pilot(lake_app)
-    write_lake(lake_app, tmp_path / "lake.parquet")
+    customers = sh.customer_pilot(lake_app)
+    stores = sh.store_pilot(lake_app)
+    sh.write_lake(lake_app, tmp_path / "lake.parquet")
     for key in (customers, stores):
-        database, on_spark = cubes(lake_app, key)
-        assert_cubes_equal(database, on_spark)
+        database, on_spark = sh.cubes(lake_app, key)
+        sh.assert_cubes_equal(database, on_spark)
     # the work ran in the worker's executor: the application holds the worker's cores
     apps = _status(ui)["activeapps"]
     assert len(apps) == 1 and apps[0]["cores"] == 2
-    on_db, on_cluster = analyse(lake_app, customers, "database"), analyse(lake_app, customers, "spark")
+    on_db, on_cluster = sh.analyse(lake_app, customers, "database"), sh.analyse(lake_app, customers, "spark")
     assert (on_cluster.status, on_cluster.engine) == ("done", "spark"), on_cluster.error
     assert on_cluster.decision == on_db.decision
-    assert_close(on_db.recommendation, on_cluster.recommendation)
-    assert_close(on_db.results, on_cluster.results)
+    sh.assert_close(on_db.recommendation, on_cluster.recommendation)
+    sh.assert_close(on_db.results, on_cluster.results)

@@ -12,23 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.spark_helpers import (
-    analyse,
-    assert_close,
-    assert_cubes_equal,
-    cubes,
-    customer_pilot,
-    require_spark,
-    skip_sqlite_when_postgres,
-    store_pilot,
-    write_lake,
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests import spark_helpers as sh
 
 
 def _listening(port: int) -> bool:
@@ -48,14 +32,14 @@ def _require_connect_client() -> None:
 @pytest.fixture(scope="module")
 def connect_server(tmp_path_factory):
     """A Spark Connect server on a free localhost port; its sc:// URL and its process."""
-    require_spark()
+    sh.require_spark()
     _require_connect_client()
     import pyspark
     home = Path(pyspark.__file__).parent
     if not list((home / "jars").glob("spark-connect_*.jar")):
         pytest.skip("this pyspark distribution has no Spark Connect server jar")
     folder = tmp_path_factory.mktemp("spark-connect")
-    port = _free_port()
+    port = sh.free_port()
     env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1"}
     log = open(folder / "server.log", "wb")
     server = subprocess.Popen(
@@ -84,34 +68,34 @@ def connect_server(tmp_path_factory):
 
 @pytest.fixture
 def remote_app(app, backend, connect_server, tmp_path):
-    skip_sqlite_when_postgres(backend)
+    sh.skip_sqlite_when_postgres(backend)
     app.config.update(SPARK_REMOTE=connect_server[0], SPARK_MASTER=None,
                       SPARK_TRANSACTIONS=str(tmp_path / "lake.parquet"))
     return app
 
 
 def test_through_spark_connect_the_cubes_and_runs_equal_the_database(remote_app, tmp_path):
-    customers = customer_pilot(remote_app)
-    stores = store_pilot(remote_app)
-    write_lake(remote_app, tmp_path / "lake.parquet")
+    customers = sh.customer_pilot(remote_app)
+    stores = sh.store_pilot(remote_app)
+    sh.write_lake(remote_app, tmp_path / "lake.parquet")
     for key in (customers, stores):
-        database, on_spark = cubes(remote_app, key)
-        assert assert_cubes_equal(database, on_spark) > 0
-    on_db, remote = analyse(remote_app, customers, "database"), analyse(remote_app, customers, "spark")
+        database, on_spark = sh.cubes(remote_app, key)
+        assert sh.assert_cubes_equal(database, on_spark) > 0
+    on_db, remote = sh.analyse(remote_app, customers, "database"), sh.analyse(remote_app, customers, "spark")
     assert (remote.status, remote.engine) == ("done", "spark"), remote.error
     assert remote.decision == on_db.decision
-    assert_close(on_db.recommendation, remote.recommendation)
-    assert_close(on_db.results, remote.results)
+    sh.assert_close(on_db.recommendation, remote.recommendation)
+    sh.assert_close(on_db.results, remote.results)
 
 
 def test_a_connect_url_nobody_answers_ends_the_run_failed_with_the_url(app, backend, tmp_path):
-    require_spark()
+    sh.require_spark()
     _require_connect_client()
-    skip_sqlite_when_postgres(backend)
-    port = _free_port()  # nothing listens there
+    sh.skip_sqlite_when_postgres(backend)
+    port = sh.free_port()  # nothing listens there
     app.config.update(SPARK_REMOTE=f"sc://127.0.0.1:{port}", SPARK_TRANSACTIONS=str(tmp_path / "lake.parquet"))
-    key = customer_pilot(app)
-    run = analyse(app, key, "spark")
+    key = sh.customer_pilot(app)
+    run = sh.analyse(app, key, "spark")
     assert run.status == "failed"
     assert f"127.0.0.1:{port}" in run.error and "Spark" in run.error
 
@@ -133,10 +117,10 @@ def test_very_large_facts_go_through_parquet_files_that_the_run_removes(remote_a
         return location
 
     monkeypatch.setattr(spark_facts.FactsFolder, "write", recording_write)
-    key = customer_pilot(remote_app)
-    write_lake(remote_app, tmp_path / "lake.parquet")
-    database, on_spark = cubes(remote_app, key)
-    assert assert_cubes_equal(database, on_spark) > 0
+    key = sh.customer_pilot(remote_app)
+    sh.write_lake(remote_app, tmp_path / "lake.parquet")
+    database, on_spark = sh.cubes(remote_app, key)
+    assert sh.assert_cubes_equal(database, on_spark) > 0
     assert {Path(w).name for w in written} == {"assignments.parquet", "customers.parquet"}
     assert list(facts.iterdir()) == []  # the run's folder was removed
 
@@ -145,8 +129,8 @@ def test_a_facts_folder_that_cannot_be_written_fails_the_run_clearly(remote_app,
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the folder should be")
     remote_app.config.update(SPARK_FACTS=str(blocker), SPARK_FACTS_MIN_ROWS=1)
-    key = customer_pilot(remote_app)
-    write_lake(remote_app, tmp_path / "lake.parquet")
-    run = analyse(remote_app, key, "spark")
+    key = sh.customer_pilot(remote_app)
+    sh.write_lake(remote_app, tmp_path / "lake.parquet")
+    run = sh.analyse(remote_app, key, "spark")
     assert run.status == "failed" and "could not write its assignments" in run.error
 

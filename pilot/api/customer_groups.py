@@ -5,34 +5,13 @@ from flask.views import MethodView
 from pilot import customers as domain
 from pilot.api.base import Blueprint, Schema, create_view, delete_view, list_view, show_view
 from pilot.auth import current
-from pilot.customer_groups import OPERATORS, OTHER, preview, rule_problem, saved_groups
+from pilot.customer_groups import preview, saved_groups
 from pilot.db import db
 from pilot.errors import Invalid
 from pilot.models import CustomerGroup
+from pilot.setup_schemas import GroupIn, RuleSchema  # the forms' schemas too: one validation
 
 blp = Blueprint("customer_groups", __name__, url_prefix="/customer-groups", description="Customer groups")
-
-KEY = ma.validate.Regexp(r"^[a-z][a-z0-9_]{0,63}$", error="1-64 lowercase letters, digits and _.")
-
-
-class RuleSchema(Schema):
-    attribute = ma.fields.String(required=True, validate=ma.validate.Length(1, 64))
-    op = ma.fields.String(required=True, validate=ma.validate.OneOf(OPERATORS))
-    value = ma.fields.Raw(allow_none=True)
-
-    @ma.validates_schema
-    def _check(self, data, **_kwargs):
-        problem = rule_problem(data)
-        if problem:
-            raise ma.ValidationError(problem, "value")
-
-
-class GroupIn(Schema):
-    key = ma.fields.String(required=True, validate=[KEY, ma.validate.NoneOf([OTHER])])
-    name = ma.fields.String(required=True, validate=ma.validate.Length(1, 200))
-    position = ma.fields.Integer(validate=ma.validate.Range(1, 1000))
-    rules = ma.fields.List(ma.fields.Nested(RuleSchema), load_default=list)
-
 
 # PATCH may leave out any of a group's fields, but not a field of a rule it sends (partial=True would
 # reach into the nested rules, and a rule without its op is no rule).
@@ -48,7 +27,7 @@ class GroupSchema(Schema):
 
 
 class PreviewGroupIn(Schema):
-    key = ma.fields.String(required=True, validate=[KEY, ma.validate.NoneOf([OTHER])])
+    key = ma.fields.String(required=True, validate=GroupIn().fields["key"].validators)
     name = ma.fields.String(load_default="")
     rules = ma.fields.List(ma.fields.Nested(RuleSchema), load_default=list)
 

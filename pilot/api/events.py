@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import marshmallow as ma
-from flask import current_app, request
+from flask import current_app
 from flask.views import MethodView
 from sqlalchemy import select
 
 from pilot import events_feed
 from pilot.api.base import Blueprint, PageArgs, Schema, page_schema, paginate
-from pilot.api.bodies import request_body
-from pilot.api.transactions import CSV_BODY, IngestArgs, OutcomeSchema, _ingested, _json_rows
+from pilot.api.transactions import CSV_BODY, IngestArgs, OutcomeSchema, _ingested, _json_rows, csv_upload, keyed_page
 from pilot.db import db
-from pilot.errors import Unsupported
-from pilot.models import Customer, CustomerEvent, Store
+from pilot.models import Customer, CustomerEvent
 
 blp = Blueprint("events", __name__, url_prefix="/events",
                 description="Customer events: surveys, app sessions, referrals, complaints… (#25)")
@@ -65,15 +63,7 @@ class Events(MethodView):
         for name in ("type", "source"):
             if name in args:
                 stmt = stmt.where(getattr(e, name) == args[name])
-        page = paginate(db.session, stmt, e.id, args["limit"], args["cursor"])
-        ids = {row.customer_id for row in page["items"]}
-        customers = dict(db.session.execute(select(Customer.id, Customer.external_id)
-                                            .where(Customer.id.in_(ids))).all()) if ids else {}
-        stores = dict(db.session.execute(select(Store.id, Store.code)).all())
-        page["items"] = [{**{c.name: getattr(row, c.name) for c in e.__table__.columns},
-                          "customer": customers[row.customer_id], "store": stores.get(row.store_id)}
-                         for row in page["items"]]
-        return page
+        return keyed_page(paginate(db.session, stmt, e.id, args["limit"], args["cursor"]))
 
     @blp.arguments(IngestArgs, location="query")
     @blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": EventBatchSchema}}},
@@ -97,7 +87,4 @@ class EventUpload(MethodView):
     @blp.response(200, OutcomeSchema)
     def post(self, args):
         """Ingest a CSV file of customer events (idempotent by source and event id)"""
-        request.max_content_length = current_app.config["MAX_UPLOAD_BYTES"]
-        if request.mimetype != "text/csv":
-            raise Unsupported("Send the file as text/csv.")
-        return _ingested("csv", events_feed.EVENTS.csv_rows(request_body()), args, events_feed.EVENTS)
+        return csv_upload(args, events_feed.EVENTS.csv_rows, events_feed.EVENTS)

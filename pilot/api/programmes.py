@@ -4,26 +4,11 @@ from flask.views import MethodView
 
 from pilot import programmes as domain
 from pilot.api.base import Blueprint, Schema, create_view, delete_view, list_view, show_view, update_view
-from pilot.api.regions import CODE
-from pilot.mechanics import MECHANICS, describe
+from pilot.mechanics import describe
 from pilot.models import Programme
+from pilot.setup_schemas import ProgrammeIn, VariantIn  # the forms' schemas too: one validation
 
 blp = Blueprint("programmes", __name__, url_prefix="/programmes", description="Programmes and variants")
-
-
-class VariantIn(Schema):
-    key = ma.fields.String(required=True, validate=CODE)
-    name = ma.fields.String(load_default=None, validate=ma.validate.Length(1, 200))
-    mechanic = ma.fields.String(required=True, validate=ma.validate.OneOf(MECHANICS))
-    parameters = ma.fields.Dict(keys=ma.fields.String(), load_default=dict,
-                                metadata={"description": "Validated by the mechanic's own schema"})
-
-
-class ProgrammeIn(Schema):
-    key = ma.fields.String(required=True, validate=CODE)
-    name = ma.fields.String(required=True, validate=ma.validate.Length(1, 200))
-    description = ma.fields.String(load_default="", validate=ma.validate.Length(max=2000))
-    variants = ma.fields.List(ma.fields.Nested(VariantIn), required=True, validate=ma.validate.Length(1, 20))
 
 
 class ProgrammePatch(Schema):

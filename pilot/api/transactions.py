@@ -122,6 +122,26 @@ def _json_rows(limit: int, key: str = "transactions") -> list:
     return batch_rows(body, key, limit, hint=f" Split it, or upload a CSV to /api/v1/{key}/upload.")
 
 
+def keyed_page(page: dict) -> dict:
+    """A page of transaction or event rows with the customer's external id and the store's code."""
+    ids = {row.customer_id for row in page["items"]}
+    customers = dict(db.session.execute(select(Customer.id, Customer.external_id)
+                                        .where(Customer.id.in_(ids))).all()) if ids else {}
+    stores = dict(db.session.execute(select(Store.id, Store.code)).all())
+    page["items"] = [{**{c.name: getattr(row, c.name) for c in row.__table__.columns},
+                      "customer": customers[row.customer_id], "store": stores.get(row.store_id)}
+                     for row in page["items"]]
+    return page
+
+
+def csv_upload(args: dict, rows_of, kind: ingestion.RowKind | None = None) -> dict:
+    """A streamed text/csv upload through the one ingestion path; `rows_of(stream)` reads its records."""
+    request.max_content_length = current_app.config["MAX_UPLOAD_BYTES"]
+    if request.mimetype != "text/csv":
+        raise Unsupported("Send the file as text/csv.")
+    return _ingested("csv", rows_of(request_body()), args, kind)
+
+
 def _gunzipped(data: bytes, cap: int) -> bytes:
     """The gzip body decompressed, up to `cap` + 1 bytes (the caller refuses more)."""
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
@@ -150,14 +170,7 @@ class Transactions(MethodView):
             stmt = stmt.join(Store, Store.id == Transaction.store_id).where(Store.code == args["store"])
         if "source" in args:
             stmt = stmt.where(Transaction.source == args["source"])
-        page = paginate(db.session, stmt, Transaction.id, args["limit"], args["cursor"])
-        ids = {t.customer_id for t in page["items"]}
-        customers = dict(db.session.execute(select(Customer.id, Customer.external_id)
-                                            .where(Customer.id.in_(ids))).all()) if ids else {}
-        stores = dict(db.session.execute(select(Store.id, Store.code)).all())
-        page["items"] = [{**{c.name: getattr(t, c.name) for c in Transaction.__table__.columns},
-                          "customer": customers[t.customer_id], "store": stores[t.store_id]} for t in page["items"]]
-        return page
+        return keyed_page(paginate(db.session, stmt, Transaction.id, args["limit"], args["cursor"]))
 
     @blp.arguments(IngestArgs, location="query")
     @blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": TransactionBatchSchema}}},
@@ -180,11 +193,7 @@ class TransactionUpload(MethodView):
     @blp.response(200, OutcomeSchema)
     def post(self, args):
         """Ingest a CSV file of transactions (idempotent by source and event id)"""
-        request.max_content_length = current_app.config["MAX_UPLOAD_BYTES"]
-        if request.mimetype != "text/csv":
-            raise Unsupported("Send the file as text/csv.")
-        rows = csv_rows(request_body(), ingestion.REQUIRED, ingestion.FIELDS)
-        return _ingested("csv", rows, args)
+        return csv_upload(args, lambda stream: csv_rows(stream, ingestion.REQUIRED, ingestion.FIELDS))
 
 
 def _ingested(method: str, rows, args: dict, kind: ingestion.RowKind | None = None) -> dict:

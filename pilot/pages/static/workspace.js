@@ -77,12 +77,17 @@
     form.querySelectorAll("[data-min-units]").forEach(function (el) { if (!el.value || el.value === other) el.value = mine; });
   }
 
-  var previewTimer = null;
+  // one preview at a time; a submission cancels the one in flight, whose answer (and its session cookie)
+  // would otherwise land after the submission's and drop the message the next page flashes
+  var previewTimer = null, inFlight = null;
   function preview(form) {
     if (!form.dataset.preview) return;
     clearTimeout(previewTimer);
     previewTimer = setTimeout(function () {
-      fetch(form.dataset.preview, {method: "POST", body: new FormData(form), credentials: "same-origin"})
+      if (inFlight) inFlight.abort();
+      inFlight = new AbortController();
+      fetch(form.dataset.preview, {method: "POST", body: new FormData(form), credentials: "same-origin",
+                                   signal: inFlight.signal})
         .then(function (r) { return r.ok ? r.json() : null; })
         .then(function (answer) { if (answer) render(form, answer); })
         .catch(function () {});
@@ -143,6 +148,11 @@
   document.addEventListener("change", function (e) {
     var form = e.target.closest("form[data-preview]");
     if (form) preview(form);
+  });
+
+  document.addEventListener("submit", function () {
+    clearTimeout(previewTimer);
+    if (inFlight) inFlight.abort();
   });
 
   document.querySelectorAll("form[data-preview]").forEach(preview);
