@@ -42,6 +42,24 @@ def start(app: Flask, session: Session, pilot: Pilot, again: bool = False) -> Jo
     return run
 
 
+def run_inline(session: Session, pilot: Pilot) -> dict[str, Any] | None:
+    """The same claimed job, run in this thread (the scheduler's calendar: it has no request to answer);
+    the job's detail, or None when another worker has the claim."""
+    from pilot.scheduler import claim, finish
+    run = claim(session, JOB, f"{pilot.key}/stage{pilot.current_stage}", lease_seconds())
+    if run is None:
+        return None
+    try:
+        pilot, counts = _assign(session, pilot.key)
+        status, detail = "done", {"pilot": pilot.key, "stage": pilot.current_stage, **counts}
+    except Exception as exc:
+        session.rollback()
+        log.exception("bulk assignment of %s failed", pilot.key)
+        status, detail = "failed", {"pilot": pilot.key, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+    finish(session, run, status, detail)
+    return detail
+
+
 def _background(app: Flask, run_id: int, key: str) -> None:
     from pilot.scheduler import finish
     with app.app_context():

@@ -187,7 +187,13 @@ def keep_calendar(session: Session) -> dict[str, Any]:
             continue
         (completed if action == "complete" else advanced).append(pilot.key)
     session.commit()
-    return {"started": started, "advanced": advanced, "completed": completed, "held": held}
+    from pilot import bulk_jobs  # a started or advanced customer pilot's new scope is assigned, as from the pages
+    assigned = {}
+    for key in (*started, *advanced):
+        pilot = rollout.get_pilot(session, key)
+        if bulk_jobs.wanted(pilot) and (detail := bulk_jobs.run_inline(session, pilot)) is not None:
+            assigned[key] = detail
+    return {"started": started, "advanced": advanced, "completed": completed, "held": held, "assigned": assigned}
 
 
 JOBS = {"analyse_running": analyse_running, "keep_calendar": keep_calendar}

@@ -8,9 +8,10 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from pilot.assignment import assign_bulk, holdout
 from pilot.cli import cli
 from pilot.db import db
-from pilot.models import AnalysisRun, AuditEvent, JobRun
+from pilot.models import AnalysisRun, Assignment, AuditEvent, Customer, JobRun
 from pilot.rollout import get_pilot
 from pilot.scheduler import run_all_once
 from tests.factories import plant
@@ -42,6 +43,12 @@ def test_calendar_advances_and_completes_at_planned_dates(app):
         pilot = get_pilot(db.session, key)
         pilot.stage(1).planned_end = date.today() - timedelta(days=1)
         pilot.stage(2).planned_start = date.today()
+        # customers who joined since stage 1 was assigned: the advance must assign them (bulk path)
+        like = db.session.scalars(select(Customer).where(Customer.id.in_(
+            select(Assignment.customer_id).where(Assignment.pilot_id == pilot.id))).limit(12)).all()
+        db.session.add_all(Customer(external_id=f"joined-{i}", home_store_id=c.home_store_id, age_band=c.age_band,
+                                    household_size=c.household_size, children=c.children,
+                                    attributes=dict(c.attributes)) for i, c in enumerate(like))
         # a gate the stage meets (the calendar holds to the gate: pilot.governance)
         pilot.stage(1).gate = {"min_days": 0, "min_units_per_arm": 1, "require_significant": False, "min_roi": -100,
                                "no_guardrail_harm": False, "no_srm": False}
@@ -52,6 +59,13 @@ def test_calendar_advances_and_completes_at_planned_dates(app):
     with app.app_context():
         pilot = get_pilot(db.session, key)
         assert (pilot.current_stage, pilot.state) == (2, "running")
+        # the new scope's customers were assigned by the calendar (bulk path): doing it again adds none
+        assigned = results["keep_calendar"]["detail"]["assigned"][key]
+        stage2 = db.session.scalar(select(func.count()).select_from(Assignment).where(
+            Assignment.pilot_id == pilot.id, Assignment.stage == 2))
+        assert assigned["stage"] == 2 and stage2 > 0, assigned
+        assert assigned["assigned_now"] == stage2
+        assert assign_bulk(db.session, pilot, holdout())["assigned_now"] == 0
 
 
 def _scheduler(url, barrier, out):
