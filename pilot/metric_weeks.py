@@ -15,7 +15,7 @@ from typing import Any
 
 from experiments.results import EffectResult, degenerate
 from experiments.stratified import post_stratified
-from pilot.aggregation import WEEK_VALUES, Cube
+from pilot.aggregation import WEEK_VALUES, Cube, product_key
 from pilot.analysis_config import AnalysisConfig
 from pilot.effects import metric_effect
 from pilot.metric_columns import MetricInfo
@@ -46,6 +46,13 @@ def _effect(cube: Cube, config: AnalysisConfig, info: MetricInfo, arm: str, w: i
     return post_stratified(strata, inference)
 
 
+def _crossed(cube: Cube, info: MetricInfo) -> bool:
+    """Whether the weeks carry a ratio's numerator × denominator (not when the two come from different
+    sources: then its weekly variance cannot be had, and the metric has no week-by-week breakdown)."""
+    keys = {product_key(info.value, info.other), product_key(info.other, info.value)}
+    return any(keys & sums.keys() for sums in cube.week_cells.values())
+
+
 def metric_weeks(cube: Cube, config: AnalysisConfig) -> list[dict[str, Any]]:
     """Each metric (primary, guardrails, then the rest) × treatment arm × week since exposure: the
     week's effect with its CI (`week` counts from 1)."""
@@ -54,7 +61,7 @@ def metric_weeks(cube: Cube, config: AnalysisConfig) -> list[dict[str, Any]]:
     rows = []
     for metric in config.metrics:
         info = weekly_info(config.info(metric))
-        if info is None:
+        if info is None or (info.defined and info.test == "ratio" and not _crossed(cube, info)):
             continue
         for arm in config.treatments:
             rows += [effect_row(_effect(cube, config, info, arm, w, periods), arm=arm, metric=metric, kind=info.kind,

@@ -51,6 +51,9 @@ def test_planted_nps_harm_stops_the_pilot_and_the_scheduler_pauses_it(app, clien
     assert row["mean_treatment"] == pytest.approx(by_arm["bonus"], rel=1e-9)
     assert row["n_control"] == (a.variant == "control").sum()  # every assigned unit counts
     assert rec["decision"] == "stop" and rec["action"] == {"type": "rollback"}
+    # NPS (a ratio of two sums from one source, the surveys) has its weeks in the drill-down
+    nps_weeks = [w for w in results["metric_weeks"] if w["metric"] == "nps"]
+    assert nps_weeks and {w["week"] for w in nps_weeks} >= {1, 2}
     assert any(r["code"] == "guardrail_harmed" and r["metric"] == "nps" for r in rec["reasons"])
     # the report names the definition's version
     login(client, tokens["analyst"])
