@@ -32,7 +32,7 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import PG_ADMIN  # noqa: E402
+from bench.ingest import PG_ADMIN, stored_rows  # noqa: E402
 from bench.ingest import upload as ingest_upload  # noqa: E402
 from bench.server import Server  # noqa: E402
 from pilot import create_app  # noqa: E402
@@ -106,11 +106,7 @@ def psql_copy(path: Path) -> float:
 
 
 def stored_events(url: str) -> int:
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.connect() as conn:
-        count = conn.scalar(text("SELECT count(*) FROM customer_events"))
-    engine.dispose()
-    return count
+    return stored_rows(url, "customer_events")
 
 
 def ingest_half(path: Path, events: int, customers: int, port: int) -> dict[str, Any]:

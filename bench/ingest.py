@@ -150,10 +150,11 @@ def cut_upload(path: Path, secret: str) -> None:
             pass
 
 
-def stored_rows(url: str) -> int:
+def stored_rows(url: str, table: str = "transactions") -> int:
+    """The rows of `table` in the benchmark's database."""
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as conn:
-        count = conn.scalar(text("SELECT count(*) FROM transactions"))
+        count = conn.scalar(text(f"SELECT count(*) FROM {table}"))
     engine.dispose()
     return count
 
