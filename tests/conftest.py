@@ -77,8 +77,8 @@ def app(database_url, tmp_path):
     app = create_app({"TESTING": True, "DATABASE_URL": database_url, "AUTO_MIGRATE": False,
                       "SECRET_KEY": "test-secret"})
     yield app
-    for thread in threading.enumerate():  # a start or advance's background assignment ends before the tables go
-        if thread.name.startswith("bulk_assignment-"):
+    for thread in threading.enumerate():  # background assignments and analyses end before the engine and tables go
+        if thread.name.startswith(("bulk_assignment-", "analysis-")):
             thread.join(60)
     with app.app_context():
         db.engine.dispose()
