@@ -31,12 +31,11 @@ from pilot.assignment import allocation_period
 from pilot.customer_groups import group_case, saved_groups
 from pilot.mechanics import member_period_cost
 from pilot.metric_columns import METRIC_SOURCES as METRIC_SOURCES  # (re-exported: the catalogue's unit values)
-from pilot.metric_columns import columns, per_customer, products, unit_value, week_statements
+from pilot.metric_columns import WEEK, columns, per_customer, products, unit_value, week_statements
 from pilot.models import Assignment, Customer, Enrolment, Pilot, Stage, Transaction
 from pilot.query_plans import set_based_plan
 from pilot.sqltime import at_least_after, epoch_seconds, time_literal
 
-WEEK = 7 * 86400
 # per-unit values and the sums of squares and cross-products each statistic needs
 UNIT_VALUES = ("spend", "visits", "items", "cost", "converted", "retained", "pre_spend", "pre_visits", "pre_items")
 PRODUCTS = (("spend", "spend"), ("visits", "visits"), ("items", "items"), ("cost", "cost"),
